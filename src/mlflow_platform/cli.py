@@ -1,0 +1,169 @@
+"""``mlflow-platform``: the local platform and stack configuration checks, from one command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, load_stack_file
+from .local.platform import DEFAULT_PORTS, LocalPlatform, Ports, find_project_root
+from .local.processes import PlatformError
+from .server_spec import Endpoints, render_server
+
+app = typer.Typer(
+    help="Production MLflow on AWS with Pulumi: the local platform, config checks and runbooks.",
+    no_args_is_help=True, pretty_exceptions_enable=False,
+)
+local_app = typer.Typer(
+    help="Run the platform on this machine: embedded PostgreSQL, a local S3 API, the tracking server.",
+    no_args_is_help=True,
+)
+config_app = typer.Typer(help="Validate stack files and show what they render.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+StateDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--state-dir", envvar="MLFLOW_PLATFORM_STATE_DIR",
+                 help="Where data, logs and secrets live [default: <repo>/.mlflow-platform]."),
+]
+StackFileOpt = Annotated[
+    Optional[Path],
+    typer.Option("--stack-file", help="Local environment config [default: <repo>/stacks/local.yaml]."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def _platform(state_dir: Optional[Path], stack_file: Optional[Path]) -> LocalPlatform:
+    try:
+        root = None if (state_dir and stack_file) else find_project_root()
+        return LocalPlatform(
+            state_dir=state_dir or root / ".mlflow-platform",
+            stack_file=stack_file or root / "stacks" / "local.yaml",
+        )
+    except (ConfigError, PlatformError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@local_app.command("up")
+def local_up(
+    port: Annotated[Optional[int], typer.Option(help=f"Tracking server port [default: {DEFAULT_PORTS['tracking']}].")] = None,
+    postgres_port: Annotated[Optional[int], typer.Option(help=f"PostgreSQL port [default: {DEFAULT_PORTS['postgres']}].")] = None,
+    s3_port: Annotated[Optional[int], typer.Option(help=f"Local S3 API port [default: {DEFAULT_PORTS['s3']}].")] = None,
+    state_dir: StateDirOpt = None,
+    stack_file: StackFileOpt = None,
+) -> None:
+    """Start (or heal) the platform and print how to reach it. Safe to run again.
+
+    Example: mlflow-platform local up --port 5050
+    """
+    platform = _platform(state_dir, stack_file)
+    ports = None
+    if any(p is not None for p in (port, postgres_port, s3_port)):
+        current = platform.state.ports
+        ports = Ports(tracking=port or current.tracking, postgres=postgres_port or current.postgres,
+                      s3=s3_port or current.s3)
+    try:
+        elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False))
+    except PlatformError as exc:
+        raise _fail(str(exc)) from None
+    env = platform.client_env()
+    out.print(f"\n[bold green]MLflow is up[/] in {elapsed:.1f}s: {env['MLFLOW_TRACKING_URI']}")
+    out.print(f"  username: {env['MLFLOW_TRACKING_USERNAME']}")
+    out.print(f"  password: {env['MLFLOW_TRACKING_PASSWORD']}", highlight=False)
+    out.print('  use it:   eval "$(.venv/bin/mlflow-platform local env)"')
+
+
+@local_app.command("down")
+def local_down(
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete all data, logs and secrets.")] = False,
+    state_dir: StateDirOpt = None,
+    stack_file: StackFileOpt = None,
+) -> None:
+    """Stop every component. Data survives unless --purge.
+
+    Example: mlflow-platform local down --purge
+    """
+    platform = _platform(state_dir, stack_file)
+    try:
+        platform.down(purge=purge, log=lambda line: out.print(line, highlight=False))
+    except PlatformError as exc:
+        raise _fail(str(exc)) from None
+
+
+@local_app.command("status")
+def local_status(state_dir: StateDirOpt = None, stack_file: StackFileOpt = None) -> None:
+    """Show each component's pid, port and health; exit 1 if any is unhealthy."""
+    platform = _platform(state_dir, stack_file)
+    table = Table("component", "pid", "port", "healthy", "detail")
+    rows = platform.status()
+    for row in rows:
+        table.add_row(row.name, str(row.pid or "-"), str(row.port),
+                      "[green]yes[/]" if row.healthy else "[red]no[/]", row.detail)
+    out.print(table)
+    if not all(row.healthy for row in rows):
+        raise typer.Exit(code=1)
+
+
+@local_app.command("env")
+def local_env(state_dir: StateDirOpt = None, stack_file: StackFileOpt = None) -> None:
+    """Print shell exports for the tracking URI and credentials.
+
+    Example: eval "$(mlflow-platform local env)"
+    """
+    platform = _platform(state_dir, stack_file)
+    if not platform.state_dir.exists():
+        raise _fail("the local platform was never started; run `mlflow-platform local up`")
+    typer.echo(platform.export_lines())
+
+
+def _stack_path(stack: str) -> Path:
+    path = Path(stack)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return find_project_root() / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+@config_app.command("check")
+def config_check(stack: Annotated[str, typer.Argument(help="Stack name (dev, staging, prod) or a file.")]) -> None:
+    """Validate a stack file and print its connection budget and rendered server command.
+
+    Example: mlflow-platform config check prod
+    """
+    try:
+        loaded = load_stack_file(_stack_path(stack))
+    except (ConfigError, PlatformError) as exc:
+        raise _fail(str(exc)) from None
+    c = loaded.config
+    max_conn = c.database.effective_max_connections
+    out.print(f"[bold]{c.environment}[/]: valid")
+    out.print(
+        f"  connection budget {c.connection_budget} of max_connections {max_conn} "
+        f"(- {c.database.reserved_connections} reserved)"
+    )
+    spec = render_server(c, Endpoints(db_host="<database endpoint>", bucket=c.artifacts.bucket or "<bucket>"))
+    out.print("  argv: " + " ".join(spec.argv), highlight=False, soft_wrap=True)
+    for var in spec.env:
+        value = var.value if var.secret is None else f"<secret {var.secret.secret}/{var.secret.key}>"
+        out.print(f"  env {var.name}={value}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

