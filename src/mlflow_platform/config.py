@@ -152,8 +152,8 @@ class DatabaseConfig(_Section):
     reserved_connections: int = Field(
         10, ge=3, description="Kept free for superuser, migrations, backups and on-call psql."
     )
-    pool_size: int = Field(5, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.")
-    max_overflow: int = Field(5, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
+    pool_size: int = Field(3, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.")
+    max_overflow: int = Field(2, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
     pool_recycle_seconds: int = Field(1800, ge=60, description="MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.")
     tracking_database: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     auth_database: str = Field("mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

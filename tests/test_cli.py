@@ -1,0 +1,72 @@
+"""The command line: what a user types, what they read, and the exit codes CI relies on."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from mlflow_platform.cli import app
+
+from .conftest import LOCAL_STACK
+
+runner = CliRunner()
+
+
+def args(platform, *command: str) -> list[str]:
+    return [*command, "--state-dir", str(platform.state_dir), "--stack-file", str(LOCAL_STACK)]
+
+
+def test_local_env_prints_evalable_exports(platform) -> None:
+    result = runner.invoke(app, args(platform, "local", "env"))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("export ")
+    exported = dict(item.split("=", 1) for item in shlex.split(result.output)[1:])
+    assert exported["MLFLOW_TRACKING_URI"] == platform.tracking_uri()
+    assert exported["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert len(exported["MLFLOW_TRACKING_PASSWORD"]) >= 12
+
+
+def test_local_status_reports_each_component(platform) -> None:
+    result = runner.invoke(app, args(platform, "local", "status"))
+    assert result.exit_code == 0, result.output
+    for name in ("postgres", "s3", "tracking"):
+        assert name in result.output
+    assert str(platform.state.ports.tracking) in result.output
+
+
+def test_local_env_before_any_up_says_what_to_do(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["local", "env", "--state-dir", str(tmp_path / "none"), "--stack-file", str(LOCAL_STACK)])
+    assert result.exit_code == 1
+    assert "mlflow-platform local up" in result.output
+
+
+def test_config_check_accepts_prod() -> None:
+    result = runner.invoke(app, ["config", "check", str(Path(LOCAL_STACK).parent / "Pulumi.prod.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "prod: valid" in result.output
+    assert "<secret mlflow-server/db-password>" in result.output
+
+
+def test_config_check_names_the_bad_key_without_a_traceback(tmp_path: Path) -> None:
+    stack = yaml.safe_load(LOCAL_STACK.read_text())
+    stack["config"]["mlflow-platform:database"]["poolSize"] = 50
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text(yaml.safe_dump(stack))
+    result = runner.invoke(app, ["config", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "database.poolSize" in result.output and "exceeds max_connections 100" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_up_with_a_bad_stack_file_fails_before_starting_anything(tmp_path: Path) -> None:
+    stack = yaml.safe_load(LOCAL_STACK.read_text())
+    stack["config"]["mlflow-platform:server"]["keepAliveSeconds"] = 30
+    bad = tmp_path / "local.yaml"
+    bad.write_text(yaml.safe_dump(stack))
+    result = runner.invoke(app, ["local", "up", "--state-dir", str(tmp_path / "state"), "--stack-file", str(bad)])
+    assert result.exit_code == 1
+    assert "server.keepAliveSeconds" in result.output
+    assert not (tmp_path / "state").exists()

@@ -1,0 +1,118 @@
+"""The local platform: healthy, idempotent, self-healing, durable, and clear when it can't start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from mlflow_platform.local.platform import LocalPlatform, Ports
+from mlflow_platform.local.processes import PlatformError, alive, spawn
+
+from .conftest import LOCAL_STACK, free_port
+
+
+def statuses(platform: LocalPlatform) -> dict[str, bool]:
+    return {row.name: row.healthy for row in platform.status()}
+
+
+def processes_under(state_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(state_dir) in part for part in (proc.info["cmdline"] or [])):
+            found.append(proc)
+    return found
+
+
+def test_every_component_is_healthy(platform: LocalPlatform) -> None:
+    assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True}
+
+
+def test_admin_credentials_work_and_anonymous_requests_do_not(platform: LocalPlatform) -> None:
+    env = platform.client_env()
+    url = f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search"
+    assert requests.get(url, params={"max_results": 1}, timeout=10).status_code == 401
+    auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert requests.get(url, params={"max_results": 1}, auth=auth, timeout=10).status_code == 200
+
+
+def test_postgres_runs_with_the_configured_max_connections(platform: LocalPlatform) -> None:
+    pg = platform._postgres(platform.state.ports)
+    with pg.connect() as conn:
+        assert conn.execute("SHOW max_connections").fetchone()[0] == str(platform.config.database.max_connections)
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    assert {"mlflow", "mlflow_auth"} <= names
+
+
+def test_second_up_reuses_what_runs(platform: LocalPlatform) -> None:
+    before = dict(platform.state.pids)
+    started = time.monotonic()
+    platform.up(log=lambda _: None)
+    assert platform.state.pids == before
+    assert time.monotonic() - started < 5
+
+
+def test_killed_tracking_server_shows_in_status_and_up_heals_it(platform: LocalPlatform) -> None:
+    pid = platform.state.pids["tracking"]
+    os.kill(pid, signal.SIGKILL)  # the leader dies; its gunicorn workers are orphaned
+    psutil.Process(pid).wait(10) if alive(pid) else None
+    assert statuses(platform)["tracking"] is False
+    platform.up(log=lambda _: None)
+    assert platform.state.pids["tracking"] != pid
+    assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True}
+
+
+def test_data_and_artifacts_survive_down_and_up(platform: LocalPlatform, mlflow_client, tmp_path: Path) -> None:
+    experiment_id = mlflow_client.create_experiment(f"/platform/durability/test-{time.time_ns()}")
+    run = mlflow_client.create_run(experiment_id)
+    source = tmp_path / "blob.bin"
+    source.write_bytes(os.urandom(256 * 1024))
+    mlflow_client.log_artifact(run.info.run_id, str(source))
+    mlflow_client.log_metric(run.info.run_id, "loss", 0.25)
+
+    platform.down(log=lambda _: None)
+    assert statuses(platform) == {"postgres": False, "s3": False, "tracking": False}
+    assert processes_under(platform.state_dir) == []
+    platform.up(log=lambda _: None)
+
+    assert mlflow_client.get_run(run.info.run_id).data.metrics == {"loss": 0.25}
+    restored = Path(mlflow_client.download_artifacts(run.info.run_id, "blob.bin", str(tmp_path / "out")))
+    assert restored.read_bytes() == source.read_bytes()
+
+
+def test_port_conflict_is_a_clear_error_and_leaves_nothing_running(tmp_path: Path) -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    busy = blocker.getsockname()[1]
+    state_dir = tmp_path / "state"
+    other = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
+    try:
+        with pytest.raises(PlatformError, match=rf"port {busy} for the tracking server is already in use.*--port"):
+            other.up(Ports(tracking=busy, postgres=free_port(), s3=free_port()), log=lambda _: None)
+    finally:
+        other.down(log=lambda _: None)
+        blocker.close()
+    assert processes_under(state_dir) == []
+
+
+def test_up_refuses_to_change_ports_while_running(platform: LocalPlatform) -> None:
+    ports = platform.state.ports
+    with pytest.raises(PlatformError, match="local down"):
+        platform.up(Ports(tracking=free_port(), postgres=ports.postgres, s3=ports.s3), log=lambda _: None)
+
+
+def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PlatformError, match="not found; run `make install`"):
+        spawn(["mlflow-platform-no-such-binary"], env={"PATH": "/nonexistent"}, log=tmp_path / "x.log")
+
+
+def test_secrets_file_is_private(platform: LocalPlatform) -> None:
+    mode = (platform.state_dir / "secrets.json").stat().st_mode & 0o777
+    assert mode == 0o600

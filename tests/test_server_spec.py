@@ -1,0 +1,143 @@
+"""The renderer: one pure function, secrets by reference, pools via env, gunicorn-tuned."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from mlflow_platform.config import from_config_values, load_stack_file
+from mlflow_platform.server_spec import (
+    ADMIN_PASSWORD,
+    DB_PASSWORD,
+    FLASK_SECRET_KEY,
+    Endpoints,
+    render_server,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "a-very-secret-admin-password"
+ENDPOINTS = Endpoints(db_host="mlflow.cluster-abc.eu-west-1.rds.amazonaws.com", bucket="acme-mlflow-prod")
+
+
+@pytest.fixture
+def prod():
+    return load_stack_file(ROOT / "stacks/Pulumi.prod.yaml", secrets={"adminPassword": SECRET}).config
+
+
+def option(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_render_is_pure(prod) -> None:
+    assert render_server(prod, ENDPOINTS) == render_server(prod, ENDPOINTS)
+
+
+def test_pool_settings_go_through_env_not_the_uri(prod) -> None:
+    spec = render_server(prod, ENDPOINTS)
+    uri = option(spec.argv, "--backend-store-uri")
+    assert "pool" not in uri and "overflow" not in uri
+    env = {e.name: e.value for e in spec.env}
+    assert env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "5"
+    assert env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] == "5"
+    assert env["MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE"] == "1800"
+
+
+def test_no_secret_value_is_rendered(prod) -> None:
+    spec = render_server(prod, ENDPOINTS)
+    rendered = " ".join(spec.argv) + " ".join(str(e.value) for e in spec.env) + (spec.auth_ini or "")
+    assert SECRET not in rendered
+    assert ":@" not in rendered and "password=" not in rendered.lower()
+    by_name = {e.name: e for e in spec.env}
+    assert by_name["PGPASSWORD"].secret == DB_PASSWORD
+    assert by_name["MLFLOW_FLASK_SERVER_SECRET_KEY"].secret == FLASK_SECRET_KEY
+    assert by_name["MLFLOW_AUTH_ADMIN_PASSWORD"].secret == ADMIN_PASSWORD
+    assert set(spec.secret_refs) == {DB_PASSWORD, FLASK_SECRET_KEY, ADMIN_PASSWORD}
+
+
+def test_database_url_uses_psycopg3_and_tls_against_rds(prod) -> None:
+    uri = option(render_server(prod, ENDPOINTS).argv, "--backend-store-uri")
+    assert uri == ("postgresql+psycopg://mlflow@mlflow.cluster-abc.eu-west-1.rds.amazonaws.com:5432/"
+                   "mlflow?sslmode=require")
+
+
+def test_gunicorn_is_the_server_with_tuned_options(prod) -> None:
+    spec = render_server(prod, ENDPOINTS)
+    opts = option(spec.argv, "--gunicorn-opts")
+    assert "--worker-class=gthread" in opts and "--threads=4" in opts
+    assert "--keep-alive=75" in opts and "--timeout=600" in opts
+    assert "--max-requests=2000" in opts and "--max-requests-jitter=200" in opts
+    assert option(spec.argv, "--workers") == "4"
+    assert "--uvicorn-opts" not in spec.argv
+
+
+def test_artifacts_are_proxied_to_the_bucket_prefix(prod) -> None:
+    spec = render_server(prod, ENDPOINTS)
+    assert "--serve-artifacts" in spec.argv
+    assert option(spec.argv, "--artifacts-destination") == "s3://acme-mlflow-prod/prod"
+    assert "MLFLOW_S3_ENDPOINT_URL" not in {e.name for e in spec.env}  # real S3: no override
+
+
+def test_allowed_hosts_come_from_env_with_port_variants(prod) -> None:
+    spec = render_server(prod, ENDPOINTS)
+    env = {e.name: e.value for e in spec.env}
+    assert env["MLFLOW_SERVER_ALLOWED_HOSTS"] == "mlflow.example.com,mlflow.example.com:*"
+    assert "--allowed-hosts" not in spec.argv  # mlflow refuses it together with --gunicorn-opts
+
+
+def test_auth_ini_is_read_by_mlflow_itself(prod, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.server.auth.config import read_auth_config
+
+    spec = render_server(prod, ENDPOINTS)
+    assert "--app-name" in spec.argv and option(spec.argv, "--app-name") == "basic-auth"
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(spec.auth_ini)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", SECRET)
+    auth = read_auth_config()
+    assert auth.database_uri.startswith("postgresql+psycopg://mlflow@") and auth.database_uri.split("/")[-1].startswith("mlflow_auth")
+    assert auth.auth_cache_ttl_seconds == 60
+    assert auth.default_permission == "READ"
+    assert auth.admin_password == SECRET
+    parsed = configparser.ConfigParser()
+    parsed.read_string(spec.auth_ini)
+    assert "admin_password" not in parsed["mlflow"]
+
+
+def test_job_execution_runs_on_the_primary_replica_only() -> None:
+    config = from_config_values(
+        {"mlflow-platform:environment": "dev", "mlflow-platform:artifacts": {"prefix": "dev"},
+         "mlflow-platform:server": {"jobExecution": True}},
+        source="test",
+    )
+    primary = {e.name: e.value for e in render_server(config, ENDPOINTS, primary=True).env}
+    other = {e.name: e.value for e in render_server(config, ENDPOINTS, primary=False).env}
+    assert primary["MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS"] == "true"
+    assert primary["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert other["MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS"] == "false"
+    assert other["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_resolve_env_requires_every_secret(prod) -> None:
+    spec = render_server(prod, ENDPOINTS)
+    with pytest.raises(KeyError, match="db-password"):
+        spec.resolve_env({FLASK_SECRET_KEY: "x", ADMIN_PASSWORD: "y"})
+
+
+def test_the_running_local_server_executes_exactly_the_rendered_command(platform) -> None:
+    """Proves the server starts with what the renderer produced: argv and env, verbatim."""
+    import psutil
+
+    spec = platform.server_spec()
+    process = psutil.Process(platform.state.pids["tracking"])
+    cmdline = process.cmdline()
+    assert tuple(cmdline[-len(spec.argv) + 1:]) == spec.argv[1:]
+    assert Path(cmdline[1]).name == spec.argv[0] == "mlflow"
+    environ = process.environ()
+    for var in spec.env:
+        if var.secret is None:
+            assert environ[var.name] == var.value, var.name
+        else:
+            assert environ[var.name], var.name
+    assert Path(spec.auth_config_path).read_text() == spec.auth_ini
