@@ -142,8 +142,9 @@ class DatabaseConfig(_Section):
     """PostgreSQL: instance sizing and the SQLAlchemy pool every server engine uses."""
 
     engine_version: str = Field("16.6", pattern=r"^\d+(\.\d+)?$", description="PostgreSQL version.")
-    instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
-    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
+                                description="RDS instance class; sets the default max_connections.")
+    allocated_storage_gb: int = Field(20, ge=20, le=65536, description="Initial storage (gp3).")
     max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="Storage autoscaling ceiling.")
     max_connections: int | None = Field(
         None, ge=10, le=65536,
@@ -155,9 +156,12 @@ class DatabaseConfig(_Section):
     pool_size: int = Field(3, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.")
     max_overflow: int = Field(2, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
     pool_recycle_seconds: int = Field(1800, ge=60, description="MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.")
-    tracking_database: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    auth_database: str = Field("mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    username: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    tracking_database: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                                   description="Database for runs, experiments and the registry.")
+    auth_database: str = Field("mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                               description="Database for basic-auth users and permissions.")
+    username: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                          description="Role the server connects as (password via PGPASSWORD).")
 
     @property
     def effective_max_connections(self) -> int | None:
@@ -182,7 +186,7 @@ class ArtifactStoreConfig(_Section):
     """Where the server proxies artifacts: ``s3://<bucket>/<prefix>``."""
 
     bucket: str | None = Field(
-        None, description="Bucket name; default `<project>-<environment>-artifacts-<account>`."
+        None, description="Bucket name; derived from the environment when absent."
     )
     prefix: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
                         description="Key prefix under which all artifacts live (e.g. `prod`).")

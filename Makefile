@@ -1,0 +1,43 @@
+# Two commands matter: `make local` (start the platform) and `make test` (install, run all tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install local status env down purge test smoke check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+local: install            ## start (or heal) the local platform and print how to reach it
+	$(BIN)/mlflow-platform local up
+
+status: install
+	$(BIN)/mlflow-platform local status
+
+env: install
+	@$(BIN)/mlflow-platform local env
+
+down: install
+	$(BIN)/mlflow-platform local down
+
+purge: install            ## stop and delete all local data
+	$(BIN)/mlflow-platform local down --purge
+
+test: install             ## every test; starts and stops its own platform on free ports
+	$(BIN)/pytest
+
+smoke: install            ## the smoke suite against MLFLOW_TRACKING_URI (+ credentials)
+	$(BIN)/pytest smoke_tests
+
+check: install            ## validate every stack file
+	@for stack in dev staging prod; do $(BIN)/mlflow-platform config check $$stack >/dev/null && echo "$$stack: valid" || exit 1; done
+
+clean:
+	-$(BIN)/mlflow-platform local down --purge
+	rm -rf $(VENV) *.egg-info src/*.egg-info
