@@ -116,3 +116,23 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
 def test_secrets_file_is_private(platform: LocalPlatform) -> None:
     mode = (platform.state_dir / "secrets.json").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_a_stale_pid_that_now_names_a_stranger_is_left_alone(tmp_path: Path) -> None:
+    """After a reboot the recorded pid may belong to someone else: down must not kill it."""
+    import subprocess
+
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        (state_dir / "state.json").write_text(
+            '{"ports": {}, "pids": {"tracking": %d, "s3": %d}}' % (stranger.pid, stranger.pid)
+        )
+        stale = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
+        assert {row.name: row.pid for row in stale.status()}["tracking"] is None
+        stale.down(log=lambda _: None)
+        assert stranger.poll() is None, "down killed a process that was not the platform's"
+    finally:
+        stranger.kill()
+        stranger.wait()

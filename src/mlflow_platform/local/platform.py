@@ -31,7 +31,7 @@ from ..server_spec import (
     render_server,
 )
 from .postgres import LocalPostgres
-from .processes import PlatformError, alive, require_free_port, spawn, stop_group, tail, wait_until
+from .processes import PlatformError, owned, require_free_port, spawn, stop_group, tail, wait_until
 
 DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100}
 S3_REGION = "us-east-1"
@@ -161,7 +161,7 @@ class LocalPlatform:
         """Start whatever is not running (healing crashed parts); returns seconds taken."""
         started = time.monotonic()
         state = self.state
-        running = [name for name in ("s3", "tracking") if alive(state.pids.get(name))]
+        running = [name for name in ("s3", "tracking") if self._owned(state.pids.get(name))]
         if ports is not None and ports != state.ports:
             if running or self._postgres(state.ports).running:
                 raise PlatformError(
@@ -197,10 +197,10 @@ class LocalPlatform:
     def _start_s3(self, state: State, secret_values: dict[str, str], log) -> None:
         port = state.ports.s3
         pid = state.pids.get("s3")
-        if alive(pid) and self._s3_healthy(state.ports):
+        if self._owned(pid) and self._s3_healthy(state.ports):
             log(f"s3        reusing pid {pid} on port {port}")
         else:
-            stop_group(pid)
+            stop_group(pid, self.state_dir)
             require_free_port(port, "the local S3 API", "--s3-port")
             recording = self.state_dir / "s3" / "recording.jsonl"
             recording.parent.mkdir(parents=True, exist_ok=True)
@@ -220,10 +220,10 @@ class LocalPlatform:
     def _start_tracking(self, state: State, secret_values: dict[str, str], log) -> None:
         port = state.ports.tracking
         pid = state.pids.get("tracking")
-        if alive(pid) and self._tracking_healthy(state.ports):
+        if self._owned(pid) and self._tracking_healthy(state.ports):
             log(f"tracking  reusing pid {pid} on port {port}")
             return
-        stop_group(pid)  # a crashed leader can leave its gunicorn workers holding the port
+        stop_group(pid, self.state_dir)  # a crashed leader can leave its gunicorn workers holding the port
         require_free_port(port, "the tracking server", "--port")
         spec = self.server_spec(state.ports)
         if spec.auth_ini is not None and spec.auth_config_path is not None:
@@ -252,17 +252,17 @@ class LocalPlatform:
 
     def _wait(self, check, pid: int, what: str, log_file: Path) -> None:
         def died() -> str | None:
-            if alive(pid):
+            if self._owned(pid):
                 return None
             return f"{what} exited during startup; last lines of {log_file}:\n{tail(log_file)}"
 
         try:
             ok = wait_until(check, timeout=STARTUP_TIMEOUT, abort=died)
         except PlatformError:
-            stop_group(pid)
+            stop_group(pid, self.state_dir)
             raise
         if not ok:
-            stop_group(pid)
+            stop_group(pid, self.state_dir)
             raise PlatformError(
                 f"{what} not healthy after {STARTUP_TIMEOUT:.0f}s; last lines of {log_file}:\n{tail(log_file)}"
             )
@@ -283,8 +283,8 @@ class LocalPlatform:
         state = self.state
         for name in ("tracking", "s3"):
             pid = state.pids.pop(name, None)
-            if alive(pid) or pid:
-                stop_group(pid)
+            if pid:
+                stop_group(pid, self.state_dir)
                 log(f"{name:<9} stopped")
         if self.state_dir.exists():
             pg = self._postgres(state.ports)
@@ -299,6 +299,9 @@ class LocalPlatform:
             log(f"purged    {self.state_dir}")
 
     # -- observation ---------------------------------------------------------------------------
+    def _owned(self, pid: int | None) -> bool:
+        return owned(pid, self.state_dir)
+
     def _s3_healthy(self, ports: Ports) -> bool:
         try:
             return requests.get(f"http://127.0.0.1:{ports.s3}/moto-api/", timeout=2).ok
@@ -317,20 +320,20 @@ class LocalPlatform:
         pg_pid = pg.pid if pg.running else None
         pg_ok = pg.healthy()
         s3_pid, tr_pid = state.pids.get("s3"), state.pids.get("tracking")
-        s3_ok = alive(s3_pid) and self._s3_healthy(state.ports)
-        tr_ok = alive(tr_pid) and self._tracking_healthy(state.ports)
+        s3_ok = self._owned(s3_pid) and self._s3_healthy(state.ports)
+        tr_ok = self._owned(tr_pid) and self._tracking_healthy(state.ports)
 
         def detail(pid, ok, healthy_text):
             if ok:
                 return healthy_text
-            return "not running" if not alive(pid) else "running but not answering"
+            return "running but not answering" if self._owned(pid) else "not running"
 
         return [
             ComponentStatus("postgres", pg_pid, state.ports.postgres, pg_ok,
                             detail(pg_pid, pg_ok, "accepting connections")),
-            ComponentStatus("s3", s3_pid if alive(s3_pid) else None, state.ports.s3, s3_ok,
+            ComponentStatus("s3", s3_pid if self._owned(s3_pid) else None, state.ports.s3, s3_ok,
                             detail(s3_pid, s3_ok, f"bucket s3://{self.bucket}")),
-            ComponentStatus("tracking", tr_pid if alive(tr_pid) else None, state.ports.tracking, tr_ok,
+            ComponentStatus("tracking", tr_pid if self._owned(tr_pid) else None, state.ports.tracking, tr_ok,
                             detail(tr_pid, tr_ok, self.tracking_uri(state.ports))),
         ]
 

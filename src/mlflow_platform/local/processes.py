@@ -79,20 +79,31 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path |
     return proc.pid
 
 
-def stop_group(pid: int | None, *, timeout: float = 15.0) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL whatever is left after ``timeout``.
+def owned(pid: int | None, marker: Path) -> bool:
+    """Is ``pid`` alive and ours? Ours: its command line or working directory mentions ``marker``
+    (the state dir). Guards against a pid recorded before a reboot that now names a stranger."""
+    if not alive(pid):
+        return False
+    return _mentions(psutil.Process(pid), str(marker))
 
-    The group outlives its leader (a SIGKILLed ``mlflow server`` leaves its gunicorn), so the
-    group is signalled even when the leader is gone.
+
+def _mentions(proc: psutil.Process, marker: str) -> bool:
+    try:
+        return any(marker in part for part in proc.cmdline()) or proc.cwd().startswith(marker)
+    except psutil.Error:
+        return False
+
+
+def stop_group(pid: int | None, marker: Path, *, timeout: float = 15.0) -> None:
+    """SIGTERM our processes in the group led by ``pid``; SIGKILL what is left after ``timeout``.
+
+    The group outlives its leader (a SIGKILLed ``mlflow server`` leaves its gunicorn), so members
+    are found by process group, not by parentage; only those that are ours are signalled.
     """
     if not pid:
         return
-    members = _group_members(pid)
+    members = [p for p in _group_members(pid) if _mentions(p, str(marker))]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
         for proc in members:
             try:
                 proc.send_signal(sig)
@@ -104,17 +115,6 @@ def stop_group(pid: int | None, *, timeout: float = 15.0) -> None:
     survivors = [p.pid for p in members if p.is_running()]
     if survivors:
         raise PlatformError(f"processes {survivors} did not stop; kill them by hand")
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
-    return members
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.2,
