@@ -96,10 +96,32 @@ def test_port_conflict_is_a_clear_error_and_leaves_nothing_running(tmp_path: Pat
     try:
         with pytest.raises(PlatformError, match=rf"port {busy} for the tracking server is already in use.*--port"):
             other.up(Ports(tracking=busy, postgres=free_port(), s3=free_port()), log=lambda _: None)
+        assert processes_under(state_dir) == []  # refused before anything started
     finally:
         other.down(log=lambda _: None)
         blocker.close()
-    assert processes_under(state_dir) == []
+
+
+def test_a_component_failing_to_start_stops_what_up_started(tmp_path: Path, monkeypatch) -> None:
+    """All-or-nothing: the tracking server dies on start, so PostgreSQL and S3 are stopped too."""
+    state_dir = tmp_path / "state"
+    broken = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
+    original = broken.server_spec
+
+    def bad_spec(ports=None):
+        spec = original(ports)
+        return type(spec)(argv=(*spec.argv, "--no-such-option"), env=spec.env, auth_ini=spec.auth_ini,
+                          auth_config_path=spec.auth_config_path, port=spec.port)
+
+    monkeypatch.setattr(broken, "server_spec", bad_spec)
+    try:
+        with pytest.raises(PlatformError, match="tracking server exited during startup"):
+            broken.up(Ports(tracking=free_port(), postgres=free_port(), s3=free_port()), log=lambda _: None)
+        assert processes_under(state_dir) == []
+        assert {row.name: row.healthy for row in broken.status()} == {
+            "postgres": False, "s3": False, "tracking": False}
+    finally:
+        broken.down(purge=True, log=lambda _: None)
 
 
 def test_up_refuses_to_change_ports_while_running(platform: LocalPlatform) -> None:

@@ -158,7 +158,11 @@ class LocalPlatform:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, ports: Ports | None = None, *, log=print) -> float:
-        """Start whatever is not running (healing crashed parts); returns seconds taken."""
+        """Start whatever is not running (healing crashed parts); returns seconds taken.
+
+        All-or-nothing: ports are checked before anything starts, and if a component fails,
+        what this call started is stopped again, so a failed ``up`` leaves no process behind.
+        """
         started = time.monotonic()
         state = self.state
         running = [name for name in ("s3", "tracking") if self._owned(state.pids.get(name))]
@@ -170,31 +174,57 @@ class LocalPlatform:
                 )
             state.ports = ports
         ports = state.ports
+        self._preflight(state)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state.save(self._state_file)
         secret_values = self._secrets()
-
-        self._start_postgres(ports, secret_values, log)
-        self._start_s3(state, secret_values, log)
-        state.save(self._state_file)
-        self._start_tracking(state, secret_values, log)
-        state.save(self._state_file)
+        started_here: list[str] = []
+        try:
+            self._start_postgres(ports, secret_values, log, started_here)
+            self._start_s3(state, secret_values, log, started_here)
+            state.save(self._state_file)
+            self._start_tracking(state, secret_values, log, started_here)
+        except BaseException:
+            self._stop(state, started_here)
+            raise
+        finally:
+            state.save(self._state_file)
         return time.monotonic() - started
 
-    def _start_postgres(self, ports: Ports, secret_values: dict[str, str], log) -> None:
+    def _preflight(self, state: State) -> None:
+        """Refuse before starting anything when a port we need is taken by someone else."""
+        ports = state.ports
+        if not self._postgres(ports).running:
+            require_free_port(ports.postgres, "PostgreSQL", "--postgres-port")
+        if not self._owned(state.pids.get("s3")):
+            require_free_port(ports.s3, "the local S3 API", "--s3-port")
+        if not self._owned(state.pids.get("tracking")):
+            # A crashed leader can leave its gunicorn workers (ours) holding the port: reap them.
+            stop_group(state.pids.get("tracking"), self.state_dir)
+            require_free_port(ports.tracking, "the tracking server", "--port")
+
+    def _stop(self, state: State, names: list[str]) -> None:
+        for name in reversed(names):
+            if name == "postgres":
+                self._postgres(state.ports).stop()
+            else:
+                stop_group(state.pids.pop(name, None), self.state_dir)
+
+    def _start_postgres(self, ports: Ports, secret_values: dict[str, str], log, started: list[str]) -> None:
         pg = self._postgres(ports)
         if pg.healthy():
             log(f"postgres  reusing pid {pg.pid} on port {ports.postgres}")
         else:
             pg.initialize()
             pg.start()
+            started.append("postgres")
             log(f"postgres  started pid {pg.pid} on port {ports.postgres}")
         d = self.config.database
         pg.ensure_role_and_databases(
             d.username, secret_values["db_password"], [d.tracking_database, d.auth_database]
         )
 
-    def _start_s3(self, state: State, secret_values: dict[str, str], log) -> None:
+    def _start_s3(self, state: State, secret_values: dict[str, str], log, started: list[str]) -> None:
         port = state.ports.s3
         pid = state.pids.get("s3")
         if self._owned(pid) and self._s3_healthy(state.ports):
@@ -208,6 +238,7 @@ class LocalPlatform:
                     "--recording", str(recording)]
             pid = spawn(argv, env=self._base_env(), log=self.logs / "s3.log")
             state.pids["s3"] = pid
+            started.append("s3")
             self._wait(lambda: self._s3_healthy(state.ports), pid, "local S3 API", self.logs / "s3.log")
             log(f"s3        started pid {pid} on port {port}")
         client = self.s3_client(state.ports)
@@ -217,7 +248,7 @@ class LocalPlatform:
             client.create_bucket(Bucket=self.bucket)
             log(f"s3        created bucket {self.bucket}")
 
-    def _start_tracking(self, state: State, secret_values: dict[str, str], log) -> None:
+    def _start_tracking(self, state: State, secret_values: dict[str, str], log, started: list[str]) -> None:
         port = state.ports.tracking
         pid = state.pids.get("tracking")
         if self._owned(pid) and self._tracking_healthy(state.ports):
@@ -246,6 +277,7 @@ class LocalPlatform:
         workdir.mkdir(exist_ok=True)
         pid = spawn(spec.argv, env=env, log=self.logs / "tracking.log", cwd=workdir)
         state.pids["tracking"] = pid
+        started.append("tracking")
         self._wait(lambda: self._tracking_healthy(state.ports), pid, "tracking server",
                    self.logs / "tracking.log")
         log(f"tracking  started pid {pid} on port {port}")

@@ -117,6 +117,17 @@ def stop_group(pid: int | None, marker: Path, *, timeout: float = 15.0) -> None:
         raise PlatformError(f"processes {survivors} did not stop; kill them by hand")
 
 
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return members
+
+
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.2,
                abort: Callable[[], str | None] | None = None) -> bool:
     """Poll ``check`` until true; ``abort`` may return a reason to give up early (process died)."""
