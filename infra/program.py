@@ -1,23 +1,36 @@
-"""The Pulumi program. Thin: read and validate the stack config, then build the components.
+"""The Pulumi program. Thin: read and validate the stack config, then wire the components.
 
-This first cut validates the stack with the shared config model and renders the tracking
-server exactly as the Kubernetes Deployment will run it; the AWS and Kubernetes components
-(network, RDS, S3, IAM, ALB/TLS, EKS workload, monitoring) build on it.
+`pulumi up --stack <env>` runs it through `__main__.py`; tests and `mlflow-platform plan` call
+`main()` under Pulumi's mocks.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
+from components.artifact_store import ArtifactStore
+from components.cluster import Cluster
+from components.database import Database
+from components.iam import GithubCiRoles, ServerRole
+from components.image import ServerImage
+from components.load_balancer import LoadBalancer
+from components.monitoring import Monitoring
+from components.network import Network
+from components.tracking_server import APP, TrackingServer
 from mlflow_platform.config import PROJECT, ConfigError, StackConfig, from_config_values
-from mlflow_platform.server_spec import Endpoints, render_server
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_config() -> StackConfig:
-    """The stack's ``mlflow-platform:*`` values through the same model the local platform uses."""
+    """The stack's ``mlflow-platform:*`` values through the same model the local platform uses,
+    plus what a deployment needs beyond it (cluster, hostname, certificate)."""
     prefix = f"{PROJECT}:"
     values = {}
     secret_keys = set()
@@ -29,10 +42,15 @@ def load_config() -> StackConfig:
         values[key] = _decode(get_config(key))
         if is_config_secret(key):
             secret_keys.add(key[len(prefix):])
+    source = f"stack {pulumi.get_stack()}"
     try:
-        return from_config_values(values, source=f"stack {pulumi.get_stack()}", secret_keys=secret_keys)
+        config = from_config_values(values, source=source, secret_keys=secret_keys)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
+    problems = config.deployment_problems()
+    if problems:
+        raise pulumi.RunError(str(ConfigError(source, problems)))
+    return config
 
 
 def _decode(raw):
@@ -46,14 +64,55 @@ def _decode(raw):
 
 
 def main() -> dict:
-    stack = load_config()
-    server = render_server(stack, Endpoints(db_host="<rds endpoint>", bucket=stack.artifacts.bucket or "<bucket>"))
-    outputs = {
-        "environment": stack.environment,
-        "connectionBudget": stack.connection_budget,
-        "maxConnections": stack.database.effective_max_connections,
-        "serverCommand": list(server.argv),
+    config = load_config()
+    env = config.environment
+    assert config.cluster is not None  # deployment_problems guarantees it
+    identity = aws.get_caller_identity_output()
+    region = aws.get_region_output().region
+
+    network = Network("network", config.network, env)
+    cluster = Cluster("cluster", config.cluster, env, account_id=identity.account_id, region=region,
+                      vpc_id=network.vpc_id, subnet_ids=network.private_subnet_ids)
+    store = ArtifactStore("artifacts", config.artifacts, env, account_id=identity.account_id)
+    database = Database("database", config.database, env, vpc_id=network.vpc_id,
+                        subnet_ids=network.private_subnet_ids, client_security_group_id=cluster.security_group_id)
+    server_role = ServerRole("server-role", env, bucket_arn=store.bucket_arn, prefix=config.artifacts.prefix,
+                             kms_key_arn=store.kms_key_arn, oidc_provider_arn=cluster.oidc_provider_arn,
+                             oidc_issuer=cluster.oidc_issuer, namespace=config.cluster.namespace, service_account=APP)
+    image = ServerImage("image", config.image, env, project_root=PROJECT_ROOT)
+    lb = LoadBalancer("lb", config.load_balancer, env, vpc_id=network.vpc_id, vpc_cidr=network.vpc_cidr,
+                      subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
+                      target_port=config.server.port, log_bucket=store.log_bucket_name)
+
+    flask_key = random.RandomPassword("flask-secret-key", length=64, special=False)
+    admin_password = (pulumi.Output.secret(config.admin_password.get_secret_value()) if config.admin_password
+                      else random.RandomPassword("admin-password", length=32, special=False).result)
+    TrackingServer("tracking", config, image=image.ref, db_host=database.address, bucket=store.bucket_name,
+                   role_arn=server_role.arn, db_password=database.password, flask_secret_key=flask_key.result,
+                   admin_password=admin_password, target_group_arn=lb.target_group_arn,
+                   alb_security_group_id=lb.security_group_id, vpc_cidr=network.vpc_cidr, provider=cluster.provider,
+                   depends_on=[r for r in (cluster.lb_controller,) if r is not None])
+    monitoring = Monitoring("monitoring", config.monitoring, env, region=region, alb_arn_suffix=lb.arn_suffix,
+                            target_group_arn_suffix=lb.target_group_arn_suffix,
+                            db_identifier=database.instance_identifier, connection_budget=config.connection_budget)
+
+    outputs: dict = {
+        "environment": env,
+        "trackingUrl": lb.url,
+        "loadBalancerDnsName": lb.dns_name,
+        "bucketName": store.bucket_name,
+        "artifactRoot": pulumi.Output.concat("s3://", store.bucket_name, f"/{config.artifacts.prefix}"),
+        "databaseEndpoint": database.address,
+        "databaseSecretArn": database.secret_arn,
+        "serverRoleArn": server_role.arn,
+        "alarmTopicArn": monitoring.topic_arn,
+        "image": image.ref,
+        "connectionBudget": config.connection_budget,
+        "maxConnections": config.database.effective_max_connections,
     }
+    if config.github.repository:
+        ci = GithubCiRoles("ci", config.github, env)
+        outputs.update(ciPreviewRoleArn=ci.preview_role_arn, ciDeployRoleArn=ci.deploy_role_arn)
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs

@@ -70,3 +70,42 @@ def test_up_with_a_bad_stack_file_fails_before_starting_anything(tmp_path: Path)
     assert result.exit_code == 1
     assert "server.keepAliveSeconds" in result.output
     assert not (tmp_path / "state").exists()
+
+
+def test_plan_prod_lists_every_component_and_masks_secrets() -> None:
+    result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for component in ("Network", "Cluster", "ArtifactStore", "Database", "ServerRole", "ServerImage",
+                      "LoadBalancer", "TrackingServer", "Monitoring", "GithubCiRoles"):
+        assert component in result.output
+    assert "password=[secret]" in result.output
+    assert "trackingUrl" in result.output and "https://mlflow.example.com" in result.output
+
+
+def test_plan_json_is_a_list_of_resources_with_secrets_masked() -> None:
+    import json
+
+    result = runner.invoke(app, ["plan", "--stack", "dev", "--json"])
+    assert result.exit_code == 0, result.output
+    resources = json.loads(result.output)
+    assert {"type", "name", "parent", "inputs"} == set(resources[0])
+    secret = next(r for r in resources if r["type"] == "kubernetes:core/v1:Secret")
+    assert set(secret["inputs"]["stringData"].values()) == {"[secret]"}
+    instance = next(r for r in resources if r["type"] == "aws:rds/instance:Instance")
+    assert instance["inputs"]["password"] == "[secret]" and instance["parent"] == "database"
+
+
+def test_plan_with_a_bad_value_names_the_key_without_a_traceback(tmp_path: Path) -> None:
+    stack = yaml.safe_load((Path(LOCAL_STACK).parent / "Pulumi.prod.yaml").read_text())
+    del stack["config"]["mlflow-platform:loadBalancer"]["certificateArn"]
+    del stack["config"]["mlflow-platform:loadBalancer"]["route53ZoneId"]
+    stack["config"]["mlflow-platform:loadBalancer"]["allowedCidrs"] = ["10.0.0.0/8"]
+    bad = tmp_path / "Pulumi.broken.yaml"
+    bad.write_text(yaml.safe_dump(stack))
+    result = runner.invoke(app, ["plan", "--stack", str(bad)])
+    assert result.exit_code == 1
+    assert "loadBalancer.certificateArn" in result.output and "Traceback" not in result.output
+    stack["config"]["mlflow-platform:loadBalancer"]["allowedCidrs"] = ["10.0.0.0/33"]
+    bad.write_text(yaml.safe_dump(stack))
+    result = runner.invoke(app, ["plan", "--stack", str(bad)])
+    assert result.exit_code == 1 and "loadBalancer.allowedCidrs" in result.output

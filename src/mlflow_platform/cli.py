@@ -24,8 +24,10 @@ local_app = typer.Typer(
     no_args_is_help=True,
 )
 config_app = typer.Typer(help="Validate stack files and show what they render.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema steps (run by the pre-rollout migration Job).", no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -158,6 +160,94 @@ def config_check(stack: Annotated[str, typer.Argument(help="Stack name (dev, sta
     for var in spec.env:
         value = var.value if var.secret is None else f"<secret {var.secret.secret}/{var.secret.key}>"
         out.print(f"  env {var.name}={value}", highlight=False)
+
+
+_NOISE = {"tags", "tagsAll", "__defaults", "apiVersion", "kind"}
+
+
+def _summary(inputs: dict, width: int = 60) -> str:
+    """The settings worth reading in a preview: top-level scalars, shortened."""
+    parts = []
+    for key, value in sorted(inputs.items()):
+        if key in _NOISE or isinstance(value, (dict, list)) or value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        text = str(value)
+        parts.append(f"{key}={text if len(text) <= width else text[: width - 1] + '…'}")
+    return ", ".join(parts)
+
+
+@app.command("plan")
+def plan_command(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name (dev, staging, prod) or a stack file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print [{type, name, parent, inputs}] instead.")] = False,
+) -> None:
+    """Preview a stack offline: run the Pulumi program under mocks and show what it would create.
+
+    No Pulumi CLI, no cloud credentials; secrets are masked. It checks the program and the stack
+    config; only a real `pulumi preview` sees the cloud's current state.
+
+    Example: mlflow-platform plan --stack prod
+    """
+    import json as jsonlib
+
+    import pulumi
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    from .plan import run
+
+    try:
+        root = find_project_root()
+        capture = run(_stack_path(stack), project_root=root)
+    except (ConfigError, PlatformError) as exc:
+        raise _fail(str(exc)) from None
+    except pulumi.RunError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(jsonlib.dumps([{"type": r.type, "name": r.name, "parent": r.parent, "inputs": r.display}
+                                  for r in capture.resources], indent=2, default=str))
+        return
+    tree = Tree(f"[bold]{capture.outputs.get('environment', stack)}[/]: {len(capture.resources)} resources")
+    nodes = {}
+    pending = list(capture.resources)
+    for _ in range(len(pending) + 1):  # parents first, whatever order registration took
+        rest = []
+        for r in pending:
+            if r.parent is None or r.parent in nodes:
+                anchor = tree if r.parent is None else nodes[r.parent]
+                nodes[r.name] = anchor.add(f"[cyan]{r.type}[/] {escape(r.name)}  [dim]{escape(_summary(r.display))}[/]")
+            else:
+                rest.append(r)
+        pending = rest
+        if not pending:
+            break
+    out.print(tree, highlight=False)
+    outputs = Table("output", "value")
+    for key, value in capture.outputs.items():
+        outputs.add_row(key, escape(str(value)))
+    out.print(outputs)
+
+
+@db_app.command("prepare")
+def db_prepare(
+    backend_store_uri: Annotated[str, typer.Option(help="Tracking database URL (password via PGPASSWORD).")],
+    auth_database: Annotated[str, typer.Option(help="basic-auth database to create if missing.")] = "mlflow_auth",
+) -> None:
+    """Create the auth database if missing, then run `mlflow db upgrade` on the tracking database.
+
+    Example: PGPASSWORD=... mlflow-platform db prepare --backend-store-uri postgresql+psycopg://mlflow@db:5432/mlflow
+    """
+    from .db import ensure_database, upgrade_schema
+
+    try:
+        created = ensure_database(backend_store_uri, auth_database)
+        out.print(f"auth database {auth_database}: {'created' if created else 'exists'}")
+        upgrade_schema(backend_store_uri)
+    except Exception as exc:  # a Job's log is all on-call sees: say what failed, plainly
+        raise _fail(f"database preparation failed: {exc}") from None
+    out.print("tracking schema: up to date")
 
 
 def main() -> None:  # pragma: no cover

@@ -109,6 +109,11 @@ class ServerConfig(_Section):
         (), description="Host headers the server accepts (public hostname); `host:*` is added."
     )
     cors_allowed_origins: tuple[str, ...] = Field((), description="Browser origins allowed to call the API.")
+    cpu_request: str = Field("500m", pattern=r"^\d+(\.\d+)?m?$", description="Pod CPU request.")
+    memory_request: str = Field("1Gi", pattern=r"^\d+(Mi|Gi)$", description="Pod memory request.")
+    memory_limit: str = Field("2Gi", pattern=r"^\d+(Mi|Gi)$", description="Pod memory limit (OOM guard).")
+    cpu_limit: str = Field("2", pattern=r"^\d+(\.\d+)?m?$", description="Pod CPU limit.")
+    target_cpu_percent: int = Field(70, ge=10, le=100, description="HPA CPU utilisation target.")
     job_execution: bool = Field(
         False,
         description="MLflow's GenAI job runner (online scoring, trace archival) and its periodic "
@@ -156,6 +161,12 @@ class DatabaseConfig(_Section):
     pool_size: int = Field(3, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.")
     max_overflow: int = Field(2, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
     pool_recycle_seconds: int = Field(1800, ge=60, description="MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.")
+    multi_az: bool = Field(True, description="Standby in a second AZ (RDS Multi-AZ).")
+    deletion_protection: bool = Field(True, description="Refuse `pulumi destroy` of the instance.")
+    final_snapshot: bool = Field(True, description="Take a final snapshot when the instance is deleted.")
+    backup_retention_days: int = Field(14, ge=1, le=35, description="Automated backups and PITR window.")
+    performance_insights_retention_days: int = Field(7, description="7 (free tier) or a multiple of 31.")
+    slow_query_ms: int = Field(500, ge=0, description="log_min_duration_statement.")
     tracking_database: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                                    description="Database for runs, experiments and the registry.")
     auth_database: str = Field("mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
@@ -179,6 +190,9 @@ class DatabaseConfig(_Section):
             raise ValueError("maxAllocatedStorageGb must be at least allocatedStorageGb")
         if self.tracking_database == self.auth_database:
             raise ValueError("trackingDatabase and authDatabase must differ")
+        days = self.performance_insights_retention_days
+        if days != 7 and (days % 31 or days > 731):
+            raise ValueError("performanceInsightsRetentionDays must be 7 or a multiple of 31 up to 731")
         return self
 
 
@@ -190,6 +204,18 @@ class ArtifactStoreConfig(_Section):
     )
     prefix: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
                         description="Key prefix under which all artifacts live (e.g. `prod`).")
+    infrequent_access_days: int = Field(90, ge=30, description="Move `<prefix>/` objects to STANDARD_IA.")
+    glacier_days: int = Field(365, ge=1, description="Then to GLACIER.")
+    tmp_expiration_days: int = Field(7, ge=1, description="Expire `tmp/` objects.")
+    noncurrent_version_expiration_days: int = Field(30, ge=1, description="Expire overwritten/deleted versions.")
+    abort_incomplete_multipart_days: int = Field(7, ge=1, description="Abort unfinished multipart uploads.")
+    force_destroy: bool = Field(False, description="Let `pulumi destroy` delete a non-empty bucket.")
+
+    @model_validator(mode="after")
+    def _lifecycle(self) -> ArtifactStoreConfig:
+        if self.glacier_days <= self.infrequent_access_days:
+            raise ValueError("glacierDays must be later than infrequentAccessDays")
+        return self
 
     @field_validator("bucket")
     @classmethod
@@ -209,6 +235,13 @@ class LoadBalancerConfig(_Section):
     hostname: str | None = Field(None, description="Public DNS name of the tracking server.")
     idle_timeout_seconds: int = Field(60, ge=1, le=4000, description="ALB idle timeout.")
     allowed_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), description="Who may reach 80/443.")
+    certificate_arn: str | None = Field(None, description="Existing ACM certificate for `hostname`.")
+    route53_zone_id: str | None = Field(
+        None, description="Hosted zone: validates a new ACM certificate and holds the alias record."
+    )
+    internal: bool = Field(False, description="A private (internal) load balancer.")
+    deletion_protection: bool = Field(True, description="Refuse `pulumi destroy` of the ALB.")
+    ssl_policy: str = Field("ELBSecurityPolicy-TLS13-1-2-2021-06", description="TLS 1.2 + 1.3 only.")
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -221,6 +254,102 @@ class LoadBalancerConfig(_Section):
         return values
 
 
+class NetworkConfig(_Section):
+    """Create a VPC, or bring one: then name its VPC and subnets."""
+
+    vpc_id: str | None = Field(None, description="Existing VPC; then both subnet lists are required.")
+    public_subnet_ids: tuple[str, ...] = Field((), description="Existing public subnets (ALB).")
+    private_subnet_ids: tuple[str, ...] = Field((), description="Existing private subnets (RDS, pods).")
+    cidr: str = Field("10.40.0.0/16", description="CIDR of a created VPC.")
+    availability_zones: int = Field(2, ge=2, le=6, description="AZs a created VPC spans.")
+    nat_gateway_per_az: bool = Field(True, description="One NAT per AZ (HA) or a single shared one.")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a CIDR block ({exc}); write e.g. 10.40.0.0/16") from None
+        if not 16 <= network.prefixlen <= 20:
+            raise ValueError(f"{value!r}: use a /16 to /20 so each subnet gets room")
+        return value
+
+    @model_validator(mode="after")
+    def _existing(self) -> NetworkConfig:
+        if self.vpc_id and (len(self.public_subnet_ids) < 2 or len(self.private_subnet_ids) < 2):
+            raise ValueError(
+                "with vpcId, list at least 2 publicSubnetIds and 2 privateSubnetIds (2 AZs)"
+            )
+        if not self.vpc_id and (self.public_subnet_ids or self.private_subnet_ids):
+            raise ValueError("subnet ids need vpcId; remove them to create a VPC instead")
+        return self
+
+    @property
+    def create_vpc(self) -> bool:
+        return self.vpc_id is None
+
+
+class ClusterConfig(_Section):
+    """The EKS cluster the server runs on: an existing one by name, or one this stack creates."""
+
+    name: str | None = Field(None, description="Existing EKS cluster name (omit with `create: true`).")
+    create: bool = Field(False, description="Create the cluster, a managed node group, OIDC and the LB controller.")
+    kubeconfig_context: str | None = Field(
+        None, description="Use this context of the ambient kubeconfig for an existing cluster."
+    )
+    version: str = Field("1.33", pattern=r"^1\.\d+$", description="Kubernetes version of a created cluster.")
+    node_instance_types: tuple[str, ...] = Field(("m6i.large",), description="Managed node group types.")
+    node_min_size: int = Field(2, ge=1, description="Managed node group minimum size.")
+    node_desired_size: int = Field(2, ge=1, description="Managed node group desired size.")
+    node_max_size: int = Field(4, ge=1, description="Managed node group maximum size.")
+    namespace: str = Field("mlflow", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Kubernetes namespace.")
+
+    @model_validator(mode="after")
+    def _choice(self) -> ClusterConfig:
+        if bool(self.name) == self.create:
+            raise ValueError("set exactly one of cluster.name (existing cluster) or cluster.create: true")
+        if not self.node_min_size <= self.node_desired_size <= self.node_max_size:
+            raise ValueError("nodeMinSize <= nodeDesiredSize <= nodeMaxSize must hold")
+        return self
+
+
+class ImageConfig(_Section):
+    """The server image: built from server/Dockerfile into ECR, or a prebuilt reference."""
+
+    reference: str | None = Field(None, description="Prebuilt image (`registry/repo:tag` or `@sha256:`).")
+    build: bool = Field(True, description="Build server/Dockerfile and push to a created ECR repository.")
+
+    @model_validator(mode="after")
+    def _choice(self) -> ImageConfig:
+        if self.reference and self.build:
+            raise ValueError("set image.build: false when giving image.reference")
+        if not self.reference and not self.build:
+            raise ValueError("give image.reference or set image.build: true")
+        if self.reference and ":" not in self.reference.rsplit("/", 1)[-1] and "@" not in self.reference:
+            raise ValueError(f"image.reference {self.reference!r} needs an explicit tag or digest")
+        return self
+
+
+class MonitoringConfig(_Section):
+    """CloudWatch alarms to an SNS topic, and a dashboard."""
+
+    alarm_emails: tuple[str, ...] = Field((), description="Subscribed to the alarm topic.")
+    p95_latency_seconds: float = Field(0.5, gt=0, description="ALB p95 TargetResponseTime threshold (the SLO).")
+    error_rate_percent: float = Field(1.0, gt=0, le=100, description="5xx share of requests.")
+    free_storage_gb: int = Field(10, ge=1, description="RDS FreeStorageSpace floor.")
+    cpu_percent: int = Field(80, ge=1, le=100, description="RDS CPU ceiling.")
+
+
+class GithubConfig(_Section):
+    """GitHub Actions OIDC roles: read-only for previews, deploy for `pulumi up`."""
+
+    repository: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+                                   description="`owner/repo` allowed to assume the CI roles.")
+    oidc_provider_arn: str | None = Field(None, description="Existing GitHub OIDC provider (one per account).")
+    deploy_environment: str | None = Field(None, description="GitHub Environment the deploy role is bound to.")
+
+
 class StackConfig(BaseModel):
     """One environment: everything ``pulumi up`` and ``mlflow-platform local up`` need to know."""
 
@@ -231,6 +360,11 @@ class StackConfig(BaseModel):
     database: DatabaseConfig = DatabaseConfig()
     artifacts: ArtifactStoreConfig
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
+    network: NetworkConfig = NetworkConfig()
+    cluster: ClusterConfig | None = None
+    image: ImageConfig = ImageConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    github: GithubConfig = GithubConfig()
     admin_password: SecretStr | None = Field(
         None, description="Bootstrap admin password (secret); generated when absent."
     )
@@ -255,6 +389,22 @@ class StackConfig(BaseModel):
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+    def deployment_problems(self) -> list[tuple[str, str]]:
+        """What `pulumi up` needs beyond a valid config (the local platform needs none of it)."""
+        lb = self.load_balancer
+        problems: list[tuple[str, str]] = []
+        if self.cluster is None:
+            problems.append(("cluster", "is required to deploy: set cluster.name or cluster.create: true"))
+        if not lb.hostname:
+            problems.append(("loadBalancer.hostname", "is required to deploy: the public DNS name for TLS"))
+        if not lb.certificate_arn and not lb.route53_zone_id:
+            problems.append((
+                "loadBalancer.certificateArn",
+                "no certificate source: set loadBalancer.certificateArn (existing ACM certificate) "
+                "or loadBalancer.route53ZoneId (a DNS-validated certificate is created)",
+            ))
+        return problems
 
     def cross_field_problems(self) -> list[tuple[str, str]]:
         s, d, lb = self.server, self.database, self.load_balancer
@@ -318,6 +468,11 @@ _SECTIONS = {
     "database": "database",
     "artifacts": "artifacts",
     "loadBalancer": "load_balancer",
+    "network": "network",
+    "cluster": "cluster",
+    "image": "image",
+    "monitoring": "monitoring",
+    "github": "github",
 }
 SECRET_KEYS = {"adminPassword": "admin_password"}
 

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from pydantic.alias_generators import to_camel
 
-from .config import PROJECT, ArtifactStoreConfig, DatabaseConfig, LoadBalancerConfig, ServerConfig
+from .config import (
+    PROJECT,
+    ArtifactStoreConfig,
+    ClusterConfig,
+    DatabaseConfig,
+    GithubConfig,
+    ImageConfig,
+    LoadBalancerConfig,
+    MonitoringConfig,
+    NetworkConfig,
+    ServerConfig,
+)
 
 SECTIONS = (
     ("server", ServerConfig),
     ("database", DatabaseConfig),
     ("artifacts", ArtifactStoreConfig),
     ("loadBalancer", LoadBalancerConfig),
+    ("network", NetworkConfig),
+    ("cluster", ClusterConfig),
+    ("image", ImageConfig),
+    ("monitoring", MonitoringConfig),
+    ("github", GithubConfig),
 )
 
 

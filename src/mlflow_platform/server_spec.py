@@ -180,3 +180,16 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
         ]
     return ServerSpec(argv=tuple(argv), env=tuple(env), auth_ini=auth_ini,
                       auth_config_path=auth_path, port=port)
+
+
+def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
+    """The pre-rollout schema step (create the auth database if missing, `mlflow db upgrade`),
+    with the same URL and credentials as the server."""
+    d = config.database
+    argv = (
+        "mlflow-platform", "db", "prepare",
+        "--backend-store-uri", database_url(config, endpoints, d.tracking_database),
+        "--auth-database", d.auth_database,
+    )
+    env = (EnvVar("PGPASSWORD", secret=DB_PASSWORD), EnvVar("PYTHONUNBUFFERED", "1"))
+    return ServerSpec(argv=argv, env=env, auth_ini=None, auth_config_path=None, port=0)

@@ -1,0 +1,1 @@
+"""One ComponentResource per concern; each is small, typed, and parents its children."""
