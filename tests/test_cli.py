@@ -109,3 +109,17 @@ def test_plan_with_a_bad_value_names_the_key_without_a_traceback(tmp_path: Path)
     bad.write_text(yaml.safe_dump(stack))
     result = runner.invoke(app, ["plan", "--stack", str(bad)])
     assert result.exit_code == 1 and "loadBalancer.allowedCidrs" in result.output
+
+
+def test_plan_runs_the_policy_pack_and_fails_on_a_mandatory_violation(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
+    assert ok.exit_code == 0 and "policy pack: no violations" in ok.output
+    stack = yaml.safe_load((Path(LOCAL_STACK).parent / "Pulumi.prod.yaml").read_text())
+    stack["config"]["mlflow-platform:server"]["basicAuth"] = False
+    stack["config"]["mlflow-platform:database"]["multiAz"] = False
+    bad = tmp_path / "Pulumi.prod.yaml"  # named like prod, so prod's policy config applies
+    bad.write_text(yaml.safe_dump(stack))
+    result = runner.invoke(app, ["plan", "--stack", str(bad)], terminal_width=250)
+    assert result.exit_code == 1
+    assert "mlflow-basic-auth" in result.output and "rds-production-ha" in result.output
+    assert "mandatory policy violation" in result.output

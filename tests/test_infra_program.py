@@ -213,7 +213,9 @@ def test_migration_job_runs_before_the_deployment_and_job_execution_is_on_one_re
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:3] == ["mlflow-platform", "db", "prepare"] and "--auth-database" in command
     assert len(capture.of_type("kubernetes:apps/v1:Deployment")) == 1  # jobExecution off
-    with_jobs = run_with("dev", server={**stack_section("dev", "server"), "jobExecution": True})
+    # The job-runner replica counts in the budget: dev's pools shrink to make room for it.
+    with_jobs = run_with("dev", server={**stack_section("dev", "server"), "jobExecution": True},
+                         database={**stack_section("dev", "database"), "poolSize": 2, "maxOverflow": 2})
     deployments = {r.inputs["metadata"]["name"]: r.inputs for r in with_jobs.of_type("kubernetes:apps/v1:Deployment")}
     assert deployments["mlflow-server-jobs"]["spec"]["replicas"] == 1
 

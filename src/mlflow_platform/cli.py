@@ -182,8 +182,10 @@ def _summary(inputs: dict, width: int = 60) -> str:
 def plan_command(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name (dev, staging, prod) or a stack file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print [{type, name, parent, inputs}] instead.")] = False,
+    policies: Annotated[bool, typer.Option("--policies/--no-policies", help="Run the policy pack over the plan.")] = True,
 ) -> None:
-    """Preview a stack offline: run the Pulumi program under mocks and show what it would create.
+    """Preview a stack offline: run the Pulumi program under mocks, show what it would create, and
+    run the policy pack over it (exit 1 on a mandatory violation).
 
     No Pulumi CLI, no cloud credentials; secrets are masked. It checks the program and the stack
     config; only a real `pulumi preview` sees the cloud's current state.
@@ -205,9 +207,11 @@ def plan_command(
         raise _fail(str(exc)) from None
     except pulumi.RunError as exc:
         raise _fail(str(exc)) from None
+    violations = _run_policies(root, capture, stack) if policies else []
     if as_json:
         typer.echo(jsonlib.dumps([{"type": r.type, "name": r.name, "parent": r.parent, "inputs": r.display}
                                   for r in capture.resources], indent=2, default=str))
+        _exit_on_mandatory(violations, quiet=True)
         return
     tree = Tree(f"[bold]{capture.outputs.get('environment', stack)}[/]: {len(capture.resources)} resources")
     nodes = {}
@@ -228,6 +232,43 @@ def plan_command(
     for key, value in capture.outputs.items():
         outputs.add_row(key, escape(str(value)))
     out.print(outputs)
+    if policies:
+        _print_violations(violations)
+        _exit_on_mandatory(violations)
+
+
+def _run_policies(root: Path, capture, stack: str):
+    from .policy_check import evaluate, load_policies, load_policy_config
+
+    name = Path(stack).name.split(".")[1] if Path(stack).name.startswith("Pulumi.") else stack
+    pack = load_policies(root)
+    return evaluate(capture, pack, load_policy_config(root, name))
+
+
+def _print_violations(violations) -> None:
+    from rich.markup import escape
+
+    if not violations:
+        out.print("[bold green]policy pack: no violations[/]")
+        return
+    table = Table(title="policy pack")
+    table.add_column("level", no_wrap=True)
+    table.add_column("rule", no_wrap=True)
+    for column in ("resource", "violation", "remediation"):
+        table.add_column(column)
+    for v in violations:
+        table.add_row("[red]mandatory[/]" if v.mandatory else "[yellow]advisory[/]", v.policy,
+                      escape(v.resource), escape(v.message), escape(v.remediation))
+    out.print(table)
+
+
+def _exit_on_mandatory(violations, quiet: bool = False) -> None:
+    mandatory = [v for v in violations if v.mandatory]
+    if mandatory:
+        if quiet:
+            for v in mandatory:
+                err.print(f"policy {v.policy}: {v.resource}: {v.message}", highlight=False, soft_wrap=True)
+        raise _fail(f"{len(mandatory)} mandatory policy violation(s)")
 
 
 @db_app.command("prepare")

@@ -35,7 +35,7 @@ ENGINES_WITH_AUTH = 4
 #: Besides its gunicorn workers, every replica runs the ``mlflow server`` parent, which opens the
 #: stores before forking and keeps its pools (measured: 4 connections held at idle).
 PARENT_PROCESSES_PER_REPLICA = 1
-#: With job execution, the primary replica also runs the job runner and the periodic-task consumer.
+#: With job execution, one extra replica also runs the job runner and the periodic-task consumer.
 JOB_PROCESSES = 2
 
 #: RDS sets max_connections to LEAST(DBInstanceClassMemory / 9531392, 5000). Memory in GiB per
@@ -379,8 +379,8 @@ class StackConfig(BaseModel):
         s, d = self.server, self.database
         per_process = self.engines_per_process * (d.pool_size + d.max_overflow)
         processes = s.replica_ceiling * (s.workers + PARENT_PROCESSES_PER_REPLICA)
-        if s.job_execution:
-            processes += JOB_PROCESSES
+        if s.job_execution:  # one more replica, which also runs the job runner and periodic tasks
+            processes += s.workers + PARENT_PROCESSES_PER_REPLICA + JOB_PROCESSES
         return processes * per_process
 
     @model_validator(mode="after")
@@ -424,7 +424,7 @@ class StackConfig(BaseModel):
                     f"connection budget {s.replica_ceiling} replicas x ({s.workers} workers + "
                     f"{PARENT_PROCESSES_PER_REPLICA} parent) x {self.engines_per_process} engines x "
                     f"({d.pool_size} pool + {d.max_overflow} overflow)"
-                    + (f" + {JOB_PROCESSES} job processes" if s.job_execution else "")
+                    + (" + the job-runner replica" if s.job_execution else "")
                     + f" = {self.connection_budget} exceeds max_connections {max_conn} - "
                     f"{d.reserved_connections} reserved = {available}; lower database.poolSize/"
                     "maxOverflow or server.workers/maxReplicas, or use a larger database.instanceClass",

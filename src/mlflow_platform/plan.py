@@ -34,6 +34,8 @@ class Resource:
     urn: str = ""
     #: secrets replaced by "[secret]": what may be printed
     display: dict[str, Any] = field(default_factory=dict)
+    #: input name -> URNs of the resources whose outputs feed it (as the engine records them)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +126,8 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[
         out.update(dashboardArn=f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/{inputs.get('dashboardName', name)}")
     elif service and "arn" not in out:
         out["arn"] = _arn(service, f"{name}")
+    if service:
+        out.setdefault("name", rid)  # Pulumi auto-names what the program leaves unnamed
     return rid, out
 
 
@@ -214,11 +218,12 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
             parent = request.parent or ""
             parent_type = parent.split("::")[-2] if parent.count("::") >= 3 else ""
             links[(request.type, request.name)] = (
-                response.urn, None if parent_type.endswith("pulumi:pulumi:Stack") else parent.rsplit("::", 1)[-1] or None
+                response.urn, None if parent_type.endswith("pulumi:pulumi:Stack") else parent.rsplit("::", 1)[-1] or None,
+                {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns},
             )
             return response
 
-    links: dict[tuple[str, str], tuple[str, str | None]] = {}
+    links: dict[tuple[str, str], tuple[str, str | None, dict[str, list[str]]]] = {}
 
     stack = stack_file.name.split(".")[1] if stack_file.name.startswith("Pulumi.") else stack_file.stem
     values, secret_keys = stack_config_values(stack_file, overrides)
@@ -245,7 +250,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
         loop.close()
         asyncio.set_event_loop(None)
     for resource in capture.resources:
-        resource.urn, resource.parent = links.get((resource.type, resource.name), ("", None))
+        resource.urn, resource.parent, resource.property_dependencies = links.get(
+            (resource.type, resource.name), ("", None, {}))
     return capture
 
 

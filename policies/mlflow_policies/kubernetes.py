@@ -1,0 +1,125 @@
+"""Kubernetes workloads: hardened, sized, probed, replicated in production, not exposed directly."""
+
+from __future__ import annotations
+
+import re
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from ._helpers import WORKLOAD_KINDS, as_list, containers, of_type, pod_spec
+
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)", re.IGNORECASE)
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+def _hardened(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in WORKLOAD_KINDS:
+        return
+    pod = pod_spec(args.props, args.resource_type)
+    pod_security = pod.get("securityContext") or {}
+    for container in containers(args.props, args.resource_type):
+        security = container.get("securityContext") or {}
+        name = container.get("name")
+        if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
+            report(f"container {name} may run as root (runAsNonRoot)")
+        if security.get("readOnlyRootFilesystem") is not True:
+            report(f"container {name} has a writable root filesystem (readOnlyRootFilesystem)")
+        if security.get("allowPrivilegeEscalation") is not False:
+            report(f"container {name} allows privilege escalation (allowPrivilegeEscalation)")
+
+
+def _resources(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in WORKLOAD_KINDS:
+        return
+    for container in containers(args.props, args.resource_type):
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        missing = [f"requests.{k}" for k in ("cpu", "memory") if k not in requests] + \
+                  [f"limits.{k}" for k in ("memory",) if k not in limits]
+        if missing:
+            report(f"container {container.get('name')} sets no {', '.join(missing)}")
+
+
+def _probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != DEPLOYMENT:
+        return
+    for container in containers(args.props, args.resource_type):
+        missing = [p for p in ("readinessProbe", "livenessProbe") if not container.get(p)]
+        if missing:
+            report(f"container {container.get('name')} has no {' or '.join(missing)}")
+
+
+def _production_replicas(args: StackValidationArgs, report: ReportViolation) -> None:
+    config = args.get_config()
+    if not config.get("production"):
+        return
+    minimum = int(config.get("minimumReplicas", 2))
+    budgets = of_type(args, "kubernetes:policy/v1:PodDisruptionBudget")
+    for deployment in of_type(args, DEPLOYMENT):
+        labels = ((deployment.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if ((deployment.props.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {}).get(
+                "app.kubernetes.io/component") == "jobs":
+            continue  # the single job-runner replica is one by design
+        replicas = int((deployment.props.get("spec") or {}).get("replicas") or 1)
+        if replicas < minimum:
+            report(f"deployment {deployment.name} runs {replicas} replica(s); production needs {minimum}", deployment.urn)
+        covered = any(
+            all(labels.get(k) == v for k, v in (((pdb.props.get("spec") or {}).get("selector") or {})
+                                                .get("matchLabels") or {}).items())
+            and (pdb.props.get("spec") or {}).get("minAvailable", 0) not in (0, "0")
+            for pdb in budgets)
+        if not covered:
+            report(f"deployment {deployment.name} has no PodDisruptionBudget keeping a replica up", deployment.urn)
+
+
+def _no_load_balancer_service(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type == "kubernetes:core/v1:Service" and (args.props.get("spec") or {}).get("type") == "LoadBalancer":
+        report("Service of type LoadBalancer creates an unmanaged load balancer; use the ALB + TargetGroupBinding")
+
+
+def _no_inline_secrets(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in WORKLOAD_KINDS:
+        return
+    for container in containers(args.props, args.resource_type):
+        for env in as_list(container.get("env")):
+            if SECRET_NAME.search(env.get("name", "")) and "value" in env and "valueFrom" not in env:
+                report(f"container {container.get('name')} has {env['name']} inline; reference a Secret (valueFrom.secretKeyRef)")
+
+
+POLICIES = [
+    ResourceValidationPolicy(
+        name="k8s-hardened-containers", description="Containers run non-root, read-only, without privilege escalation.",
+        validate=_hardened, enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set runAsNonRoot, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false; "
+                          "mount emptyDir where the process writes."),
+    ResourceValidationPolicy(
+        name="k8s-resources-set", description="Containers request CPU and memory and limit memory.",
+        validate=_resources, enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set resources.requests.cpu/memory and resources.limits.memory (server.* in the stack)."),
+    ResourceValidationPolicy(
+        name="k8s-probes-set", description="Deployments have readiness and liveness probes.", validate=_probes,
+        enforcement_level=EnforcementLevel.MANDATORY, remediation_steps="Add readinessProbe and livenessProbe."),
+    StackValidationPolicy(
+        name="k8s-production-replicas", description="Production runs at least 2 replicas behind a PodDisruptionBudget.",
+        validate=_production_replicas, enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties={
+            "production": {"type": "boolean", "default": False},
+            "minimumReplicas": {"type": "integer", "default": 2}}),
+        remediation_steps="Set server.replicas >= 2 in the prod stack; keep the PodDisruptionBudget."),
+    ResourceValidationPolicy(
+        name="k8s-no-loadbalancer-service", description="No Service of type LoadBalancer.",
+        validate=_no_load_balancer_service, enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Use a ClusterIP Service bound to the ALB target group."),
+    ResourceValidationPolicy(
+        name="k8s-no-inline-secrets", description="No secret value is inlined in a container's environment.",
+        validate=_no_inline_secrets, enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Put the value in a Secret and use env.valueFrom.secretKeyRef."),
+]
