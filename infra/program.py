@@ -22,6 +22,7 @@ from components.image import ServerImage
 from components.load_balancer import LoadBalancer
 from components.monitoring import Monitoring
 from components.network import Network
+from components.promotion_lock import PromotionLock
 from components.tracking_server import APP, TrackingServer
 from mlflow_platform.config import PROJECT, ConfigError, StackConfig, from_config_values
 
@@ -96,6 +97,8 @@ def main() -> dict:
                             target_group_arn_suffix=lb.target_group_arn_suffix,
                             db_identifier=database.instance_identifier, connection_budget=config.connection_budget)
 
+    lock = PromotionLock("promotion-lock", env)
+
     outputs: dict = {
         "environment": env,
         "trackingUrl": lb.url,
@@ -107,12 +110,14 @@ def main() -> dict:
         "serverRoleArn": server_role.arn,
         "alarmTopicArn": monitoring.topic_arn,
         "image": image.ref,
+        "promotionLock": pulumi.Output.concat("dynamodb://", lock.table_name),
         "connectionBudget": config.connection_budget,
         "maxConnections": config.database.effective_max_connections,
     }
     if config.github.repository:
-        ci = GithubCiRoles("ci", config.github, env)
-        outputs.update(ciPreviewRoleArn=ci.preview_role_arn, ciDeployRoleArn=ci.deploy_role_arn)
+        ci = GithubCiRoles("ci", config.github, env, lock_table_arn=lock.table_arn)
+        outputs.update(ciPreviewRoleArn=ci.preview_role_arn, ciDeployRoleArn=ci.deploy_role_arn,
+                       ciPromoteRoleArn=ci.promote_role_arn)
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs

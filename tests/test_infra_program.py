@@ -23,7 +23,7 @@ COMPONENTS = {
     "mlflow-platform:aws:Network", "mlflow-platform:aws:Cluster", "mlflow-platform:aws:ArtifactStore",
     "mlflow-platform:aws:Database", "mlflow-platform:aws:ServerRole", "mlflow-platform:aws:ServerImage",
     "mlflow-platform:aws:LoadBalancer", "mlflow-platform:k8s:TrackingServer", "mlflow-platform:aws:Monitoring",
-    "mlflow-platform:aws:GithubCiRoles",
+    "mlflow-platform:aws:GithubCiRoles", "mlflow-platform:aws:PromotionLock",
 }
 
 
@@ -280,3 +280,15 @@ def test_server_requirements_share_the_project_pins() -> None:
              if line and not line.startswith("#")]
     for line in lines:
         assert pinned.get(line.split("==")[0].lower()) == line, f"{line} differs from pyproject.toml"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_promotion_lock_table_and_the_only_access_ci_needs(stack: str) -> None:
+    capture = captured(stack)
+    table = capture.one("aws:dynamodb/table:Table").inputs
+    assert table["hashKey"] == "lock_key" and table["billingMode"] == "PAY_PER_REQUEST"
+    assert table["ttl"] == {"attributeName": "expires_at", "enabled": True}
+    assert capture.outputs["promotionLock"] == f"dynamodb://{table['name']}"
+    policy = json.loads(capture.one("aws:iam/rolePolicy:RolePolicy", "ci-promote-lock").inputs["policy"])
+    assert policy["Statement"][0]["Action"] == ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"]
+    assert policy["Statement"][0]["Resource"].endswith(f":table/{table['name']}")

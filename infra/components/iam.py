@@ -59,8 +59,9 @@ class GithubCiRoles(pulumi.ComponentResource):
 
     preview_role_arn: pulumi.Output[str]
     deploy_role_arn: pulumi.Output[str]
+    promote_role_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, config: GithubConfig, environment: str,
+    def __init__(self, name: str, config: GithubConfig, environment: str, *, lock_table_arn: pulumi.Input[str],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-platform:aws:GithubCiRoles", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -102,6 +103,17 @@ class GithubCiRoles(pulumi.ComponentResource):
             "Resource": ["arn:aws:iam::*:role/mlflow-*", "arn:aws:iam::*:oidc-provider/*",
                          "arn:aws:iam::*:policy/*", "arn:aws:iam::*:role/aws-service-role/*"],
         }), opts=child)
+        # Model repositories promote through `mlflow-platform promote --lock dynamodb://…`: they need
+        # the lock items and nothing else in AWS (the registry itself is reached over HTTPS).
+        promoters = [f"repo:{r}:*" for r in (config.promotion_repositories or (repo,))]
+        promote = aws.iam.Role(f"{name}-promote", name=f"mlflow-{environment}-ci-promote",
+                               assume_role_policy=trust(promoters), max_session_duration=3600, tags=base, opts=child)
+        aws.iam.RolePolicy(f"{name}-promote-lock", role=promote.id, policy=output_policy({
+            "Sid": "PromotionLock", "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"], "Resource": lock_table_arn,
+        }), opts=child)
         self.preview_role_arn = preview.arn
         self.deploy_role_arn = deploy.arn
-        self.register_outputs({"previewRoleArn": self.preview_role_arn, "deployRoleArn": self.deploy_role_arn})
+        self.promote_role_arn = promote.arn
+        self.register_outputs({"previewRoleArn": self.preview_role_arn, "deployRoleArn": self.deploy_role_arn,
+                               "promoteRoleArn": self.promote_role_arn})

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_runbooks import register as register_runbooks
 from .config import ConfigError, load_stack_file
 from .local.platform import DEFAULT_PORTS, LocalPlatform, Ports, find_project_root
 from .local.processes import PlatformError
@@ -28,6 +29,7 @@ db_app = typer.Typer(help="Database schema steps (run by the pre-rollout migrati
 app.add_typer(local_app, name="local")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+register_runbooks(app)
 
 out = Console()
 err = Console(stderr=True)

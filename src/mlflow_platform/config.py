@@ -348,6 +348,8 @@ class GithubConfig(_Section):
                                    description="`owner/repo` allowed to assume the CI roles.")
     oidc_provider_arn: str | None = Field(None, description="Existing GitHub OIDC provider (one per account).")
     deploy_environment: str | None = Field(None, description="GitHub Environment the deploy role is bound to.")
+    promotion_repositories: tuple[str, ...] = Field(
+        (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`.")
 
 
 class StackConfig(BaseModel):

@@ -118,6 +118,8 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[
         out.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{inputs.get('name', name)}", name=inputs.get("name", name))
     elif typ.startswith("aws:iam/policy:Policy"):
         out.update(arn=f"arn:aws:iam::{ACCOUNT}:policy/{inputs.get('name', name)}")
+    elif typ == "aws:dynamodb/table:Table":
+        out.update(arn=_arn("dynamodb", f"table/{inputs.get('name', name)}"))
     elif typ == "aws:sns/topic:Topic":
         out.update(arn=_arn("sns", inputs.get("name", name)))
     elif typ == "aws:secretsmanager/secret:Secret":

@@ -369,6 +369,16 @@ class LocalPlatform:
                             detail(tr_pid, tr_ok, self.tracking_uri(state.ports))),
         ]
 
+    def database_uri(self, database: str | None = None) -> str:
+        """The tracking database with the application role's password (for runbooks, not servers)."""
+        d, ports = self.config.database, self.state.ports
+        return (f"postgresql+psycopg://{d.username}:{self._secrets()['db_password']}@127.0.0.1:{ports.postgres}/"
+                f"{database or d.tracking_database}?sslmode=disable")
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.state_dir / "backups"
+
     def client_env(self) -> dict[str, str]:
         """What a client (or the smoke suite) needs to talk to this platform."""
         s, ports = self._secrets(), self.state.ports

