@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_random as random
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
 from components.artifact_store import ArtifactStore
@@ -23,6 +22,8 @@ from components.load_balancer import LoadBalancer
 from components.monitoring import Monitoring
 from components.network import Network
 from components.promotion_lock import PromotionLock
+from components.scheduled_runbooks import ScheduledRunbooks
+from components.server_secrets import ServerSecrets
 from components.tracking_server import APP, TrackingServer
 from mlflow_platform.config import PROJECT, ConfigError, StackConfig, from_config_values
 
@@ -85,14 +86,15 @@ def main() -> dict:
                       subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
                       target_port=config.server.port, log_bucket=store.log_bucket_name)
 
-    flask_key = random.RandomPassword("flask-secret-key", length=64, special=False)
-    admin_password = (pulumi.Output.secret(config.admin_password.get_secret_value()) if config.admin_password
-                      else random.RandomPassword("admin-password", length=32, special=False).result)
-    TrackingServer("tracking", config, image=image.ref, db_host=database.address, bucket=store.bucket_name,
-                   role_arn=server_role.arn, db_password=database.password, flask_secret_key=flask_key.result,
-                   admin_password=admin_password, target_group_arn=lb.target_group_arn,
+    secrets = ServerSecrets("server-secrets", env, admin_username=config.server.admin_username,
+                            admin_password=config.admin_password.get_secret_value() if config.admin_password else None)
+    tracking = TrackingServer("tracking", config, image=image.ref, db_host=database.address, bucket=store.bucket_name,
+                   role_arn=server_role.arn, db_password=database.password, flask_secret_key=secrets.flask_secret_key,
+                   admin_password=secrets.admin_password, target_group_arn=lb.target_group_arn,
                    alb_security_group_id=lb.security_group_id, vpc_cidr=network.vpc_cidr, provider=cluster.provider,
                    depends_on=[r for r in (cluster.lb_controller,) if r is not None])
+    ScheduledRunbooks("runbooks", config, server=tracking, image=image.ref, db_host=database.address,
+                      bucket=store.bucket_name, provider=cluster.provider)
     monitoring = Monitoring("monitoring", config.monitoring, env, region=region, alb_arn_suffix=lb.arn_suffix,
                             target_group_arn_suffix=lb.target_group_arn_suffix,
                             db_identifier=database.instance_identifier, connection_budget=config.connection_budget)
@@ -107,6 +109,7 @@ def main() -> dict:
         "artifactRoot": pulumi.Output.concat("s3://", store.bucket_name, f"/{config.artifacts.prefix}"),
         "databaseEndpoint": database.address,
         "databaseSecretArn": database.secret_arn,
+        "adminSecretArn": secrets.admin_secret_arn,
         "serverRoleArn": server_role.arn,
         "alarmTopicArn": monitoring.topic_arn,
         "image": image.ref,

@@ -123,3 +123,9 @@ def test_plan_runs_the_policy_pack_and_fails_on_a_mandatory_violation(tmp_path: 
     assert result.exit_code == 1
     assert "mlflow-basic-auth" in result.output and "rds-production-ha" in result.output
     assert "mandatory policy violation" in result.output
+
+
+def test_plan_prod_shows_the_runbook_cronjobs() -> None:
+    result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
+    for name in ("runbooks-reap-stuck-runs", "runbooks-cleanup-runs", "runbooks-gc"):
+        assert name in result.output

@@ -15,7 +15,7 @@ import yaml
 
 from mlflow_platform import plan
 from mlflow_platform.config import load_stack_file
-from mlflow_platform.server_spec import Endpoints, render_server
+from mlflow_platform.server_spec import render_server
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
@@ -23,7 +23,8 @@ COMPONENTS = {
     "mlflow-platform:aws:Network", "mlflow-platform:aws:Cluster", "mlflow-platform:aws:ArtifactStore",
     "mlflow-platform:aws:Database", "mlflow-platform:aws:ServerRole", "mlflow-platform:aws:ServerImage",
     "mlflow-platform:aws:LoadBalancer", "mlflow-platform:k8s:TrackingServer", "mlflow-platform:aws:Monitoring",
-    "mlflow-platform:aws:GithubCiRoles", "mlflow-platform:aws:PromotionLock",
+    "mlflow-platform:aws:GithubCiRoles", "mlflow-platform:aws:PromotionLock", "mlflow-platform:aws:ServerSecrets",
+    "mlflow-platform:k8s:ScheduledRunbooks",
 }
 
 
@@ -47,8 +48,7 @@ def test_every_component_is_built_and_parents_its_children(stack: str) -> None:
     types = {r.type for r in capture.resources}
     assert COMPONENTS <= types, COMPONENTS - types
     components = {r.name for r in capture.resources if r.type in COMPONENTS}
-    orphans = [r.name for r in capture.resources if r.type not in COMPONENTS and r.parent is None
-               and r.type not in ("random:index/randomPassword:RandomPassword",)]
+    orphans = [r.name for r in capture.resources if r.type not in COMPONENTS and r.parent is None]
     assert orphans == [], f"resources outside any component: {orphans}"
     assert all(r.parent in components for r in capture.resources if r.parent), "children hang off components"
 
@@ -109,7 +109,7 @@ def test_database_is_private_encrypted_tls_only_and_budgeted(stack: str) -> None
     assert int(params["max_connections"]) == config.database.effective_max_connections
     ingress = capture.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "database-from-server").inputs
     assert ingress["referencedSecurityGroupId"].startswith("sg-") and "cidrIpv4" not in ingress
-    secret = capture.one("aws:secretsmanager/secretVersion:SecretVersion").inputs
+    secret = capture.one("aws:secretsmanager/secretVersion:SecretVersion", "database-credentials").inputs
     assert json.loads(secret["secretString"])["password"] == db["password"]
 
 
@@ -182,9 +182,12 @@ def test_certificate_is_created_and_dns_validated_without_an_arn() -> None:
 def test_deployment_runs_exactly_the_rendered_server(stack: str) -> None:
     capture = captured(stack)
     config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config
-    expected = render_server(config, Endpoints(db_host=capture.outputs["databaseEndpoint"],
-                                               bucket=capture.outputs["bucketName"],
-                                               auth_config_path="/etc/mlflow/auth/basic_auth.ini"), primary=False)
+    from components.tracking_server import endpoints_for  # infra/ is on sys.path once a plan ran
+
+    expected = render_server(config, endpoints_for(config, capture.outputs["databaseEndpoint"],
+                                                   capture.outputs["bucketName"]), primary=False)
+    env_hosts = {e.name: e.value for e in expected.env}["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert "mlflow-server.mlflow.svc.cluster.local" in env_hosts  # the in-cluster runbooks are let in
     deployment = capture.one("kubernetes:apps/v1:Deployment").inputs
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -209,7 +212,7 @@ def test_deployment_runs_exactly_the_rendered_server(stack: str) -> None:
 
 def test_migration_job_runs_before_the_deployment_and_job_execution_is_on_one_replica() -> None:
     capture = captured("prod")
-    job = capture.one("kubernetes:batch/v1:Job").inputs
+    job = capture.one("kubernetes:batch/v1:Job", "tracking-migrate").inputs
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:3] == ["mlflow-platform", "db", "prepare"] and "--auth-database" in command
     assert len(capture.of_type("kubernetes:apps/v1:Deployment")) == 1  # jobExecution off
@@ -292,3 +295,38 @@ def test_promotion_lock_table_and_the_only_access_ci_needs(stack: str) -> None:
     policy = json.loads(capture.one("aws:iam/rolePolicy:RolePolicy", "ci-promote-lock").inputs["policy"])
     assert policy["Statement"][0]["Action"] == ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"]
     assert policy["Statement"][0]["Resource"].endswith(f":table/{table['name']}")
+
+
+def test_runbook_cronjobs_are_scheduled_hardened_and_dry_run_unless_enabled() -> None:
+    capture = captured("prod")
+    cronjobs = {r.inputs["metadata"]["name"]: r.inputs for r in capture.of_type("kubernetes:batch/v1:CronJob")}
+    assert set(cronjobs) == {"mlflow-reap-stuck-runs", "mlflow-cleanup-runs", "mlflow-gc"}
+    runbooks = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml").config.runbooks
+    assert cronjobs["mlflow-reap-stuck-runs"]["spec"]["schedule"] == runbooks.reap_schedule == "17 * * * *"
+    for name, cron in cronjobs.items():
+        spec = cron["spec"]
+        assert spec["concurrencyPolicy"] == "Forbid" and spec["successfulJobsHistoryLimit"] == 3
+        pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow-server.mlflow.svc.cluster.local"
+        assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-ops", "key": "password"}
+    assert "--dry-run" in cronjobs["mlflow-cleanup-runs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    enabled = run_with("prod", runbooks={"cleanupExecute": True})
+    cleanup = next(r for r in enabled.of_type("kubernetes:batch/v1:CronJob") if r.name == "runbooks-cleanup-runs")
+    assert "--execute" in cleanup.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    gc_env = {e["name"] for e in cronjobs["mlflow-gc"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"MLFLOW_BACKEND_STORE_URI", "PGPASSWORD"} <= gc_env
+    ops_job = capture.one("kubernetes:batch/v1:Job", "runbooks-ops-user").inputs
+    assert ops_job["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["mlflow-platform", "ensure-user"]
+    assert not run_with("prod", runbooks={"enabled": False}).of_type("kubernetes:batch/v1:CronJob")
+
+
+def test_admin_credentials_go_to_secrets_manager_not_to_outputs() -> None:
+    capture = captured("prod")
+    version = capture.one("aws:secretsmanager/secretVersion:SecretVersion", "server-secrets-admin").inputs
+    admin = json.loads(version["secretString"])
+    assert admin["username"] == "admin" and len(admin["password"]) == 32
+    assert capture.outputs["adminSecretArn"].startswith("arn:aws:secretsmanager:")
+    assert admin["password"] not in json.dumps(capture.outputs)

@@ -108,7 +108,10 @@ CASES = {
     "k8s-no-loadbalancer-service": ("prod", "kubernetes:core/v1:Service",
                                     lambda r: r.inputs["spec"].update(type="LoadBalancer"), None),
     "k8s-no-inline-secrets": ("prod", "kubernetes:batch/v1:Job",
-                              lambda r: set_env(r, "PGPASSWORD", {"value": "hunter2hunter2"}), None),
+                              lambda r: set_env(r, "PGPASSWORD", {"value": "hunter2hunter2"}), "tracking-migrate"),
+    "k8s-cronjobs-safe": ("prod", "kubernetes:batch/v1:CronJob",
+                          lambda r: r.inputs["spec"].update(concurrencyPolicy="Allow"), "runbooks-gc"),
+    "mlflow-runbooks-scheduled": ("prod", "kubernetes:batch/v1:CronJob", lambda r: False, "runbooks-reap-stuck-runs"),
     "mlflow-basic-auth": ("prod", DEPLOYMENT, lambda r: container(r).update(
         command=[a for a in container(r)["command"] if a not in ("--app-name", "basic-auth")]), None),
     "mlflow-auth-db-postgres": ("prod", "kubernetes:core/v1:ConfigMap", lambda r: r.inputs["data"].update(
@@ -182,7 +185,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 30
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 32
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 

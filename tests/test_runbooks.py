@@ -419,3 +419,23 @@ def test_validate_exit_codes_for_ci(client: MlflowClient, platform) -> None:
     assert missing.exit_code == 1 and "not found in run" in missing.output
 
 
+
+
+def test_ensure_user_creates_then_updates_an_admin(platform) -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    runner = CliRunner()
+    username = unique("ops")
+    env = {**platform.client_env(), "MLFLOW_PLATFORM_USER_PASSWORD": "first-password-123"}
+    first = runner.invoke(app, ["ensure-user", "--username", username, "--admin"], env=env)
+    assert first.exit_code == 0 and "created (admin)" in first.output, first.output
+    env["MLFLOW_PLATFORM_USER_PASSWORD"] = "second-password-456"
+    second = runner.invoke(app, ["ensure-user", "--username", username, "--admin"], env=env)
+    assert second.exit_code == 0 and "updated" in second.output
+    import requests
+
+    url = f"{platform.tracking_uri()}/api/2.0/mlflow/experiments/search"
+    assert requests.get(url, params={"max_results": 1}, auth=(username, "second-password-456"), timeout=10).ok
+    assert requests.get(url, params={"max_results": 1}, auth=(username, "first-password-123"), timeout=10).status_code == 401

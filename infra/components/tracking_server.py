@@ -31,6 +31,17 @@ APP = "mlflow-server"
 UID = 10001
 
 
+def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
+    """How in-cluster clients (the runbook CronJobs) address the Service: allowed Host headers."""
+    return (f"{APP}.{namespace}.svc.cluster.local", f"{APP}.{namespace}.svc", f"{APP}.{namespace}")
+
+
+def endpoints_for(config: StackConfig, db_host: str, bucket: str) -> Endpoints:
+    namespace = config.cluster.namespace if config.cluster else "mlflow"
+    return Endpoints(db_host=db_host, bucket=bucket, auth_config_path=f"{AUTH_DIR}/basic_auth.ini",
+                     extra_allowed_hosts=in_cluster_hosts(namespace))
+
+
 def k8s_env(env: tuple[EnvVar, ...]) -> list[dict]:
     """Plain values inline; secrets only as secretKeyRef (never their values)."""
     return [
@@ -43,6 +54,10 @@ def k8s_env(env: tuple[EnvVar, ...]) -> list[dict]:
 class TrackingServer(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     service_name: pulumi.Output[str]
+    deployment: k8s.apps.v1.Deployment
+    in_cluster_url: str
+    pod_security: dict
+    container_security: dict
 
     def __init__(self, name: str, config: StackConfig, *, image: pulumi.Input[str], db_host: pulumi.Input[str],
                  bucket: pulumi.Input[str], role_arn: pulumi.Input[str], db_password: pulumi.Input[str],
@@ -58,9 +73,8 @@ class TrackingServer(pulumi.ComponentResource):
                   "app.kubernetes.io/instance": config.environment}
 
         def render(primary: bool) -> pulumi.Output[ServerSpec]:
-            return pulumi.Output.all(db_host, bucket).apply(lambda a: render_server(
-                config, Endpoints(db_host=a[0], bucket=a[1], auth_config_path=f"{AUTH_DIR}/basic_auth.ini"),
-                primary=primary))
+            return pulumi.Output.all(db_host, bucket).apply(
+                lambda a: render_server(config, endpoints_for(config, a[0], a[1]), primary=primary))
 
         spec = render(primary=False)
         migration = pulumi.Output.all(db_host, bucket).apply(
@@ -187,6 +201,9 @@ class TrackingServer(pulumi.ComponentResource):
                                             "ports": [{"protocol": "TCP", "port": s.port}]}]},
             }, opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[service, *(depends_on or [])]))
 
+        self.deployment = server
+        self.in_cluster_url = f"http://{in_cluster_hosts(ns_name)[0]}"
+        self.pod_security, self.container_security = pod_security, container_security
         self.namespace = namespace.metadata["name"]
         self.service_name = service.metadata["name"]
         self.register_outputs({"namespace": self.namespace, "service": self.service_name})

@@ -94,6 +94,29 @@ def _no_inline_secrets(args: ResourceValidationArgs, report: ReportViolation) ->
                 report(f"container {container.get('name')} has {env['name']} inline; reference a Secret (valueFrom.secretKeyRef)")
 
 
+def _cronjobs_safe(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != "kubernetes:batch/v1:CronJob":
+        return
+    spec = args.props.get("spec") or {}
+    if spec.get("concurrencyPolicy") != "Forbid":
+        report(f"concurrencyPolicy is {spec.get('concurrencyPolicy', 'Allow')!r}: two runs of a runbook may overlap")
+    for key in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        if key not in spec or int(spec[key]) > 10:
+            report(f"{key} is {spec.get(key, 'unset')}: keep a short history (at most 10)")
+    if not spec.get("startingDeadlineSeconds"):
+        report("startingDeadlineSeconds is unset: a long-missed schedule would start a burst of catch-up runs")
+
+
+def _runbooks_scheduled(args: StackValidationArgs, report: ReportViolation) -> None:
+    if not args.get_config().get("required", True):
+        return
+    commands = [" ".join(as_list(c.get("command"))) for r in of_type(args, "kubernetes:batch/v1:CronJob")
+                for c in containers(r.props, r.resource_type)]
+    for runbook in ("reap-stuck-runs", "cleanup-runs", "gc"):
+        if not any(f"mlflow-platform {runbook}" in command for command in commands):
+            report(f"no CronJob runs `mlflow-platform {runbook}`")
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="k8s-hardened-containers", description="Containers run non-root, read-only, without privilege escalation.",
@@ -118,6 +141,15 @@ POLICIES = [
         name="k8s-no-loadbalancer-service", description="No Service of type LoadBalancer.",
         validate=_no_load_balancer_service, enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Use a ClusterIP Service bound to the ALB target group."),
+    ResourceValidationPolicy(
+        name="k8s-cronjobs-safe", description="CronJobs never overlap, keep a short history and cap catch-up.",
+        validate=_cronjobs_safe, enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set concurrencyPolicy: Forbid, history limits <= 10 and startingDeadlineSeconds."),
+    StackValidationPolicy(
+        name="mlflow-runbooks-scheduled", description="reap-stuck-runs, cleanup-runs and gc run on a schedule.",
+        validate=_runbooks_scheduled, enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties={"required": {"type": "boolean", "default": True}}),
+        remediation_steps="Keep runbooks.enabled: true in the stack (or set this rule's `required: false`)."),
     ResourceValidationPolicy(
         name="k8s-no-inline-secrets", description="No secret value is inlined in a container's environment.",
         validate=_no_inline_secrets, enforcement_level=EnforcementLevel.MANDATORY,

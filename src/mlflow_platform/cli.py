@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_runbooks import register as register_runbooks
+from .cli_runbooks import register_admin
 from .config import ConfigError, load_stack_file
 from .local.platform import DEFAULT_PORTS, LocalPlatform, Ports, find_project_root
 from .local.processes import PlatformError
@@ -30,6 +31,7 @@ app.add_typer(local_app, name="local")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 register_runbooks(app)
+register_admin(app)
 
 out = Console()
 err = Console(stderr=True)

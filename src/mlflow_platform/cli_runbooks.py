@@ -317,3 +317,34 @@ def register(app: typer.Typer) -> None:
         if not report.passed:
             raise _fail("restore drill failed: " + "; ".join(report.problems))
         out.print("[bold green]restore drill passed[/]")
+
+
+def register_admin(app: typer.Typer) -> None:
+    @app.command("ensure-user", rich_help_panel="Runbooks")
+    def ensure_user_cmd(
+        username: Annotated[str, typer.Option(help="User to create or update.")],
+        password_env: Annotated[str, typer.Option(help="Variable holding the user's password.")] = "MLFLOW_PLATFORM_USER_PASSWORD",
+        admin: Annotated[bool, typer.Option("--admin/--no-admin", help="Make the user an admin.")] = False,
+        tracking_uri: TrackingUri = None, local: Local = False,
+    ) -> None:
+        """Create a basic-auth user, or bring its password and admin flag up to date (idempotent).
+        Runs as the admin from MLFLOW_TRACKING_USERNAME / _PASSWORD.
+
+        Example: MLFLOW_PLATFORM_USER_PASSWORD=... mlflow-platform ensure-user --username mlflow-ops --admin
+        """
+        from mlflow.server.auth.client import AuthServiceClient
+
+        password = os.environ.get(password_env)
+        if not password:
+            raise _fail(f"set {password_env} to the user's password")
+        _client(tracking_uri, local)
+        auth = AuthServiceClient(os.environ["MLFLOW_TRACKING_URI"])
+        try:
+            auth.get_user(username)
+            auth.update_user_password(username, password)
+            verb = "updated"
+        except Exception:
+            auth.create_user(username, password)
+            verb = "created"
+        auth.update_user_admin(username, admin)
+        out.print(f"user {escape(username)} {verb}{' (admin)' if admin else ''}")

@@ -352,6 +352,27 @@ class GithubConfig(_Section):
         (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`.")
 
 
+class RunbooksConfig(_Section):
+    """The weekly checklist on a schedule: CronJobs in the cluster running the project's image."""
+
+    enabled: bool = Field(True, description="Create the runbook CronJobs.")
+    reap_schedule: str = Field("17 * * * *", description="Cron for reap-stuck-runs (hourly).")
+    reap_older_than_hours: float = Field(24, gt=0, description="RUNNING longer than this is stuck.")
+    cleanup_schedule: str = Field("43 3 * * 0", description="Cron for cleanup-runs (weekly).")
+    cleanup_older_than_days: float = Field(90, gt=0, description="Finished runs older than this are deleted.")
+    cleanup_execute: bool = Field(False, description="Delete for real; otherwise the CronJob only reports (dry run).")
+    gc_schedule: str = Field("13 5 * * 0", description="Cron for gc (weekly, after cleanup).")
+    gc_older_than: str = Field("30d", pattern=r"^(\d+[dhms])+$", description="Purge runs deleted this long ago.")
+
+    @field_validator("reap_schedule", "cleanup_schedule", "gc_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(re.fullmatch(r"[\d*/,\-]+", f) for f in fields):
+            raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '17 * * * *')")
+        return value
+
+
 class StackConfig(BaseModel):
     """One environment: everything ``pulumi up`` and ``mlflow-platform local up`` need to know."""
 
@@ -367,6 +388,7 @@ class StackConfig(BaseModel):
     image: ImageConfig = ImageConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     github: GithubConfig = GithubConfig()
+    runbooks: RunbooksConfig = RunbooksConfig()
     admin_password: SecretStr | None = Field(
         None, description="Bootstrap admin password (secret); generated when absent."
     )
@@ -475,6 +497,7 @@ _SECTIONS = {
     "image": "image",
     "monitoring": "monitoring",
     "github": "github",
+    "runbooks": "runbooks",
 }
 SECRET_KEYS = {"adminPassword": "admin_password"}
 

@@ -14,6 +14,7 @@ from .config import (
     LoadBalancerConfig,
     MonitoringConfig,
     NetworkConfig,
+    RunbooksConfig,
     ServerConfig,
 )
 
@@ -27,6 +28,7 @@ SECTIONS = (
     ("image", ImageConfig),
     ("monitoring", MonitoringConfig),
     ("github", GithubConfig),
+    ("runbooks", RunbooksConfig),
 )
 
 
