@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test smoke check clean
+.PHONY: install local status env down purge test smoke check clean bench
 
 install: $(STAMP)
 
@@ -41,3 +41,6 @@ check: install            ## validate every stack file
 clean:
 	-$(BIN)/mlflow-platform local down --purge
 	rm -rf $(VENV) *.egg-info src/*.egg-info
+
+bench: install            ## load benchmark: stock vs the guide's command vs the rendered config (~9 min)
+	$(BIN)/python -m benchmarks.tracking_load

@@ -140,3 +140,19 @@ def test_defaults_alone_make_a_valid_stack() -> None:
     assert config.connection_budget <= config.database.effective_max_connections - config.database.reserved_connections
     # A gthread worker's threads can all hold a connection at once without waiting on the pool.
     assert config.database.pool_size + config.database.max_overflow >= config.server.threads
+
+
+def test_a_pool_smaller_than_the_threads_is_refused_with_the_fix() -> None:
+    found = problems(base_values(server={"threads": 4}, database={"poolSize": 2, "maxOverflow": 1}))
+    assert "database.maxOverflow" in found
+    assert "below server.threads (4)" in found["database.maxOverflow"]
+    assert "at least 2" in found["database.maxOverflow"]
+
+
+def test_defaults_are_the_benchmarked_ones() -> None:
+    """benchmarks/tracking_load.py chose these (README, "Load benchmark"); change them with new figures."""
+    config = from_config_values(base_values(), source="test")
+    s, d = config.server, config.database
+    assert (s.workers, s.worker_class, s.threads, s.auth_cache_ttl_seconds) == (4, "gthread", 2, 60)
+    assert (d.pool_size, d.max_overflow) == (2, 1)
+    assert d.pool_size + d.max_overflow == s.threads + 1

@@ -79,13 +79,20 @@ class ServerConfig(_Section):
     max_replicas: int | None = Field(
         None, ge=1, le=100, description="HPA ceiling; defaults to `replicas`. Counted in the budget."
     )
-    workers: int = Field(4, ge=1, le=64, description="gunicorn worker processes per pod.")
+    # Defaults measured by benchmarks/tracking_load.py on 2 cores (the pod's default CPU limit),
+    # basic-auth on, 32 clients, candidates interleaved (README, "Load benchmark"): 4 gthread
+    # workers x 2 threads tied the best throughput (sync 4, gthread 4x1) on every operation and
+    # beat 4x4 by ~30% on log-metric and model-by-alias — MLflow's request path is CPU-bound
+    # Python, so threads past 2 only contend for the GIL. The sync worker had the lower p95 but
+    # kills any request older than timeoutSeconds (a large proxied upload) and drops keep-alive.
+    workers: int = Field(4, ge=1, le=64, description="gunicorn worker processes per pod (2 per core).")
     worker_class: Literal["sync", "gthread"] = Field(
-        "gthread", description="gthread honours keep-alive; the sync worker closes every connection."
+        "gthread", description="gthread: keep-alive, and a long upload is not killed at the worker timeout."
     )
-    threads: int = Field(4, ge=1, le=64, description="Threads per gthread worker.")
+    threads: int = Field(2, ge=1, le=64, description="Threads per gthread worker; more only contend for the GIL.")
     timeout_seconds: int = Field(
-        300, ge=10, le=3600, description="Worker timeout; must cover the largest proxied upload."
+        300, ge=10, le=3600,
+        description="Silent-worker limit; with sync it also caps one request (the largest proxied upload).",
     )
     keep_alive_seconds: int = Field(
         75, ge=1, le=3600, description="Idle keep-alive; must exceed the load balancer idle timeout."
@@ -158,8 +165,10 @@ class DatabaseConfig(_Section):
     reserved_connections: int = Field(
         10, ge=3, description="Kept free for superuser, migrations, backups and on-call psql."
     )
-    pool_size: int = Field(3, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.")
-    max_overflow: int = Field(2, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
+    # A thread holds at most one connection per engine at a time, so pool + overflow = threads + 1
+    # never makes a thread wait, and keeps the fleet's budget small (60 connections per replica).
+    pool_size: int = Field(2, ge=1, le=100, description="MLFLOW_SQLALCHEMYSTORE_POOL_SIZE (per engine, per process).")
+    max_overflow: int = Field(1, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
     pool_recycle_seconds: int = Field(1800, ge=60, description="MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.")
     multi_az: bool = Field(True, description="Standby in a second AZ (RDS Multi-AZ).")
     deletion_protection: bool = Field(True, description="Refuse `pulumi destroy` of the instance.")
@@ -459,6 +468,13 @@ class StackConfig(BaseModel):
                 f"{s.keep_alive_seconds}s must exceed loadBalancer.idleTimeoutSeconds "
                 f"({lb.idle_timeout_seconds}s), or the load balancer reuses connections the server "
                 f"already closed (502s); set it to at least {lb.idle_timeout_seconds + 5}",
+            ))
+        if d.pool_size + d.max_overflow < s.threads:
+            problems.append((
+                "database.maxOverflow",
+                f"poolSize + maxOverflow ({d.pool_size} + {d.max_overflow}) is below server.threads "
+                f"({s.threads}): threads would queue for a connection and time out under load; "
+                f"raise database.maxOverflow to at least {s.threads - d.pool_size}",
             ))
         if s.worker_class == "sync" and s.threads != 1:
             problems.append((

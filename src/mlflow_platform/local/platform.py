@@ -261,18 +261,7 @@ class LocalPlatform:
             ini = Path(spec.auth_config_path)
             ini.parent.mkdir(parents=True, exist_ok=True)
             ini.write_text(spec.auth_ini)
-        env = {
-            **self._base_env(),
-            **spec.resolve_env({
-                DB_PASSWORD: secret_values["db_password"],
-                FLASK_SECRET_KEY: secret_values["flask_secret_key"],
-                ADMIN_PASSWORD: secret_values["admin_password"],
-            }),
-            # What IRSA injects in AWS: credentials for the artifact store.
-            "AWS_ACCESS_KEY_ID": secret_values["s3_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": secret_values["s3_secret_access_key"],
-            "AWS_DEFAULT_REGION": S3_REGION,
-        }
+        env = self.server_environment(spec)
         workdir = self.state_dir / "server"
         workdir.mkdir(exist_ok=True)
         pid = spawn(spec.argv, env=env, log=self.logs / "tracking.log", cwd=workdir)
@@ -281,6 +270,33 @@ class LocalPlatform:
         self._wait(lambda: self._tracking_healthy(state.ports), pid, "tracking server",
                    self.logs / "tracking.log")
         log(f"tracking  started pid {pid} on port {port}")
+
+    def server_environment(self, spec: ServerSpec | None = None) -> dict[str, str]:
+        """A server process's environment: a clean base, artifact-store credentials (what IRSA
+        injects in AWS) and, with ``spec``, its rendered variables with secrets filled in."""
+        secret_values = self._secrets()
+        env = {
+            **self._base_env(),
+            "AWS_ACCESS_KEY_ID": secret_values["s3_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": secret_values["s3_secret_access_key"],
+            "AWS_DEFAULT_REGION": S3_REGION,
+        }
+        if spec is not None:
+            env.update(spec.resolve_env({
+                DB_PASSWORD: secret_values["db_password"],
+                FLASK_SECRET_KEY: secret_values["flask_secret_key"],
+                ADMIN_PASSWORD: secret_values["admin_password"],
+            }))
+        return env
+
+    def stop_tracking(self, *, log=print) -> None:
+        """Stop only the tracking server (PostgreSQL and S3 keep running)."""
+        state = self.state
+        pid = state.pids.pop("tracking", None)
+        if pid:
+            stop_group(pid, self.state_dir)
+            log("tracking  stopped")
+        state.save(self._state_file)
 
     def _wait(self, check, pid: int, what: str, log_file: Path) -> None:
         def died() -> str | None:

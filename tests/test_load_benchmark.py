@@ -1,0 +1,162 @@
+"""The load benchmark's driver counts what it claims to, and its operations are valid MLflow calls.
+
+The figures themselves come from `make bench`; these tests prove the instrument, not the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+import uuid
+
+import pytest
+from aiohttp import web
+
+from benchmarks.loadgen import UNFINISHED, Operation, percentile, run_level
+from benchmarks.tracking_load import (
+    Admin, LocalBench, check_targets, create_client_user, ensure_model, fresh_training_runs_sql,
+    TEAMS, parse_overrides, seed_search_runs_sql,
+)
+from benchmarks.tracking_ops import SEARCH_PAGE, Fixture, operations
+from mlflow_platform.local.platform import LocalPlatform
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 95) == 95
+    assert percentile(values, 99) == 99
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+def drive_against(handler, *, clients: int, duration_s: float, **kwargs):
+    """Run one level against a throwaway aiohttp server answering GET / with ``handler``;
+    returns the result and the seconds the level took."""
+    async def scenario():
+        app = web.Application()
+        app.router.add_get("/", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        try:
+            async def call(client):
+                await client.call("GET", "/")
+            started = time.monotonic()
+            result = await run_level(Operation("get", False, call), clients, duration_s,
+                                     base_url=f"http://127.0.0.1:{port}", auth=None, **kwargs)
+            return result, time.monotonic() - started
+        finally:
+            await runner.cleanup()
+    return asyncio.run(scenario())
+
+
+def test_driver_counts_errors_and_keeps_them_out_of_latencies() -> None:
+    """Every third answer is a 503: the driver must count, not hide, those."""
+    hits = {"n": 0}
+
+    async def flaky(request: web.Request) -> web.Response:
+        hits["n"] += 1
+        return web.Response(status=503 if hits["n"] % 3 == 0 else 200, text="{}")
+
+    result, _ = drive_against(flaky, clients=4, duration_s=0.5)
+    assert result.ok + result.error_count == hits["n"]
+    assert result.errors["HTTP 503"] == hits["n"] // 3
+    assert len(result.latencies_ms) == result.ok
+    assert result.throughput == pytest.approx(result.ok / result.elapsed_s)
+    assert 0 < result.driver_cpu_percent <= 200
+
+
+def test_calls_unanswered_after_the_tail_are_counted_as_unfinished() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.Response(text="{}")
+
+    result, seconds = drive_against(slow, clients=3, duration_s=0.2, tail_s=0.3)
+    assert seconds < 2, "the tail did not bound the level"
+    assert result.ok == 0 and result.errors == {UNFINISHED: 3}
+    assert UNFINISHED in result.error_samples
+
+
+def test_driver_reports_refused_connections() -> None:
+    async def call(client):
+        await client.call("GET", "/")
+    result = asyncio.run(run_level(Operation("x", False, call), 2, 0.2,
+                                   base_url="http://127.0.0.1:9", auth=None))
+    assert result.ok == 0 and result.error_count > 0
+    assert set(result.errors) <= {"ClientConnectorError", "ClientOSError", "ConnectionRefusedError"}
+
+
+def test_overrides_are_typed_stack_keys() -> None:
+    assert parse_overrides(["workers=2", "workerClass=sync", "authCacheTtlSeconds=0"]) == {
+        "workers": 2, "workerClass": "sync", "authCacheTtlSeconds": 0}
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_overrides(["workers"])
+
+
+def test_bench_stack_renders_the_server_defaults(tmp_path) -> None:
+    from mlflow_platform.config import ServerConfig
+
+    bench = LocalBench(tmp_path, {}, {})
+    server = bench.config.server
+    defaults = ServerConfig()
+    assert (server.workers, server.worker_class, server.threads, server.auth_cache_ttl_seconds) == (
+        defaults.workers, defaults.worker_class, defaults.threads, defaults.auth_cache_ttl_seconds)
+    argv = bench.uvicorn(5999).argv
+    assert "--gunicorn-opts" not in argv and "--uvicorn-opts" in argv
+    guide = bench.guide(5998)
+    assert guide.argv[guide.argv.index("--gunicorn-opts") + 1] == "--timeout 120 --keep-alive 5"
+    ini = guide.files[guide.env["MLFLOW_AUTH_CONFIG_PATH"]]
+    assert not re.search(r"(?m)^auth_cache_ttl_seconds", ini)  # MLflow's default: cache off
+    assert re.search(r"(?m)^database_uri = postgresql", ini)
+
+
+def test_targets_compare_like_with_like() -> None:
+    from benchmarks.loadgen import LevelResult
+
+    def r(op, clients, ok, lat, errors=0):
+        from collections import Counter
+        return LevelResult(op, clients, ok, 1.0, [lat] * max(ok, 1), Counter({"HTTP 500": errors}))
+
+    results = {"rendered": [r("log-metric", 32, 150, 200), r("log-metric", 64, 150, 400, errors=1)],
+               "stock": [r("log-metric", 32, 140, 100)]}
+    checks = {c["target"]: c["met"] for c in check_targets(results)}
+    assert checks["log-metric @32: rendered throughput >= stock"] is True
+    assert checks["log-metric @32: p95 < 500 ms"] is True
+    assert checks["log-metric @64: no errors"] is False
+
+
+def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatform) -> None:
+    """Each benchmark operation, as a non-admin user with an EDIT grant, on the local platform."""
+    env = platform.client_env()
+    admin = Admin(env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]))
+    suffix = uuid.uuid4().hex[:6]
+    training = admin.experiment(f"/test/bench-{suffix}/training")
+    search = admin.experiment(f"/test/bench-{suffix}/search")
+    user = create_client_user(admin, training)
+    ensure_model(admin, f"bench-model-{suffix}", f"s3://{platform.bucket}/local")
+    runs = fresh_training_runs_sql(platform.database_uri(), training, 2, user[0])
+    seeded = len(TEAMS) * SEARCH_PAGE  # a full page of the filtered team
+    seed_search_runs_sql(platform.database_uri(), search, seeded)
+    fixture = Fixture(training, runs, search, seeded, f"bench-model-{suffix}")
+
+    async def each():
+        return [await run_level(op, 2, 0.3, base_url=env["MLFLOW_TRACKING_URI"],
+                                auth=user) for op in operations(fixture)]
+
+    for result in asyncio.run(each()):
+        assert result.error_count == 0, (result.operation, dict(result.errors))
+        assert result.ok > 0, result.operation
+
+    # What the writes did is visible through the API: metrics, params, tags and the artifact.
+    run = admin.call("GET", "/api/2.0/mlflow/runs/get", params={"run_id": runs[0]})["run"]["data"]
+    assert {m["key"] for m in run["metrics"]} >= {"loss", "train/metric_0"}
+    assert any(p["key"].startswith("hp_") for p in run["params"])
+    listed = admin.call("GET", "/api/2.0/mlflow-artifacts/artifacts",
+                        params={"path": f"{training}/{runs[0]}/artifacts/bench"})
+    assert listed.get("files"), "the artifact round trip left no file behind"
