@@ -92,14 +92,25 @@ def create_client_user(admin: Admin, experiment_id: str) -> tuple[str, str]:
     return username, password
 
 
-def ensure_model(admin: Admin, name: str, artifact_root: str) -> None:
+def ensure_model(admin: Admin, name: str, experiment_id: str) -> None:
+    """A registered model whose ``@champion`` points at a version logged from a run (MLflow
+    refuses a proxied source without the run that holds it). Kept if it already exists."""
+    try:
+        admin.call("GET", "/api/2.0/mlflow/registered-models/alias", params={"name": name, "alias": "champion"})
+        return
+    except RuntimeError:
+        pass
     try:
         admin.call("POST", "/api/2.0/mlflow/registered-models/create", json={"name": name})
     except RuntimeError as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
+    run = admin.call("POST", "/api/2.0/mlflow/runs/create", json={
+        "experiment_id": experiment_id, "run_name": "bench-model"})["run"]["info"]
+    admin.call("POST", "/api/2.0/mlflow/runs/update", json={"run_id": run["run_id"], "status": "FINISHED"})
     version = admin.call("POST", "/api/2.0/mlflow/model-versions/create", json={
-        "name": name, "source": f"{artifact_root}/bench-model"})["model_version"]["version"]
+        "name": name, "source": f"{run['artifact_uri']}/model", "run_id": run["run_id"],
+    })["model_version"]["version"]
     admin.call("POST", "/api/2.0/mlflow/registered-models/alias",
                json={"name": name, "alias": "champion", "version": version})
 
@@ -168,18 +179,14 @@ def seed_search_runs_api(admin: Admin, experiment_id: str, count: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.perf_counter()
-    have = admin.call("POST", "/api/2.0/mlflow/runs/search", json={
-        "experiment_ids": [experiment_id], "max_results": 1, "filter": ""})
-    existing = 0
-    if have.get("runs"):
-        token, existing = None, 0
-        while True:
-            page = admin.call("POST", "/api/2.0/mlflow/runs/search", json={
-                "experiment_ids": [experiment_id], "max_results": 1000, "page_token": token})
-            existing += len(page.get("runs", []))
-            token = page.get("next_page_token")
-            if not token or existing >= count:
-                break
+    existing, token = 0, None
+    while existing < count:
+        page = admin.call("POST", "/api/2.0/mlflow/runs/search", json={
+            "experiment_ids": [experiment_id], "max_results": 1000, "page_token": token})
+        existing += len(page.get("runs", []))
+        token = page.get("next_page_token")
+        if not token:
+            break
 
     def one(i: int) -> None:
         run = admin.call("POST", "/api/2.0/mlflow/runs/create", json={
@@ -537,12 +544,12 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
             training = admin.experiment("/platform/benchmark/training")
             search = admin.experiment("/platform/benchmark/search")
             user = create_client_user(admin, training)
-            ensure_model(admin, "bench-model", f"s3://{bench.platform.bucket}/local")
+            ensure_model(admin, "bench-model", training)
             database_uri = bench.platform.database_uri()
-            seconds = seed_search_runs_sql(database_uri, search, SEARCH_RUNS)
-            console.print(f"seeded {SEARCH_RUNS:,} runs (tags, params, metrics) in {seconds:.1f} s; "
+            seconds = seed_search_runs_sql(database_uri, search, args.search_runs)
+            console.print(f"seeded {args.search_runs:,} runs (tags, params, metrics) in {seconds:.1f} s; "
                           f"model alias @champion; {TRAINING_RUNS} fresh training runs per level")
-            fixture = Fixture(training, [], search, SEARCH_RUNS, "bench-model")
+            fixture = Fixture(training, [], search, "bench-model")
 
             def fresh_runs() -> None:
                 fixture.run_ids[:] = fresh_training_runs_sql(database_uri, training, TRAINING_RUNS, user[0])
@@ -607,10 +614,10 @@ def run_remote(args, ops_filter: set[str] | None) -> dict:
     admin = Admin(args.uri, auth)
     training = admin.experiment("/platform/benchmark/training")
     search = admin.experiment("/platform/benchmark/search")
-    seconds = seed_search_runs_api(admin, search, SEARCH_RUNS)
-    console.print(f"search experiment holds {SEARCH_RUNS:,}+ runs (topped up in {seconds:.1f} s)")
-    ensure_model(admin, "bench-model", "mlflow-artifacts:/bench-model")
-    fixture = Fixture(training, [], search, SEARCH_RUNS, "bench-model")
+    seconds = seed_search_runs_api(admin, search, args.search_runs)
+    console.print(f"search experiment holds {args.search_runs:,}+ runs (topped up in {seconds:.1f} s)")
+    ensure_model(admin, "bench-model", training)
+    fixture = Fixture(training, [], search, "bench-model")
     created: list[str] = []
 
     def fresh_runs() -> None:
@@ -656,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=["stock", "guide", "rendered", "uvicorn"],
                         choices=["stock", "guide", "rendered", "uvicorn"])
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients")
+    parser.add_argument("--search-runs", type=int, default=SEARCH_RUNS,
+                        help="runs in the search experiment (the targets assume 10,000)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per operation and level")
     parser.add_argument("--operations", nargs="+", help="a subset of: log-batch log-metric "
                         "artifact-put-get search-runs model-by-alias")

@@ -29,7 +29,6 @@ class Fixture:
     #: so runs that grew under an earlier variant would make a later one look slower.
     run_ids: list[str]
     search_experiment_id: str
-    search_runs: int
     model_name: str
     alias: str = "champion"
 

@@ -139,11 +139,11 @@ def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatfor
     training = admin.experiment(f"/test/bench-{suffix}/training")
     search = admin.experiment(f"/test/bench-{suffix}/search")
     user = create_client_user(admin, training)
-    ensure_model(admin, f"bench-model-{suffix}", f"s3://{platform.bucket}/local")
+    ensure_model(admin, f"bench-model-{suffix}", training)
     runs = fresh_training_runs_sql(platform.database_uri(), training, 2, user[0])
     seeded = len(TEAMS) * SEARCH_PAGE  # a full page of the filtered team
     seed_search_runs_sql(platform.database_uri(), search, seeded)
-    fixture = Fixture(training, runs, search, seeded, f"bench-model-{suffix}")
+    fixture = Fixture(training, runs, search, f"bench-model-{suffix}")
 
     async def each():
         return [await run_level(op, 2, 0.3, base_url=env["MLFLOW_TRACKING_URI"],
