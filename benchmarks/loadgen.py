@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 import uuid
@@ -22,6 +21,8 @@ from typing import Awaitable, Callable, Sequence
 
 import aiohttp
 import psutil
+
+from mlflow_platform.local.processes import group_members
 
 #: An operation: one logical client action (may be several HTTP requests), raising on failure.
 Action = Callable[["Client"], Awaitable[None]]
@@ -208,14 +209,6 @@ async def run_level(op: Operation, clients: int, duration_s: float, *, base_url:
 
 
 def process_group(pid: int) -> Callable[[], list[int]]:
-    """The live members of ``pid``'s process group (server parent + its workers)."""
-    def members() -> list[int]:
-        out = []
-        for proc in psutil.process_iter():
-            try:
-                if os.getpgid(proc.pid) == pid:
-                    out.append(proc.pid)
-            except (OSError, psutil.Error):
-                continue
-        return out
-    return members
+    """The live members of ``pid``'s process group (server parent + its workers), looked up at
+    each sample: gunicorn replaces workers that reach max-requests."""
+    return lambda: [proc.pid for proc in group_members(pid)]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import aiohttp
 import mlflow
 import psutil
 import requests
@@ -42,7 +43,7 @@ from rich.table import Table
 from mlflow_platform.config import StackConfig, load_stack_file
 from mlflow_platform.local.platform import LocalPlatform, Ports
 from mlflow_platform.local.postgres import bin_dir
-from mlflow_platform.local.processes import spawn, stop_group, tail, wait_until
+from mlflow_platform.local.processes import alive, spawn, stop_group, tail, wait_until
 from mlflow_platform.server_spec import render_server
 
 from .loadgen import LevelResult, Operation, process_group, run_level
@@ -259,7 +260,7 @@ class LocalBench:
         self.platform.down(purge=True, log=lambda _: None)
 
     def secrets(self) -> dict[str, str]:
-        return self.platform._secrets()
+        return self.platform.secret_values()
 
     def admin_auth(self) -> tuple[str, str]:
         return self.config.server.admin_username, self.secrets()["admin_password"]
@@ -335,8 +336,7 @@ class LocalBench:
                 return False
 
         def died() -> str | None:
-            return None if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE \
-                else f"{variant.label} exited; last lines of {log}:\n{tail(log)}"
+            return None if alive(pid) else f"{variant.label} exited; last lines of {log}:\n{tail(log)}"
 
         if not wait_until(healthy, timeout=120, abort=died):
             stop_group(pid, self.platform.state_dir)
@@ -415,8 +415,6 @@ async def settle(base_url: str, auth: tuple[str, str] | None, probe_path: str, *
     """Wait until the server has worked off requests its clients gave up on (a queued request
     is still served, or still waits for a pool connection, after its client has gone), so they
     do not slow the next level down. The probe reads the database, as /health does not."""
-    import aiohttp
-
     headers = {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth else None
     deadline = time.monotonic() + limit_s
     quick = 0
@@ -510,24 +508,34 @@ def parse_overrides(values: list[str]) -> dict:
     return out
 
 
+POOL_FOR_4_THREADS = {"poolSize": 3, "maxOverflow": 2}
+POOL_FOR_1_THREAD = {"poolSize": 1, "maxOverflow": 1}
 TUNING = (
-    # (name, server overrides, database overrides): each at 32 clients on the same data.
-    ("gthread 4x4 (default)", {}, {}),
-    ("gthread 2x4", {"workers": 2}, {}),
-    ("gthread 3x4", {"workers": 3}, {}),
-    ("gthread 6x4", {"workers": 6}, {}),
-    ("gthread 6x1", {"workers": 6, "threads": 1}, {"poolSize": 1, "maxOverflow": 1}),
-    ("gthread 8x1", {"workers": 8, "threads": 1}, {"poolSize": 1, "maxOverflow": 1}),
-    ("gthread 4x1", {"threads": 1}, {"poolSize": 1, "maxOverflow": 1}),
-    ("gthread 4x2", {"threads": 2}, {"poolSize": 2, "maxOverflow": 1}),
-    ("gthread 4x8", {"threads": 8}, {"poolSize": 5, "maxOverflow": 3}),
-    ("sync 4", {"workerClass": "sync", "threads": 1}, {"poolSize": 1, "maxOverflow": 1}),
-    ("sync 8", {"workerClass": "sync", "threads": 1, "workers": 8}, {"poolSize": 1, "maxOverflow": 1}),
-    ("4x4, no max-requests", {"maxRequests": 0, "maxRequestsJitter": 0}, {}),
-    ("4x4, auth cache off", {"authCacheTtlSeconds": 0}, {}),
-    ("4x4, basic-auth off (diagnostic)", {"basicAuth": False}, {}),
-    ("4x1, basic-auth off (diagnostic)", {"basicAuth": False, "threads": 1}, {"poolSize": 1, "maxOverflow": 1}),
+    # (name, server overrides, database overrides): each at 32 clients on the same data. Every
+    # setting a name states is explicit, so a later change of default cannot mislabel a candidate
+    # (a test renders each and checks workers and threads against its name).
+    ("gthread 4x2 (default)", {}, {}),
+    ("gthread 4x4", {"threads": 4}, POOL_FOR_4_THREADS),
+    ("gthread 2x4", {"workers": 2, "threads": 4}, POOL_FOR_4_THREADS),
+    ("gthread 3x4", {"workers": 3, "threads": 4}, POOL_FOR_4_THREADS),
+    ("gthread 6x4", {"workers": 6, "threads": 4}, POOL_FOR_4_THREADS),
+    ("gthread 6x1", {"workers": 6, "threads": 1}, POOL_FOR_1_THREAD),
+    ("gthread 8x1", {"workers": 8, "threads": 1}, POOL_FOR_1_THREAD),
+    ("gthread 4x1", {"workers": 4, "threads": 1}, POOL_FOR_1_THREAD),
+    ("gthread 4x8", {"workers": 4, "threads": 8}, {"poolSize": 5, "maxOverflow": 4}),
+    ("sync 4", {"workerClass": "sync", "workers": 4, "threads": 1}, POOL_FOR_1_THREAD),
+    ("sync 8", {"workerClass": "sync", "workers": 8, "threads": 1}, POOL_FOR_1_THREAD),
+    ("4x2, no max-requests", {"maxRequests": 0, "maxRequestsJitter": 0}, {}),
+    ("4x2, auth cache off", {"authCacheTtlSeconds": 0}, {}),
+    ("4x2, basic-auth off (diagnostic)", {"basicAuth": False}, {}),
+    ("4x1, basic-auth off (diagnostic)", {"basicAuth": False, "workers": 4, "threads": 1}, POOL_FOR_1_THREAD),
 )
+
+
+def candidate_config(folder: Path, server: dict, database: dict) -> StackConfig:
+    """A tuning candidate's configuration, validated like any stack file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return load_stack_file(bench_stack(folder, server, database)).config
 
 
 def run_local(args, ops_filter: set[str] | None) -> dict:
@@ -564,12 +572,7 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
             labels: dict[str, str] = {}
             argvs: dict[str, list[str]] = {}
             if args.tune is not None:
-                wanted = set(args.tune)
-                unknown = wanted - {name for name, _, _ in TUNING}
-                if unknown:
-                    raise SystemExit(f"unknown --tune candidate(s) {sorted(unknown)}; "
-                                     f"choose from {[name for name, _, _ in TUNING]}")
-                chosen = [plan for plan in TUNING if not wanted or plan[0] in wanted]
+                chosen = [plan for plan in TUNING if not args.tune or plan[0] in args.tune]
                 # Rounds interleave the candidates (A B C A B C): drift in the machine over the
                 # run then shows up as spread within a candidate, not as a difference between them.
                 plans = [(name if r == 0 else f"{name} #{r + 1}", s_o, d_o)
@@ -579,10 +582,8 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
             for index, (name, s_over, d_over) in enumerate(plans):
                 port = free_port()
                 if s_over is not None:
-                    folder = bench.work / f"tune-{index}"
-                    folder.mkdir()
-                    config = load_stack_file(bench_stack(folder, {**server_overrides, **s_over},
-                                                         {**database_overrides, **d_over})).config
+                    config = candidate_config(bench.work / f"tune-{index}", {**server_overrides, **s_over},
+                                              {**database_overrides, **d_over})
                     variant = bench.rendered(port, config=config, key=name, label=name)
                 else:
                     variant = getattr(bench, name)(port)
@@ -688,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         for clients in report["levels"]:
             print(f"\n{clients} clients\n\n{markdown_summary(report, clients)}")
         return 0
+    if args.tune:  # checked before anything starts
+        unknown = sorted(set(args.tune) - {name for name, _, _ in TUNING})
+        if unknown:
+            parser.error(f"unknown --tune candidate(s) {unknown}; choose from {[name for name, _, _ in TUNING]}")
     if args.tune is not None:
         args.levels = [32] if args.levels == list(LEVELS) else args.levels
         args.operations = args.operations or ["log-batch", "log-metric", "artifact-put-get", "model-by-alias"]

@@ -156,3 +156,15 @@ def test_defaults_are_the_benchmarked_ones() -> None:
     assert (s.workers, s.worker_class, s.threads, s.auth_cache_ttl_seconds) == (4, "gthread", 2, 60)
     assert (d.pool_size, d.max_overflow) == (2, 1)
     assert d.pool_size + d.max_overflow == s.threads + 1
+
+
+@pytest.mark.parametrize("schedule", ["99 * * * *", "0 0 * *", "0 0 0 * * *", "every hour"])
+def test_a_runbook_schedule_kubernetes_would_reject_is_refused_by_key(schedule: str) -> None:
+    found = problems(base_values(runbooks={"reapSchedule": schedule}))
+    assert "runbooks.reapSchedule" in found and "'17 * * * *'" in found["runbooks.reapSchedule"]
+
+
+def test_runbook_schedules_accept_macros_and_names() -> None:
+    config = from_config_values(base_values(runbooks={"reapSchedule": "@hourly", "gcSchedule": "0 5 * * SUN"}),
+                                source="test")
+    assert (config.runbooks.reap_schedule, config.runbooks.gc_schedule) == ("@hourly", "0 5 * * SUN")

@@ -17,7 +17,7 @@ from aiohttp import web
 from benchmarks.loadgen import UNFINISHED, Operation, percentile, run_level
 from benchmarks.tracking_load import (
     Admin, LocalBench, check_targets, create_client_user, ensure_model, fresh_training_runs_sql,
-    TEAMS, parse_overrides, seed_search_runs_sql,
+    TEAMS, TUNING, candidate_config, parse_overrides, seed_search_runs_sql,
 )
 from benchmarks.tracking_ops import SEARCH_PAGE, Fixture, operations
 from mlflow_platform.local.platform import LocalPlatform
@@ -114,6 +114,20 @@ def test_bench_stack_renders_the_server_defaults(tmp_path) -> None:
     ini = guide.files[guide.env["MLFLOW_AUTH_CONFIG_PATH"]]
     assert not re.search(r"(?m)^auth_cache_ttl_seconds", ini)  # MLflow's default: cache off
     assert re.search(r"(?m)^database_uri = postgresql", ini)
+
+
+@pytest.mark.parametrize("candidate", TUNING, ids=lambda c: c[0])
+def test_tuning_candidates_are_valid_and_are_what_their_names_say(candidate, tmp_path) -> None:
+    name, server, database = candidate
+    config = candidate_config(tmp_path, server, database)  # a ConfigError fails the test
+    s = config.server
+    shape = re.search(r"(gthread|sync) (\d+)(?:x(\d+))?|(\d+)x(\d+)", name)
+    if shape.group(4):  # "4x2, ..." variants are gthread
+        expected = ("gthread", int(shape.group(4)), int(shape.group(5)))
+    else:
+        expected = (shape.group(1), int(shape.group(2)), int(shape.group(3) or 1))
+    assert (s.worker_class, s.workers, s.threads) == expected
+    assert ("(default)" in name) == (server == {} and database == {})
 
 
 def test_targets_compare_like_with_like() -> None:

@@ -429,6 +429,8 @@ def test_ensure_user_creates_then_updates_an_admin(platform) -> None:
     runner = CliRunner()
     username = unique("ops")
     env = {**platform.client_env(), "MLFLOW_PLATFORM_USER_PASSWORD": "first-password-123"}
+    dry = runner.invoke(app, ["ensure-user", "--username", username, "--admin", "--dry-run"], env=env)
+    assert dry.exit_code == 0 and "would create" in dry.output, dry.output
     first = runner.invoke(app, ["ensure-user", "--username", username, "--admin"], env=env)
     assert first.exit_code == 0 and "created (admin)" in first.output, first.output
     env["MLFLOW_PLATFORM_USER_PASSWORD"] = "second-password-456"
@@ -439,3 +441,8 @@ def test_ensure_user_creates_then_updates_an_admin(platform) -> None:
     url = f"{platform.tracking_uri()}/api/2.0/mlflow/experiments/search"
     assert requests.get(url, params={"max_results": 1}, auth=(username, "second-password-456"), timeout=10).ok
     assert requests.get(url, params={"max_results": 1}, auth=(username, "first-password-123"), timeout=10).status_code == 401
+
+    # Wrong admin credentials are an error, never a reason to try creating the user.
+    bad = runner.invoke(app, ["ensure-user", "--username", unique("ops")],
+                        env={**env, "MLFLOW_TRACKING_PASSWORD": "not-the-admin-password"})
+    assert bad.exit_code != 0 and "created" not in bad.output

@@ -79,6 +79,11 @@ def test_deploys_run_in_order_with_prod_last() -> None:
     assert up["concurrency"] == {"group": "deploy-${{ inputs.stack }}", "cancel-in-progress": False}
     smoke = load("deploy-stack.yml")["jobs"]["smoke"]
     assert smoke["needs"] == "up" and any("pytest smoke_tests" in s.get("run", "") for s in smoke["steps"])
+    suite = next(s for s in smoke["steps"] if "pytest smoke_tests" in s.get("run", ""))
+    # Without these the suite would skip its bucket-layout check or aim at nothing.
+    assert suite["env"] == {"MLFLOW_TRACKING_URI": "${{ needs.up.outputs.tracking-url }}",
+                            "MLFLOW_PLATFORM_ARTIFACT_ROOT": "${{ needs.up.outputs.artifact-root }}"}
+    assert set(up["outputs"]) == {"tracking-url", "admin-secret-arn", "artifact-root"}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yml")))

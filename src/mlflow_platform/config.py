@@ -376,9 +376,11 @@ class RunbooksConfig(_Section):
     @field_validator("reap_schedule", "cleanup_schedule", "gc_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 5 or not all(re.fullmatch(r"[\d*/,\-]+", f) for f in fields):
-            raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '17 * * * *')")
+        from croniter import croniter
+
+        # Kubernetes takes the five standard fields or a macro such as @hourly (no seconds field).
+        if not croniter.is_valid(value) or not (value.startswith("@") or len(value.split()) == 5):
+            raise ValueError(f"{value!r} is not a cron schedule Kubernetes accepts (e.g. '17 * * * *' or '@hourly')")
         return value
 
 

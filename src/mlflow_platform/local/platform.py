@@ -116,6 +116,10 @@ class LocalPlatform:
             json.dump(values, handle, indent=2)
         return values
 
+    def secret_values(self) -> dict[str, str]:
+        """The generated secrets, for tools that start servers beside the platform (the benchmark)."""
+        return dict(self._secrets())
+
     def _postgres(self, ports: Ports) -> LocalPostgres:
         return LocalPostgres(
             data_dir=self.state_dir / "postgres" / "data",

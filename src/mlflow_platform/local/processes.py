@@ -102,7 +102,7 @@ def stop_group(pid: int | None, marker: Path, *, timeout: float = 15.0) -> None:
     """
     if not pid:
         return
-    members = [p for p in _group_members(pid) if _mentions(p, str(marker))]
+    members = [p for p in group_members(pid) if _mentions(p, str(marker))]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for proc in members:
             try:
@@ -117,7 +117,7 @@ def stop_group(pid: int | None, marker: Path, *, timeout: float = 15.0) -> None:
         raise PlatformError(f"processes {survivors} did not stop; kill them by hand")
 
 
-def _group_members(pgid: int) -> list[psutil.Process]:
+def group_members(pgid: int) -> list[psutil.Process]:
     members = []
     for proc in psutil.process_iter():
         try:
