@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test smoke check clean bench
+.PHONY: install local status env down purge test test-fast smoke check clean bench drills
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ purge: install            ## stop and delete all local data
 test: install             ## every test; starts and stops its own platform on free ports
 	$(BIN)/pytest
 
+test-fast: install        ## the tests that start no server (seconds)
+	$(BIN)/pytest -m "not platform"
+
 smoke: install            ## the smoke suite against MLFLOW_TRACKING_URI (+ credentials)
 	$(BIN)/pytest smoke_tests
 
@@ -41,6 +44,9 @@ check: install            ## validate every stack file
 clean:
 	-$(BIN)/mlflow-platform local down --purge
 	rm -rf $(VENV) *.egg-info src/*.egg-info
+
+drills: install           ## fault drills against a throwaway local platform: kill, heal, check every byte (~2 min)
+	$(BIN)/python -m benchmarks.fault_drills
 
 bench: install            ## load benchmark: stock vs the guide's command vs the rendered config (~9 min)
 	$(BIN)/python -m benchmarks.tracking_load

@@ -10,7 +10,6 @@ the tracking server, exactly as on-call would run it. Prints the figures; change
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +24,6 @@ from mlflow_platform.runbooks.runs import cleanup_runs
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -39,7 +32,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         platform = LocalPlatform(state_dir=Path(tmp) / "state", stack_file=ROOT / "stacks" / "local.yaml")
-        platform.up(Ports(tracking=free_port(), postgres=free_port(), s3=free_port()), log=lambda _: None)
+        platform.up(Ports.free(), log=lambda _: None)
         try:
             env = platform.client_env()
             import os

@@ -14,6 +14,7 @@ comparable within one run. It prints a table, checks the targets, and writes JSO
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import datetime as dt
 import json
@@ -22,7 +23,6 @@ import platform as host_platform
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +43,7 @@ from rich.table import Table
 from mlflow_platform.config import StackConfig, load_stack_file
 from mlflow_platform.local.platform import LocalPlatform, Ports
 from mlflow_platform.local.postgres import bin_dir
-from mlflow_platform.local.processes import alive, spawn, stop_group, tail, wait_until
+from mlflow_platform.local.processes import alive, free_port, spawn, stop_group, tail, wait_until
 from mlflow_platform.server_spec import render_server
 
 from .loadgen import LevelResult, Operation, process_group, run_level
@@ -222,12 +222,6 @@ class Variant:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bench_stack(work: Path, server_overrides: dict, database_overrides: dict) -> Path:
     """The local stack with the renderer's *defaults* for the server (not local.yaml's laptop
     settings) and a PostgreSQL roomy enough that no variant is refused a connection."""
@@ -247,7 +241,7 @@ class LocalBench:
     def __init__(self, work: Path, server_overrides: dict, database_overrides: dict):
         self.work = work
         self.platform = LocalPlatform(work / "state", bench_stack(work, server_overrides, database_overrides))
-        self.ports = Ports(tracking=free_port(), postgres=free_port(), s3=free_port())
+        self.ports = Ports.free()
 
     @property
     def config(self) -> StackConfig:
@@ -299,7 +293,7 @@ class LocalBench:
     def rendered(self, port: int, *, config: StackConfig | None = None, key: str = "rendered",
                  label: str | None = None) -> Variant:
         spec = render_server(config or self.config, self.platform.endpoints(
-            Ports(tracking=port, postgres=self.ports.postgres, s3=self.ports.s3)))
+            dataclasses.replace(self.ports, tracking=port)))
         files = {spec.auth_config_path: spec.auth_ini} if spec.auth_ini and spec.auth_config_path else {}
         return Variant(key, label or "(c) this project's rendered config (gunicorn)", True,
                        list(spec.argv), self.platform.server_environment(spec), files)

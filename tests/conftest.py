@@ -1,22 +1,24 @@
-"""One local platform per test session: started once, on free ports, in a temp state dir."""
+"""Shared fixtures: one local platform per test session (free ports, temp state dir), a local AWS
+control-plane API (moto) for DynamoDB and RDS, and the paths tests read."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from mlflow_platform.local.platform import LocalPlatform, Ports
+from mlflow_platform.local.processes import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCAL_STACK = ROOT / "stacks" / "local.yaml"
+from .paths import LOCAL_STACK
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a live platform (directly or through a fixture) are marked ``platform``, so
+    ``pytest -m "not platform"`` runs the fast ones without starting any server."""
+    for item in items:
+        if {"platform", "mlflow_client", "client", "aws_api"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.platform)
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +26,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory):
     state_dir = tmp_path_factory.mktemp("platform") / "state"
     local = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
     try:
-        local.up(Ports(tracking=free_port(), postgres=free_port(), s3=free_port()), log=lambda _: None)
+        local.up(Ports.free(), log=lambda _: None)
         yield local
     finally:
         local.down(purge=True, log=lambda _: None)
@@ -37,3 +39,25 @@ def mlflow_client(platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch):
     for key, value in platform.client_env().items():
         monkeypatch.setenv(key, value)
     return MlflowClient(tracking_uri=platform.tracking_uri())
+
+
+@pytest.fixture(scope="session")
+def aws_api_endpoint():
+    """moto's server: a test double for AWS control-plane APIs (not part of the local platform)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_api(aws_api_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    return aws_api_endpoint

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mlflow_platform.cli import app
 
-from .conftest import LOCAL_STACK
+from .paths import LOCAL_STACK
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import yaml
 
 from mlflow_platform.config import ConfigError, StackConfig, from_config_values, load_stack_file
 
-ROOT = Path(__file__).resolve().parent.parent
+from .paths import ROOT
 STACK_FILES = sorted((ROOT / "stacks").glob("*.yaml"))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mlflow_platform.docs import config_reference_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
+from .paths import ROOT
 
 
 def test_readme_configuration_reference_matches_the_model() -> None:

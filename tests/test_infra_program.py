@@ -17,8 +17,7 @@ from mlflow_platform import plan
 from mlflow_platform.config import load_stack_file
 from mlflow_platform.server_spec import render_server
 
-ROOT = Path(__file__).resolve().parent.parent
-STACKS = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+from .paths import ROOT, STACKS
 COMPONENTS = {
     "mlflow-platform:aws:Network", "mlflow-platform:aws:Cluster", "mlflow-platform:aws:ArtifactStore",
     "mlflow-platform:aws:Database", "mlflow-platform:aws:ServerRole", "mlflow-platform:aws:ServerImage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -15,7 +16,11 @@ import requests
 from mlflow_platform.local.platform import LocalPlatform, Ports
 from mlflow_platform.local.processes import PlatformError, alive, spawn
 
-from .conftest import LOCAL_STACK, free_port
+from mlflow_platform.local.processes import free_port
+
+from .paths import LOCAL_STACK
+
+pytestmark = pytest.mark.platform  # every test here starts servers, or uses the session's platform
 
 
 def statuses(platform: LocalPlatform) -> dict[str, bool]:
@@ -68,24 +73,6 @@ def test_killed_tracking_server_shows_in_status_and_up_heals_it(platform: LocalP
     assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True}
 
 
-def test_data_and_artifacts_survive_down_and_up(platform: LocalPlatform, mlflow_client, tmp_path: Path) -> None:
-    experiment_id = mlflow_client.create_experiment(f"/platform/durability/test-{time.time_ns()}")
-    run = mlflow_client.create_run(experiment_id)
-    source = tmp_path / "blob.bin"
-    source.write_bytes(os.urandom(256 * 1024))
-    mlflow_client.log_artifact(run.info.run_id, str(source))
-    mlflow_client.log_metric(run.info.run_id, "loss", 0.25)
-
-    platform.down(log=lambda _: None)
-    assert statuses(platform) == {"postgres": False, "s3": False, "tracking": False}
-    assert processes_under(platform.state_dir) == []
-    platform.up(log=lambda _: None)
-
-    assert mlflow_client.get_run(run.info.run_id).data.metrics == {"loss": 0.25}
-    restored = Path(mlflow_client.download_artifacts(run.info.run_id, "blob.bin", str(tmp_path / "out")))
-    assert restored.read_bytes() == source.read_bytes()
-
-
 def test_port_conflict_is_a_clear_error_and_leaves_nothing_running(tmp_path: Path) -> None:
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
@@ -95,7 +82,7 @@ def test_port_conflict_is_a_clear_error_and_leaves_nothing_running(tmp_path: Pat
     other = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
     try:
         with pytest.raises(PlatformError, match=rf"port {busy} for the tracking server is already in use.*--port"):
-            other.up(Ports(tracking=busy, postgres=free_port(), s3=free_port()), log=lambda _: None)
+            other.up(dataclasses.replace(Ports.free(), tracking=busy), log=lambda _: None)
         assert processes_under(state_dir) == []  # refused before anything started
     finally:
         other.down(log=lambda _: None)
@@ -116,7 +103,7 @@ def test_a_component_failing_to_start_stops_what_up_started(tmp_path: Path, monk
     monkeypatch.setattr(broken, "server_spec", bad_spec)
     try:
         with pytest.raises(PlatformError, match="tracking server exited during startup"):
-            broken.up(Ports(tracking=free_port(), postgres=free_port(), s3=free_port()), log=lambda _: None)
+            broken.up(Ports.free(), log=lambda _: None)
         assert processes_under(state_dir) == []
         assert {row.name: row.healthy for row in broken.status()} == {
             "postgres": False, "s3": False, "tracking": False}
@@ -127,7 +114,7 @@ def test_a_component_failing_to_start_stops_what_up_started(tmp_path: Path, monk
 def test_up_refuses_to_change_ports_while_running(platform: LocalPlatform) -> None:
     ports = platform.state.ports
     with pytest.raises(PlatformError, match="local down"):
-        platform.up(Ports(tracking=free_port(), postgres=ports.postgres, s3=ports.s3), log=lambda _: None)
+        platform.up(dataclasses.replace(ports, tracking=free_port()), log=lambda _: None)
 
 
 def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:

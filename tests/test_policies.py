@@ -18,8 +18,7 @@ import yaml
 
 from mlflow_platform import plan, policy_check
 
-ROOT = Path(__file__).resolve().parent.parent
-STACKS = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+from .paths import ROOT, STACKS
 POLICIES = policy_check.load_policies(ROOT)
 
 

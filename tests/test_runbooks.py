@@ -17,7 +17,7 @@ from mlflow_platform.runbooks import RunbookError
 from mlflow_platform.runbooks.locks import LockUnavailable, lock_for
 from mlflow_platform.runbooks.registry import promote, rollback, validate
 
-from .conftest import free_port
+from mlflow_platform.local.processes import free_port
 
 DAY_MS = 86400 * 1000
 
@@ -154,15 +154,11 @@ def test_two_promotions_racing_from_separate_processes_lose_no_update(client: Ml
     assert winner["promoted_over_version"] == final["previous-champion"]
 
 
-def test_dynamodb_lock_through_the_local_aws_api(client: MlflowClient, platform, monkeypatch) -> None:
+def test_dynamodb_lock_through_the_local_aws_api(client: MlflowClient, aws_api: str, monkeypatch) -> None:
     import boto3
 
-    secrets = platform._secrets()
-    endpoint = f"http://127.0.0.1:{platform.state.ports.s3}"
+    endpoint = aws_api
     monkeypatch.setenv("MLFLOW_PLATFORM_DYNAMODB_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", secrets["s3_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secrets["s3_secret_access_key"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     table = unique("mlflow-locks")
     boto3.client("dynamodb", endpoint_url=endpoint).create_table(
         TableName=table, BillingMode="PAY_PER_REQUEST",
@@ -363,16 +359,13 @@ def test_upgrade_refuses_to_run_when_the_backup_fails(platform, tmp_path: Path, 
         database.db_upgrade(platform.database_uri())
 
 
-def test_rds_snapshot_backup_through_the_local_aws_api(platform, monkeypatch) -> None:
+def test_rds_snapshot_backup_through_the_local_aws_api(aws_api: str, monkeypatch) -> None:
     import boto3
 
     from mlflow_platform.runbooks.database import snapshot_rds
 
-    secrets = platform._secrets()
-    endpoint = f"http://127.0.0.1:{platform.state.ports.s3}"
-    for key, value in {"MLFLOW_PLATFORM_RDS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": secrets["s3_access_key_id"],
-                       "AWS_SECRET_ACCESS_KEY": secrets["s3_secret_access_key"], "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
+    endpoint = aws_api
+    monkeypatch.setenv("MLFLOW_PLATFORM_RDS_ENDPOINT_URL", endpoint)
     rds = boto3.client("rds", endpoint_url=endpoint)
     instance = unique("mlflow-test")
     rds.create_db_instance(DBInstanceIdentifier=instance, DBInstanceClass="db.t4g.small", Engine="postgres",

@@ -16,7 +16,7 @@ from mlflow_platform.server_spec import (
     render_server,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from .paths import ROOT
 SECRET = "a-very-secret-admin-password"
 ENDPOINTS = Endpoints(db_host="mlflow.cluster-abc.eu-west-1.rds.amazonaws.com", bucket="acme-mlflow-prod")
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from .conftest import ROOT
+from .paths import ROOT
 
 
 def test_smoke_suite_passes_against_the_local_platform(platform, tmp_path) -> None:

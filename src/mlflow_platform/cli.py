@@ -13,7 +13,7 @@ from rich.table import Table
 from .cli_runbooks import register as register_runbooks
 from .cli_runbooks import register_admin
 from .config import ConfigError, load_stack_file
-from .local.platform import DEFAULT_PORTS, LocalPlatform, Ports, find_project_root
+from .local.platform import DEFAULT_PORTS, LocalPlatform, Ports, default_state_dir, find_project_root, open_platform
 from .local.processes import PlatformError
 from .server_spec import Endpoints, render_server
 
@@ -39,11 +39,13 @@ err = Console(stderr=True)
 StateDirOpt = Annotated[
     Optional[Path],
     typer.Option("--state-dir", envvar="MLFLOW_PLATFORM_STATE_DIR",
-                 help="Where data, logs and secrets live [default: <repo>/.mlflow-platform]."),
+                 help="Where data, logs and secrets live [default: $MLFLOW_PLATFORM_STATE_DIR, else "
+                      "<checkout>/.mlflow-platform, else ~/.local/state/mlflow-platform]."),
 ]
 StackFileOpt = Annotated[
     Optional[Path],
-    typer.Option("--stack-file", help="Local environment config [default: <repo>/stacks/local.yaml]."),
+    typer.Option("--stack-file", help="Local environment config [default: the one the state dir was started "
+                                      "with, else the packaged local stack]."),
 ]
 
 
@@ -54,11 +56,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _platform(state_dir: Optional[Path], stack_file: Optional[Path]) -> LocalPlatform:
     try:
-        root = None if (state_dir and stack_file) else find_project_root()
-        return LocalPlatform(
-            state_dir=state_dir or root / ".mlflow-platform",
-            stack_file=stack_file or root / "stacks" / "local.yaml",
-        )
+        return open_platform(state_dir, stack_file)
     except (ConfigError, PlatformError) as exc:
         raise _fail(str(exc)) from None
 
@@ -68,6 +66,8 @@ def local_up(
     port: Annotated[Optional[int], typer.Option(help=f"Tracking server port [default: {DEFAULT_PORTS['tracking']}].")] = None,
     postgres_port: Annotated[Optional[int], typer.Option(help=f"PostgreSQL port [default: {DEFAULT_PORTS['postgres']}].")] = None,
     s3_port: Annotated[Optional[int], typer.Option(help=f"Local S3 API port [default: {DEFAULT_PORTS['s3']}].")] = None,
+    s3_internal_port: Annotated[Optional[int], typer.Option(
+        help=f"First of 7 consecutive ports SeaweedFS uses internally [default: {DEFAULT_PORTS['s3_internal']}].")] = None,
     state_dir: StateDirOpt = None,
     stack_file: StackFileOpt = None,
 ) -> None:
@@ -77,19 +77,34 @@ def local_up(
     """
     platform = _platform(state_dir, stack_file)
     ports = None
-    if any(p is not None for p in (port, postgres_port, s3_port)):
-        current = platform.state.ports
-        ports = Ports(tracking=port or current.tracking, postgres=postgres_port or current.postgres,
-                      s3=s3_port or current.s3)
     try:
+        if any(p is not None for p in (port, postgres_port, s3_port, s3_internal_port)):
+            current = platform.state.ports
+            ports = Ports(tracking=port or current.tracking, postgres=postgres_port or current.postgres,
+                          s3=s3_port or current.s3, s3_internal=s3_internal_port or current.s3_internal)
         elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False))
-    except PlatformError as exc:
+        env = platform.client_env()
+    except (ConfigError, PlatformError) as exc:
         raise _fail(str(exc)) from None
-    env = platform.client_env()
     out.print(f"\n[bold green]MLflow is up[/] in {elapsed:.1f}s: {env['MLFLOW_TRACKING_URI']}")
     out.print(f"  username: {env['MLFLOW_TRACKING_USERNAME']}")
     out.print(f"  password: {env['MLFLOW_TRACKING_PASSWORD']}", highlight=False)
-    out.print('  use it:   eval "$(.venv/bin/mlflow-platform local env)"')
+    out.print(f"  use it:   eval \"$({_env_command(platform)})\"", highlight=False, soft_wrap=True)
+
+
+def _env_command(platform: LocalPlatform) -> str:
+    """The exact command that prints this platform's exports, runnable from any folder."""
+    import shlex
+    import shutil
+    import sys
+
+    program = Path(sys.argv[0])
+    program = program.resolve() if program.name == "mlflow-platform" and program.exists() else Path(
+        shutil.which("mlflow-platform") or Path(sys.executable).parent / "mlflow-platform")
+    words = [str(program), "local", "env"]
+    if platform.state_dir != default_state_dir().expanduser().resolve():
+        words += ["--state-dir", str(platform.state_dir)]
+    return shlex.join(words)
 
 
 @local_app.command("down")
@@ -113,8 +128,14 @@ def local_down(
 def local_status(state_dir: StateDirOpt = None, stack_file: StackFileOpt = None) -> None:
     """Show each component's pid, port and health; exit 1 if any is unhealthy."""
     platform = _platform(state_dir, stack_file)
+    if not platform.started_before:
+        raise _fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
+                    + ("" if state_dir else " (or pass --state-dir)"))
     table = Table("component", "pid", "port", "healthy", "detail")
-    rows = platform.status()
+    try:
+        rows = platform.status()
+    except PlatformError as exc:
+        raise _fail(str(exc)) from None
     for row in rows:
         table.add_row(row.name, str(row.pid or "-"), str(row.port),
                       "[green]yes[/]" if row.healthy else "[red]no[/]", row.detail)
@@ -130,9 +151,18 @@ def local_env(state_dir: StateDirOpt = None, stack_file: StackFileOpt = None) ->
     Example: eval "$(mlflow-platform local env)"
     """
     platform = _platform(state_dir, stack_file)
-    if not platform.state_dir.exists():
-        raise _fail("the local platform was never started; run `mlflow-platform local up`")
-    typer.echo(platform.export_lines())
+    if not platform.started_before:
+        raise _fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
+                    + ("" if state_dir else ", or pass --state-dir"))
+    try:
+        lines = platform.export_lines()
+        running = platform.state.pids.get("tracking")
+    except PlatformError as exc:
+        raise _fail(str(exc)) from None
+    if not running:
+        err.print("warning: the platform is stopped; run `mlflow-platform local up` before using it",
+                  highlight=False)
+    typer.echo(lines)
 
 
 def _stack_path(stack: str) -> Path:

@@ -37,11 +37,18 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _local_platform():
-    from .local.platform import LocalPlatform, find_project_root
+    from .local.platform import open_platform
+    from .local.processes import PlatformError
 
-    root = find_project_root()
-    state = Path(os.environ.get("MLFLOW_PLATFORM_STATE_DIR") or root / ".mlflow-platform")
-    return LocalPlatform(state_dir=state, stack_file=root / "stacks" / "local.yaml")
+    try:
+        platform = open_platform()
+        platform.secret_values()  # a missing or corrupt secrets file is a one-line error here
+    except PlatformError as exc:
+        raise _fail(str(exc)) from None
+    if not platform.started_before:
+        raise _fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`, "
+                    "or set MLFLOW_PLATFORM_STATE_DIR")
+    return platform
 
 
 def _client(tracking_uri: str | None, local: bool):

@@ -98,6 +98,9 @@ def gunicorn_options(config: StackConfig) -> str:
         f"--max-requests-jitter={s.max_requests_jitter}",
         "--access-logfile=-",
         "--error-logfile=-",
+        # gunicorn's control socket defaults to $HOME/.gunicorn/gunicorn.ctl, shared by every server
+        # of the same user (and unwritable on a read-only root filesystem); nothing here uses it.
+        "--no-control-socket",
     ]
     if s.worker_class == "gthread":
         opts.insert(1, f"--threads={s.threads}")

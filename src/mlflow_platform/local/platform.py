@@ -1,41 +1,51 @@
-"""The local platform: embedded PostgreSQL, a local S3 API and the tracking server, as one unit.
+"""The local platform: embedded PostgreSQL, SeaweedFS's S3 API and the tracking server, as one unit.
 
 The tracking server runs exactly what ``render_server`` renders for the ``local`` stack; only
-the endpoints differ from AWS (loopback PostgreSQL instead of RDS, the local S3 API instead of
-S3, static keys for it instead of IRSA). Everything lives under one state directory, so
-``down`` keeps the data and ``down --purge`` removes it.
+the endpoints differ from AWS (loopback PostgreSQL instead of RDS, SeaweedFS instead of S3,
+static keys instead of IRSA). Everything lives under one private state directory, so ``down``
+keeps the data and ``down --purge`` removes it; ``up`` and ``down`` hold its lock.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.resources
 import os
-import secrets
 import shlex
+import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import boto3
-import botocore.config
+import psycopg
 import requests
 
 from ..config import StackConfig, load_stack_file
-from ..server_spec import (
-    ADMIN_PASSWORD,
-    DB_PASSWORD,
-    FLASK_SECRET_KEY,
-    Endpoints,
-    ServerSpec,
-    render_server,
-)
+from ..server_spec import ADMIN_PASSWORD, DB_PASSWORD, FLASK_SECRET_KEY, Endpoints, ServerSpec, render_server
+from .files import exclusive_lock, private_dir, read_json, write_private
+from .object_store import REGION as S3_REGION
+from .object_store import INTERNAL_PORTS, ObjectStore
 from .postgres import LocalPostgres
-from .processes import PlatformError, owned, require_free_port, spawn, stop_group, tail, wait_until
+from .processes import (
+    PlatformError,
+    free_port,
+    free_port_run,
+    owned,
+    require_free_port,
+    spawn,
+    stop_group,
+    tail,
+    wait_until,
+)
+from .secrets_file import SecretsFile
 
-DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100}
-S3_REGION = "us-east-1"
+DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101}
 STARTUP_TIMEOUT = 120.0
+STATE_DIR_ENV = "MLFLOW_PLATFORM_STATE_DIR"
+#: Seconds between SIGTERM and SIGKILL. SeaweedFS's graceful gRPC stop can hang for longer than
+#: 15 s; its writes are durable without it (the fault drills SIGKILL it mid-upload).
+STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0}
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -44,10 +54,37 @@ def find_project_root(start: Path | None = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / "Pulumi.yaml").exists() and (candidate / "stacks").is_dir():
             return candidate
-    raise PlatformError(
-        f"no mlflow-platform checkout found at or above {here}; run this from the repository "
-        "(or pass --stack-file and --state-dir)"
-    )
+    raise PlatformError(f"no mlflow-platform checkout found at or above {here}; run this from the "
+                        "repository, or pass --stack / --stack-file")
+
+
+def packaged_local_stack() -> Path:
+    """The ``local`` stack shipped inside the package (``stacks/local.yaml`` links to it)."""
+    return Path(str(importlib.resources.files("mlflow_platform.local") / "local.yaml"))
+
+
+def default_state_dir() -> Path:
+    """``$MLFLOW_PLATFORM_STATE_DIR``, else ``<checkout>/.mlflow-platform``, else the XDG state dir."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    try:
+        return find_project_root() / ".mlflow-platform"
+    except PlatformError:
+        base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return Path(base) / "mlflow-platform"
+
+
+def open_platform(state_dir: Path | None = None, stack_file: Path | None = None) -> LocalPlatform:
+    """The platform for a state dir, from any working directory.
+
+    The stack file is the one given, else the one the state dir was last started with, else the
+    packaged ``local`` stack.
+    """
+    state = (state_dir or default_state_dir()).expanduser().resolve()
+    if stack_file is None:
+        recorded = State.load(state / "state.json").stack_file if (state / "state.json").exists() else None
+        stack_file = Path(recorded) if recorded and Path(recorded).exists() else packaged_local_stack()
+    return LocalPlatform(state_dir=state, stack_file=stack_file)
 
 
 @dataclass
@@ -55,24 +92,33 @@ class Ports:
     tracking: int = DEFAULT_PORTS["tracking"]
     postgres: int = DEFAULT_PORTS["postgres"]
     s3: int = DEFAULT_PORTS["s3"]
+    s3_internal: int = DEFAULT_PORTS["s3_internal"]  # first of seven consecutive SeaweedFS ports
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports that are free now: for tests, benchmarks and throwaway platforms."""
+        return cls(tracking=free_port(), postgres=free_port(), s3=free_port(),
+                   s3_internal=free_port_run(len(INTERNAL_PORTS)))
 
 
 @dataclass
 class State:
     ports: Ports = field(default_factory=Ports)
     pids: dict[str, int] = field(default_factory=dict)
+    stack_file: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> State:
         if not path.exists():
             return cls()
-        raw = json.loads(path.read_text())
-        return cls(ports=Ports(**raw.get("ports", {})), pids=raw.get("pids", {}))
+        raw = read_json(path, "delete it and run `mlflow-platform local up` (it only records ports and pids)")
+        known = {k: v for k, v in raw.get("ports", {}).items() if k in Ports.__dataclass_fields__}
+        return cls(ports=Ports(**known), pids=raw.get("pids", {}), stack_file=raw.get("stack_file"))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        import json
+
+        write_private(path, json.dumps(asdict(self), indent=2))
 
 
 @dataclass(frozen=True)
@@ -87,10 +133,10 @@ class ComponentStatus:
 class LocalPlatform:
     def __init__(self, state_dir: Path, stack_file: Path):
         self.state_dir = state_dir.resolve()
-        self.stack_file = stack_file
+        self.stack_file = stack_file.resolve()
         self.config: StackConfig = load_stack_file(stack_file).config
         self._state_file = self.state_dir / "state.json"
-        self._secrets_file = self.state_dir / "secrets.json"
+        self._secrets_file = SecretsFile(self.state_dir / "secrets.json", self._has_data)
         self.logs = self.state_dir / "logs"
 
     # -- state ---------------------------------------------------------------------------------
@@ -98,35 +144,32 @@ class LocalPlatform:
     def state(self) -> State:
         return State.load(self._state_file)
 
+    def _has_data(self) -> bool:
+        return (self.state_dir / "postgres" / "data" / "PG_VERSION").exists() or any(
+            (self.state_dir / "s3" / "data").glob("*.dat"))
+
     def _secrets(self) -> dict[str, str]:
-        """Generated once per state dir, kept 0600: nothing secret is ever typed or committed."""
-        if self._secrets_file.exists():
-            return json.loads(self._secrets_file.read_text())
-        values = {
-            "postgres_superuser_password": secrets.token_urlsafe(24),
-            "db_password": secrets.token_urlsafe(24),
-            "flask_secret_key": secrets.token_hex(32),
-            "admin_password": secrets.token_urlsafe(18),
-            "s3_access_key_id": "local" + secrets.token_hex(6),
-            "s3_secret_access_key": secrets.token_urlsafe(30),
-        }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(values, handle, indent=2)
-        return values
+        return self._secrets_file.load()
 
     def secret_values(self) -> dict[str, str]:
         """The generated secrets, for tools that start servers beside the platform (the benchmark)."""
         return dict(self._secrets())
 
-    def _postgres(self, ports: Ports) -> LocalPostgres:
+    def _postgres(self, ports: Ports, *, password: bool = True) -> LocalPostgres:
+        """``password=False`` for observing and stopping, which need no secret (nor a readable file)."""
+        home = self.state_dir / "postgres"
         return LocalPostgres(
-            data_dir=self.state_dir / "postgres" / "data",
-            log_file=self.logs / "postgres.log",
-            port=ports.postgres,
-            superuser_password=self._secrets()["postgres_superuser_password"],
+            data_dir=home / "data", log_file=home / "postgres.log", port=ports.postgres,
+            superuser_password=self._secrets()["postgres_superuser_password"] if password else "",
             max_connections=self.config.database.effective_max_connections or 100,
+        )
+
+    def object_store(self, ports: Ports | None = None) -> ObjectStore:
+        ports, s = ports or self.state.ports, self._secrets()
+        return ObjectStore(
+            root=self.state_dir / "s3", s3_port=ports.s3, internal_base_port=ports.s3_internal,
+            bucket=self.bucket, access_key_id=s["s3_access_key_id"],
+            secret_access_key=s["s3_secret_access_key"], jwt_keys=self._secrets_file.jwt_keys(s),
         )
 
     @property
@@ -153,12 +196,7 @@ class LocalPlatform:
         return f"http://127.0.0.1:{(ports or self.state.ports).tracking}"
 
     def s3_client(self, ports: Ports | None = None):
-        s = self._secrets()
-        return boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{(ports or self.state.ports).s3}",
-            aws_access_key_id=s["s3_access_key_id"], aws_secret_access_key=s["s3_secret_access_key"],
-            region_name=S3_REGION, config=botocore.config.Config(retries={"max_attempts": 2}),
-        )
+        return self.object_store(ports).client()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, ports: Ports | None = None, *, log=print) -> float:
@@ -166,42 +204,52 @@ class LocalPlatform:
 
         All-or-nothing: ports are checked before anything starts, and if a component fails,
         what this call started is stopped again, so a failed ``up`` leaves no process behind.
+        Holds the state-dir lock: a second concurrent ``up`` waits, then reuses what this one
+        started.
         """
         started = time.monotonic()
+        with exclusive_lock(self.state_dir, on_wait=log):
+            self._up_locked(ports, log)
+        return time.monotonic() - started
+
+    def _up_locked(self, ports: Ports | None, log) -> None:
         state = self.state
-        running = [name for name in ("s3", "tracking") if self._owned(state.pids.get(name))]
         if ports is not None and ports != state.ports:
-            if running or self._postgres(state.ports).running:
-                raise PlatformError(
-                    f"the platform is running on ports {asdict(state.ports)}; "
-                    "run `mlflow-platform local down` before changing ports"
-                )
+            if self._anything_running(state):
+                raise PlatformError(f"the platform is running on ports {asdict(state.ports)}; "
+                                    "run `mlflow-platform local down` before changing ports")
             state.ports = ports
-        ports = state.ports
+        secret_values = self._secrets()  # before anything starts: a bad secrets file changes nothing
         self._preflight(state)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logs)
+        state.stack_file = str(self.stack_file)
         state.save(self._state_file)
-        secret_values = self._secrets()
         started_here: list[str] = []
         try:
-            self._start_postgres(ports, secret_values, log, started_here)
-            self._start_s3(state, secret_values, log, started_here)
+            self._start_postgres(state.ports, secret_values, log, started_here)
+            self._start_s3(state, log, started_here)
             state.save(self._state_file)
-            self._start_tracking(state, secret_values, log, started_here)
+            self._sync_admin_password(state.ports, secret_values, log)
+            self._start_tracking(state, log, started_here)
         except BaseException:
             self._stop(state, started_here)
             raise
         finally:
             state.save(self._state_file)
-        return time.monotonic() - started
+
+    def _anything_running(self, state: State) -> bool:
+        return any(self._owned(state.pids.get(n)) for n in ("s3", "tracking")) or self._postgres(state.ports, password=False).running
 
     def _preflight(self, state: State) -> None:
         """Refuse before starting anything when a port we need is taken by someone else."""
         ports = state.ports
-        if not self._postgres(ports).running:
+        if not self._postgres(ports, password=False).running:
             require_free_port(ports.postgres, "PostgreSQL", "--postgres-port")
         if not self._owned(state.pids.get("s3")):
+            stop_group(state.pids.get("s3"), self.state_dir)
             require_free_port(ports.s3, "the local S3 API", "--s3-port")
+            for port in self.object_store(ports).internal_ports().values():
+                require_free_port(port, "SeaweedFS (internal)", "--s3-internal-port")
         if not self._owned(state.pids.get("tracking")):
             # A crashed leader can leave its gunicorn workers (ours) holding the port: reap them.
             stop_group(state.pids.get("tracking"), self.state_dir)
@@ -212,7 +260,7 @@ class LocalPlatform:
             if name == "postgres":
                 self._postgres(state.ports).stop()
             else:
-                stop_group(state.pids.pop(name, None), self.state_dir)
+                stop_group(state.pids.pop(name, None), self.state_dir, timeout=STOP_TIMEOUT[name])
 
     def _start_postgres(self, ports: Ports, secret_values: dict[str, str], log, started: list[str]) -> None:
         pg = self._postgres(ports)
@@ -228,31 +276,53 @@ class LocalPlatform:
             d.username, secret_values["db_password"], [d.tracking_database, d.auth_database]
         )
 
-    def _start_s3(self, state: State, secret_values: dict[str, str], log, started: list[str]) -> None:
-        port = state.ports.s3
-        pid = state.pids.get("s3")
-        if self._owned(pid) and self._s3_healthy(state.ports):
-            log(f"s3        reusing pid {pid} on port {port}")
-        else:
-            stop_group(pid, self.state_dir)
-            require_free_port(port, "the local S3 API", "--s3-port")
-            recording = self.state_dir / "s3" / "recording.jsonl"
-            recording.parent.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, "-m", "mlflow_platform.local.s3_server", "--port", str(port),
-                    "--recording", str(recording)]
-            pid = spawn(argv, env=self._base_env(), log=self.logs / "s3.log")
-            state.pids["s3"] = pid
-            started.append("s3")
-            self._wait(lambda: self._s3_healthy(state.ports), pid, "local S3 API", self.logs / "s3.log")
-            log(f"s3        started pid {pid} on port {port}")
-        client = self.s3_client(state.ports)
-        try:
-            client.head_bucket(Bucket=self.bucket)
-        except client.exceptions.ClientError:
-            client.create_bucket(Bucket=self.bucket)
+    def _start_s3(self, state: State, log, started: list[str]) -> None:
+        store, pid = self.object_store(state.ports), state.pids.get("s3")
+        if self._owned(pid) and store.healthy():
+            log(f"s3        reusing pid {pid} on port {store.s3_port}")
+            return
+        stop_group(pid, self.state_dir)
+        private_dir(store.root)
+        store.write_config()
+        pid = spawn(store.argv(), env=self._base_env(), log=self.logs / "s3.log", cwd=store.root)
+        state.pids["s3"] = pid
+        started.append("s3")
+        self._wait(store.ready_for_bucket, pid, "SeaweedFS S3 API", self.logs / "s3.log")
+        if store.ensure_bucket():
             log(f"s3        created bucket {self.bucket}")
+        self._wait(store.healthy, pid, "SeaweedFS S3 API", self.logs / "s3.log")
+        log(f"s3        started pid {pid} on port {store.s3_port} (SeaweedFS)")
 
-    def _start_tracking(self, state: State, secret_values: dict[str, str], log, started: list[str]) -> None:
+    def _sync_admin_password(self, ports: Ports, secret_values: dict[str, str], log) -> None:
+        """Apply an admin password edited in secrets.json: MLflow only sets it when creating the user.
+
+        Checked against the stored hash (cheap); only a mismatch goes through MLflow's own store.
+        """
+        from werkzeug.security import check_password_hash
+
+        admin, password = self.config.server.admin_username, secret_values["admin_password"]
+        stored = self._stored_password_hash(ports, admin)
+        if stored is None or check_password_hash(stored, password):
+            return  # first start (the server creates the admin from its environment), or unchanged
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+        store = SqlAlchemyStore()
+        store.init_db(self.database_uri(self.config.database.auth_database, ports))
+        store.update_user(admin, password=password)
+        store.engine.dispose()
+        log(f"auth      applied the admin password from {self._secrets_file.path}")
+
+    def _stored_password_hash(self, ports: Ports, username: str) -> str | None:
+        d = self.config.database
+        with psycopg.connect(host="127.0.0.1", port=ports.postgres, user=d.username, dbname=d.auth_database,
+                             password=self._secrets()["db_password"], connect_timeout=5) as conn:
+            if not conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()[0]:
+                return None
+            row = conn.execute("SELECT password_hash FROM users WHERE username = %s", (username,)).fetchone()
+        return row[0] if row else None
+
+    def _start_tracking(self, state: State, log, started: list[str]) -> None:
         port = state.ports.tracking
         pid = state.pids.get("tracking")
         if self._owned(pid) and self._tracking_healthy(state.ports):
@@ -263,12 +333,10 @@ class LocalPlatform:
         spec = self.server_spec(state.ports)
         if spec.auth_ini is not None and spec.auth_config_path is not None:
             ini = Path(spec.auth_config_path)
-            ini.parent.mkdir(parents=True, exist_ok=True)
-            ini.write_text(spec.auth_ini)
-        env = self.server_environment(spec)
-        workdir = self.state_dir / "server"
-        workdir.mkdir(exist_ok=True)
-        pid = spawn(spec.argv, env=env, log=self.logs / "tracking.log", cwd=workdir)
+            private_dir(ini.parent)
+            write_private(ini, spec.auth_ini)
+        workdir = private_dir(self.state_dir / "server")
+        pid = spawn(spec.argv, env=self.server_environment(spec), log=self.logs / "tracking.log", cwd=workdir)
         state.pids["tracking"] = pid
         started.append("tracking")
         self._wait(lambda: self._tracking_healthy(state.ports), pid, "tracking server",
@@ -295,12 +363,13 @@ class LocalPlatform:
 
     def stop_tracking(self, *, log=print) -> None:
         """Stop only the tracking server (PostgreSQL and S3 keep running)."""
-        state = self.state
-        pid = state.pids.pop("tracking", None)
-        if pid:
-            stop_group(pid, self.state_dir)
-            log("tracking  stopped")
-        state.save(self._state_file)
+        with exclusive_lock(self.state_dir, on_wait=log):
+            state = self.state
+            pid = state.pids.pop("tracking", None)
+            if pid:
+                stop_group(pid, self.state_dir)
+                log("tracking  stopped")
+            state.save(self._state_file)
 
     def _wait(self, check, pid: int, what: str, log_file: Path) -> None:
         def died() -> str | None:
@@ -332,33 +401,30 @@ class LocalPlatform:
         return env
 
     def down(self, *, purge: bool = False, log=print) -> None:
+        if not self.state_dir.exists():
+            return
+        with exclusive_lock(self.state_dir, on_wait=log):
+            self._down_locked(log)
+            if purge:
+                shutil.rmtree(self.state_dir)
+                log(f"purged    {self.state_dir}")
+
+    def _down_locked(self, log) -> None:
         state = self.state
         for name in ("tracking", "s3"):
             pid = state.pids.pop(name, None)
             if pid:
-                stop_group(pid, self.state_dir)
+                stop_group(pid, self.state_dir, timeout=STOP_TIMEOUT[name])
                 log(f"{name:<9} stopped")
-        if self.state_dir.exists():
-            pg = self._postgres(state.ports)
-            if pg.running:
-                pg.stop()
-                log("postgres  stopped")
-            state.save(self._state_file)
-        if purge and self.state_dir.exists():
-            import shutil
-
-            shutil.rmtree(self.state_dir)
-            log(f"purged    {self.state_dir}")
+        pg = self._postgres(state.ports, password=False)
+        if pg.running:
+            pg.stop()
+            log("postgres  stopped")
+        state.save(self._state_file)
 
     # -- observation ---------------------------------------------------------------------------
     def _owned(self, pid: int | None) -> bool:
         return owned(pid, self.state_dir)
-
-    def _s3_healthy(self, ports: Ports) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{ports.s3}/moto-api/", timeout=2).ok
-        except requests.RequestException:
-            return False
 
     def _tracking_healthy(self, ports: Ports) -> bool:
         try:
@@ -366,32 +432,52 @@ class LocalPlatform:
         except requests.RequestException:
             return False
 
+    def _tracking_serves(self, ports: Ports) -> str | None:
+        """None when an authenticated call that reads both databases succeeds, else why not."""
+        if not self._tracking_healthy(ports):
+            return "/health does not answer"
+        auth = (self.config.server.admin_username, self._secrets()["admin_password"])
+        try:
+            response = requests.get(f"{self.tracking_uri(ports)}/api/2.0/mlflow/experiments/search",
+                                    params={"max_results": 1}, auth=auth, timeout=10)
+        except requests.RequestException as exc:
+            return f"API call failed: {type(exc).__name__}"
+        return None if response.ok else f"/health answers, but the API returns {response.status_code}"
+
+    def _postgres_accepts(self, ports: Ports) -> str | None:
+        d = self.config.database
+        try:
+            with psycopg.connect(host="127.0.0.1", port=ports.postgres, user=d.username, dbname=d.tracking_database,
+                                 password=self._secrets()["db_password"], connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return f"no connection: {str(exc).strip().splitlines()[0][:80]}"
+        return None
+
     def status(self) -> list[ComponentStatus]:
-        state = self.state
-        pg = self._postgres(state.ports)
+        """Each component checked for real: a database connection, an authenticated S3 request,
+        ``/health`` plus an authenticated API call that reads the database."""
+        state, ports = self.state, self.state.ports
+        pg = self._postgres(ports, password=False)
         pg_pid = pg.pid if pg.running else None
-        pg_ok = pg.healthy()
-        s3_pid, tr_pid = state.pids.get("s3"), state.pids.get("tracking")
-        s3_ok = self._owned(s3_pid) and self._s3_healthy(state.ports)
-        tr_ok = self._owned(tr_pid) and self._tracking_healthy(state.ports)
-
-        def detail(pid, ok, healthy_text):
-            if ok:
-                return healthy_text
-            return "running but not answering" if self._owned(pid) else "not running"
-
+        s3_pid = state.pids.get("s3") if self._owned(state.pids.get("s3")) else None
+        tr_pid = state.pids.get("tracking") if self._owned(state.pids.get("tracking")) else None
+        pg_problem = self._postgres_accepts(ports) if pg_pid else "not running"
+        s3_ok = bool(s3_pid) and self.object_store(ports).healthy()
+        tr_problem = self._tracking_serves(ports) if tr_pid else "not running"
         return [
-            ComponentStatus("postgres", pg_pid, state.ports.postgres, pg_ok,
-                            detail(pg_pid, pg_ok, "accepting connections")),
-            ComponentStatus("s3", s3_pid if self._owned(s3_pid) else None, state.ports.s3, s3_ok,
-                            detail(s3_pid, s3_ok, f"bucket s3://{self.bucket}")),
-            ComponentStatus("tracking", tr_pid if self._owned(tr_pid) else None, state.ports.tracking, tr_ok,
-                            detail(tr_pid, tr_ok, self.tracking_uri(state.ports))),
+            ComponentStatus("postgres", pg_pid, ports.postgres, pg_problem is None,
+                            pg_problem or "accepting connections"),
+            ComponentStatus("s3", s3_pid, ports.s3, s3_ok,
+                            f"bucket s3://{self.bucket}" if s3_ok else
+                            ("not answering authenticated requests" if s3_pid else "not running")),
+            ComponentStatus("tracking", tr_pid, ports.tracking, tr_problem is None,
+                            tr_problem or self.tracking_uri(ports)),
         ]
 
-    def database_uri(self, database: str | None = None) -> str:
-        """The tracking database with the application role's password (for runbooks, not servers)."""
-        d, ports = self.config.database, self.state.ports
+    def database_uri(self, database: str | None = None, ports: Ports | None = None) -> str:
+        """A database with the application role's password (for runbooks, not servers)."""
+        d, ports = self.config.database, ports or self.state.ports
         return (f"postgresql+psycopg://{d.username}:{self._secrets()['db_password']}@127.0.0.1:{ports.postgres}/"
                 f"{database or d.tracking_database}?sslmode=disable")
 
@@ -417,3 +503,7 @@ class LocalPlatform:
     def export_lines(self) -> str:
         env = self.client_env()
         return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+    @property
+    def started_before(self) -> bool:
+        return self._secrets_file.path.exists()

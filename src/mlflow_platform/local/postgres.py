@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from .files import write_private
 from .processes import PlatformError, alive, require_free_port, tail, wait_until
 
 #: postgres refuses to run as root; the wheel's own helper creates this user when needed.
@@ -57,28 +58,48 @@ class LocalPostgres:
         return SYSTEM_USER if os.geteuid() == 0 else None
 
     def _prepare_ownership(self, *paths: Path) -> None:
+        """As root, postgres runs as SYSTEM_USER: give it its own home and nothing more.
+
+        The state dir stays private: owner root, group SYSTEM_USER with traverse only (0710);
+        ``<state>/postgres`` belongs to SYSTEM_USER (0700); folders above the state dir get o+x
+        (traverse, not list), which is what reaching the data directory needs.
+        """
         if self._run_as is None:
             return
         import pwd
         import stat
 
         utils = _embedded().utils
-        ensure_folder_permissions = utils.ensure_folder_permissions
-        ensure_prefix_permissions = utils.ensure_prefix_permissions
         utils.ensure_user_exists(SYSTEM_USER)
         entry = pwd.getpwnam(SYSTEM_USER)
-        ensure_prefix_permissions(bin_dir())
-        ensure_folder_permissions(bin_dir(), stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(bin_dir().parent / "lib", stat.S_IRGRP | stat.S_IROTH)
-        for path in paths:
-            ensure_prefix_permissions(path)
+        utils.ensure_prefix_permissions(bin_dir())
+        utils.ensure_folder_permissions(bin_dir(), stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        utils.ensure_folder_permissions(bin_dir().parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        home, state = self.home, self.home.parent
+        for ancestor in state.parents:
+            ancestor.chmod(ancestor.stat().st_mode | stat.S_IXOTH)
+        os.chown(state, -1, entry.pw_gid)
+        state.chmod(0o710)
+        for path in (home, *paths):
             os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def home(self) -> Path:
+        """``<state>/postgres``: the data directory, its log and nothing else."""
+        return self.data_dir.parent
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(bin_dir() / tool), *args], capture_output=True, text=True,
-            timeout=timeout, user=self._run_as, check=False,
+            timeout=timeout, check=False, umask=0o077, **self._identity(),
         )
+
+    def _identity(self) -> dict:
+        """Drop to SYSTEM_USER *and* its group: with ``user=`` alone the process keeps root's gid
+        and would not get through the state dir (group SYSTEM_USER, mode 0710)."""
+        if self._run_as is None:
+            return {}
+        return {"user": self._run_as, "group": self._run_as, "extra_groups": []}
 
     @property
     def initialized(self) -> bool:
@@ -87,10 +108,10 @@ class LocalPostgres:
     def initialize(self) -> None:
         if self.initialized:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pwfile = self.data_dir.parent / ".initdb-password"
-        pwfile.write_text(self.superuser_password + "\n")
-        pwfile.chmod(0o600)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.mkdir(exist_ok=True, mode=0o700)
+        pwfile = self.home / ".initdb-password"
+        write_private(pwfile, self.superuser_password + "\n")
         try:
             self._prepare_ownership(self.data_dir, pwfile)
             result = self._run(
@@ -124,8 +145,7 @@ class LocalPostgres:
         if self.running:
             return
         require_free_port(self.port, "PostgreSQL", "--postgres-port")
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch()
+        self.log_file.touch(mode=0o600)
         self._prepare_ownership(self.log_file)
         options = (
             f"-h 127.0.0.1 -p {self.port} -c max_connections={self.max_connections} "

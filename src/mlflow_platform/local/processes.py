@@ -31,18 +31,59 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def free_port() -> int:
+    """A port the OS says is free now (for tests and throwaway platforms)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_run(count: int, *, start: int = 20000, stop: int = 40000) -> int:
+    """The first of ``count`` consecutive free ports, chosen at random in [start, stop)."""
+    import random
+
+    for _ in range(200):
+        first = random.randrange(start, stop - count)
+        if not any(port_in_use(p) for p in range(first, first + count)):
+            return first
+    raise PlatformError(f"no {count} consecutive free ports found between {start} and {stop}")
+
+
 def port_owner(port: int) -> str:
-    """Who listens on a port, for error messages ("pid 123 (postgres)"), when the OS tells us."""
+    """Who listens on a port, for error messages: the owning platform when it is one of ours
+    ("the mlflow-platform in /x/state (leader pid 12)"), else "pid 123 (postgres)"."""
     try:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                except psutil.Error:
-                    return f"pid {conn.pid}"
+                return describe_process(conn.pid)
     except psutil.Error:
         pass
     return "another process"
+
+
+def describe_process(pid: int) -> str:
+    try:
+        proc = psutil.Process(pid)
+        name, leader = proc.name(), os.getpgid(pid)
+        state_dir = _platform_state_dir([*proc.cmdline(), proc.cwd()])
+    except (psutil.Error, OSError):
+        return f"pid {pid}"
+    if state_dir is not None:
+        return f"the mlflow-platform in {state_dir} (leader pid {leader}; stop it with " \
+               f"`mlflow-platform local down --state-dir {state_dir}`)"
+    return f"pid {pid} ({name})"
+
+
+def _platform_state_dir(hints: list[str]) -> Path | None:
+    """The state dir (it holds state.json) that a process's arguments or working directory lie in."""
+    for hint in hints:
+        for part in hint.split("="):
+            if not part.startswith("/"):
+                continue
+            for candidate in (Path(part), *Path(part).parents):
+                if os.path.isfile(candidate / "state.json") and os.path.exists(candidate / "secrets.json"):
+                    return candidate
+    return None
 
 
 def require_free_port(port: int, what: str, option: str) -> None:
@@ -64,12 +105,13 @@ def alive(pid: int | None) -> bool:
 
 def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path | None = None) -> int:
     """Start a detached process in its own session; output goes to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         try:
             proc = subprocess.Popen(
                 list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+                umask=0o077,  # what servers create in the state dir is private, whatever the caller's umask
             )
         except FileNotFoundError:
             raise PlatformError(

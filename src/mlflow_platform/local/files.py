@@ -1,0 +1,86 @@
+"""Private files and the state-dir lock.
+
+The state dir holds every secret and every artifact body, so it is private whatever the umask:
+directories 0700, files 0600 (created that way, never chmod-ed after the fact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .processes import PlatformError
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` 0700, or take away what others and the group may do with it. Group
+    traverse survives: run as root, the state dir lets PostgreSQL's own user through (0710)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(path.stat().st_mode & 0o710 | 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a one-line error naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PlatformError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {what}") from None
+    if not isinstance(value, dict):
+        raise PlatformError(f"{path} does not hold a JSON object; {what}")
+    return value
+
+
+@contextlib.contextmanager
+def exclusive_lock(state_dir: Path, *, on_wait: Callable[[str], None] | None = None,
+                   timeout: float = 300.0) -> Iterator[None]:
+    """Hold ``<state>/.lock`` for an up or down, so two of them never interleave.
+
+    The lock is an ``flock`` on an open file: the kernel releases it when the holder exits,
+    even by SIGKILL, so a crashed ``up`` never leaves the platform locked.
+    """
+    private_dir(state_dir)
+    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait(f"waiting for another mlflow-platform command on {state_dir} to finish")
+            _wait_for_lock(fd, timeout, state_dir)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _wait_for_lock(fd: int, timeout: float, state_dir: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"another mlflow-platform command has held {state_dir}/.lock for {timeout:.0f}s; "
+                    "wait for it, or stop it, then run this again"
+                ) from None
+            time.sleep(0.2)
