@@ -3,6 +3,7 @@ becomes visible, the object store refuses strangers, and the state dir is privat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import requests
 
 from benchmarks import fault_drills
 from mlflow_platform.local.platform import LocalPlatform, Ports
+from mlflow_platform.local.processes import PlatformError
 
 from .paths import LOCAL_STACK
 
@@ -252,3 +254,14 @@ def test_an_edited_admin_password_is_applied(platform: LocalPlatform) -> None:
         path.write_text(original)
         platform.up(log=lambda _: None)
     assert check_password_hash(platform._stored_password_hash(platform.state.ports, "admin"), old)
+
+
+def test_a_port_held_by_another_platform_names_that_platform(platform: LocalPlatform, tmp_path: Path) -> None:
+    other = LocalPlatform(tmp_path / "state", LOCAL_STACK)
+    taken = dataclasses.replace(Ports.free(), tracking=platform.state.ports.tracking)
+    with pytest.raises(PlatformError) as refused:
+        other.up(taken, log=lambda _: None)
+    message = str(refused.value)
+    assert f"the mlflow-platform in {platform.state_dir} (leader pid {platform.state.pids['tracking']}" in message
+    assert "--port" in message
+    assert processes_under(other.state_dir) == []
