@@ -1,5 +1,8 @@
-"""Entry point for `pulumi up`: the program itself lives in program.py so tests can call it."""
+"""Entry point for `pulumi up`: the program lives in the package (`mlflow_platform.infra`), so
+tests and `mlflow-platform plan` import it the normal way."""
 
-from program import main
+from pathlib import Path
 
-main()
+from mlflow_platform.infra.program import main
+
+outputs = main(project_root=Path(__file__).resolve().parent.parent)  # read by `mlflow-platform plan`

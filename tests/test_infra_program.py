@@ -181,7 +181,7 @@ def test_certificate_is_created_and_dns_validated_without_an_arn() -> None:
 def test_deployment_runs_exactly_the_rendered_server(stack: str) -> None:
     capture = captured(stack)
     config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config
-    from components.tracking_server import endpoints_for  # infra/ is on sys.path once a plan ran
+    from mlflow_platform.infra.components.tracking_server import endpoints_for
 
     expected = render_server(config, endpoints_for(config, capture.outputs["databaseEndpoint"],
                                                    capture.outputs["bucketName"]), primary=False)

@@ -19,7 +19,7 @@ import yaml
 from mlflow_platform import plan, policy_check
 
 from .paths import ROOT, STACKS
-POLICIES = policy_check.load_policies(ROOT)
+POLICIES = policy_check.load_policies()
 
 
 @cache
@@ -180,7 +180,6 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
             built.update(name=name, policies=policies, enforcement_level=enforcement_level)
 
     monkeypatch.setattr(pulumi_policy, "PolicyPack", RecordingPack)
-    monkeypatch.syspath_prepend(str(ROOT / "policies"))
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]

@@ -275,7 +275,7 @@ def _run_policies(root: Path, capture, stack: str):
     from .policy_check import evaluate, load_policies, load_policy_config
 
     name = Path(stack).name.split(".")[1] if Path(stack).name.startswith("Pulumi.") else stack
-    pack = load_policies(root)
+    pack = load_policies()
     return evaluate(capture, pack, load_policy_config(root, name))
 
 

@@ -8,9 +8,9 @@ inputs the engine would send — the same camelCase props a policy pack sees.
 from __future__ import annotations
 
 import asyncio
+import runpy
 import hashlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,11 +229,6 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
 
     stack = stack_file.name.split(".")[1] if stack_file.name.startswith("Pulumi.") else stack_file.stem
     values, secret_keys = stack_config_values(stack_file, overrides)
-    infra = str(project_root / "infra")
-    if infra not in sys.path:
-        sys.path.insert(0, infra)
-    import program  # infra/program.py
-
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     settings.ROOT.set(None)
@@ -243,7 +238,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
 
     @pulumi.runtime.test  # waits for every registration and apply before returning
     def _run():
-        outputs = program.main()
+        # Through Pulumi's own entry point, exactly as `pulumi up` runs it.
+        outputs = runpy.run_path(str(project_root / "infra" / "__main__.py"), run_name="__main__")["outputs"]
         return pulumi.Output.from_input(outputs).apply(capture.outputs.update)
 
     try:

@@ -8,7 +8,6 @@ defaults filled in, like the analyzer does.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +42,8 @@ class Violation:
         return self.enforcement == EnforcementLevel.MANDATORY.value
 
 
-def load_policies(project_root: Path) -> list[Policy]:
-    pack_dir = str(project_root / "policies")
-    if pack_dir not in sys.path:
-        sys.path.insert(0, pack_dir)
-    from mlflow_policies import POLICIES
+def load_policies() -> list[Policy]:
+    from .policies import POLICIES
 
     return POLICIES
 

@@ -7,7 +7,7 @@ import ipaddress
 import pulumi
 import pulumi_aws as aws
 
-from mlflow_platform.config import NetworkConfig
+from ...config import NetworkConfig
 
 from ._common import tags
 

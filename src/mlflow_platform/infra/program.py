@@ -13,21 +13,20 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
-from components.artifact_store import ArtifactStore
-from components.cluster import Cluster
-from components.database import Database
-from components.iam import GithubCiRoles, ServerRole
-from components.image import ServerImage
-from components.load_balancer import LoadBalancer
-from components.monitoring import Monitoring
-from components.network import Network
-from components.promotion_lock import PromotionLock
-from components.scheduled_runbooks import ScheduledRunbooks
-from components.server_secrets import ServerSecrets
-from components.tracking_server import APP, TrackingServer
-from mlflow_platform.config import PROJECT, ConfigError, StackConfig, from_config_values
+from .components.artifact_store import ArtifactStore
+from .components.cluster import Cluster
+from .components.database import Database
+from .components.iam import GithubCiRoles, ServerRole
+from .components.image import ServerImage
+from .components.load_balancer import LoadBalancer
+from .components.monitoring import Monitoring
+from .components.network import Network
+from .components.promotion_lock import PromotionLock
+from .components.scheduled_runbooks import ScheduledRunbooks
+from .components.server_secrets import ServerSecrets
+from .components.tracking_server import APP, TrackingServer
+from ..config import PROJECT, ConfigError, StackConfig, from_config_values
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_config() -> StackConfig:
@@ -65,7 +64,7 @@ def _decode(raw):
         return raw
 
 
-def main() -> dict:
+def main(project_root: Path | None = None) -> dict:
     config = load_config()
     env = config.environment
     assert config.cluster is not None  # deployment_problems guarantees it
@@ -81,7 +80,7 @@ def main() -> dict:
     server_role = ServerRole("server-role", env, bucket_arn=store.bucket_arn, prefix=config.artifacts.prefix,
                              kms_key_arn=store.kms_key_arn, oidc_provider_arn=cluster.oidc_provider_arn,
                              oidc_issuer=cluster.oidc_issuer, namespace=config.cluster.namespace, service_account=APP)
-    image = ServerImage("image", config.image, env, project_root=PROJECT_ROOT)
+    image = ServerImage("image", config.image, env, project_root=project_root or Path.cwd())
     lb = LoadBalancer("lb", config.load_balancer, env, vpc_id=network.vpc_id, vpc_cidr=network.vpc_cidr,
                       subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
                       target_port=config.server.port, log_bucket=store.log_bucket_name)

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from mlflow_platform.config import ClusterConfig
+from ...config import ClusterConfig
 
 from ._common import output_policy, policy_json, tags
 from .iam import irsa_trust

@@ -13,8 +13,8 @@ import hashlib
 import pulumi
 import pulumi_kubernetes as k8s
 
-from mlflow_platform.config import StackConfig
-from mlflow_platform.server_spec import (
+from ...config import StackConfig
+from ...server_spec import (
     ADMIN_PASSWORD,
     DB_PASSWORD,
     FLASK_SECRET_KEY,

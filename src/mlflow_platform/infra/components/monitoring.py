@@ -8,7 +8,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from mlflow_platform.config import MonitoringConfig
+from ...config import MonitoringConfig
 
 from ._common import tags
 

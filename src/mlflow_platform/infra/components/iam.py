@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from mlflow_platform.config import GithubConfig
+from ...config import GithubConfig
 
 from ._common import output_policy, policy_json, tags
 

@@ -12,7 +12,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from mlflow_platform.config import (
+from ..config import (
     ENGINES_WITH_AUTH,
     ENGINES_WITHOUT_AUTH,
     JOB_PROCESSES,

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from mlflow_platform.config import ImageConfig
+from ...config import ImageConfig
 
 from ._common import tags
 

@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from mlflow_platform.config import DatabaseConfig
+from ...config import DatabaseConfig
 
 from ._common import tags
 

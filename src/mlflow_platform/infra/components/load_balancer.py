@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from mlflow_platform.config import LoadBalancerConfig
+from ...config import LoadBalancerConfig
 
 from ._common import tags
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from mlflow_platform.config import ArtifactStoreConfig
+from ...config import ArtifactStoreConfig
 
 from ._common import output_policy, tags
 

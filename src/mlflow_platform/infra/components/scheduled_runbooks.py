@@ -11,8 +11,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from mlflow_platform.config import StackConfig
-from mlflow_platform.server_spec import DB_PASSWORD, SERVER_SECRET, database_url
+from ...config import StackConfig
+from ...server_spec import DB_PASSWORD, SERVER_SECRET, database_url
 
 from .tracking_server import APP, TrackingServer, endpoints_for
 
