@@ -46,11 +46,13 @@ def measure(work: Path, megabytes: int) -> dict[str, float]:
         download = timed(lambda: client.download_artifacts(run.info.run_id, source.name, str(target)))
         assert sha256(target / source.name) == sha256(source), "downloaded artifact differs"
         size = source.stat().st_size
-        figures.update({
-            f"upload {megabytes} MB through the proxy (MB/s)": megabytes / upload,
-            f"download {megabytes} MB through the proxy (MB/s)": megabytes / download,
-            "disk bytes per artifact byte": (after - before) / size,
-        })
+        figures.update(
+            {
+                f"upload {megabytes} MB through the proxy (MB/s)": megabytes / upload,
+                f"download {megabytes} MB through the proxy (MB/s)": megabytes / download,
+                "disk bytes per artifact byte": (after - before) / size,
+            }
+        )
     finally:
         platform.down(purge=True, **QUIET)
     return figures

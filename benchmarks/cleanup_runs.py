@@ -58,16 +58,22 @@ def main() -> None:
             dry = cleanup_runs(client, older_than_days=90, experiment_names=[name])
             dry_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            done = cleanup_runs(client, older_than_days=90, experiment_names=[name], dry_run=False, workers=args.workers)
+            done = cleanup_runs(
+                client, older_than_days=90, experiment_names=[name], dry_run=False, workers=args.workers
+            )
             real_seconds = time.perf_counter() - started
         finally:
             platform.down(purge=True, log=lambda _: None)
 
     print(f"runs seeded            {args.runs:>8}  ({seeded:.1f} s through MLflow's SQL store)")
-    print(f"dry run: examined      {dry.examined:>8}  in {dry_seconds:6.1f} s  ({dry.examined / dry_seconds:,.0f} runs/s)")
+    print(
+        f"dry run: examined      {dry.examined:>8}  in {dry_seconds:6.1f} s  ({dry.examined / dry_seconds:,.0f} runs/s)"
+    )
     print(f"         would delete  {len(dry.selected):>8}  spared {dry.spared}")
-    print(f"execute: deleted       {done.changed:>8}  in {real_seconds:6.1f} s  ({done.changed / real_seconds:,.0f} runs/s, "
-          f"{args.workers} parallel requests, basic-auth on)")
+    print(
+        f"execute: deleted       {done.changed:>8}  in {real_seconds:6.1f} s  ({done.changed / real_seconds:,.0f} runs/s, "
+        f"{args.workers} parallel requests, basic-auth on)"
+    )
 
 
 if __name__ == "__main__":

@@ -102,9 +102,14 @@ def postgres_killed_while_logging(platform: LocalPlatform, *, calls: int = 400) 
     heal_seconds = heal(platform)
     stored = {m.step for m in client.get_metric_history(run.info.run_id, "loss")}
     lost = sorted(set(acked) - stored)
-    return DrillResult("postgres SIGKILL during 400 log_metric calls", not lost and failures > 0,
-                       f"{len(acked)} acknowledged, {len(lost)} lost, {failures} refused while down",
-                       heal_seconds, stall, {"lost": lost, "failures": failures, "acked": len(acked)})
+    return DrillResult(
+        "postgres SIGKILL during 400 log_metric calls",
+        not lost and failures > 0,
+        f"{len(acked)} acknowledged, {len(lost)} lost, {failures} refused while down",
+        heal_seconds,
+        stall,
+        {"lost": lost, "failures": failures, "acked": len(acked)},
+    )
 
 
 def s3_killed_during_upload(platform: LocalPlatform, work: Path, *, megabytes: int = 50) -> DrillResult:
@@ -137,14 +142,26 @@ def s3_killed_during_upload(platform: LocalPlatform, work: Path, *, megabytes: i
     restored = Path(client.download_artifacts(run.info.run_id, "before.bin", str(work / "out")))
     identical = sha256(restored) == sha256(before)
     ok = outcome.get("error") is not None and "big.bin" not in listed and identical
-    return DrillResult(f"SeaweedFS SIGKILL during a {megabytes} MB log_artifact", ok,
-                       f"client error: {outcome.get('error')}; partial object visible: {'big.bin' in listed}; "
-                       f"earlier artifact identical: {identical}", heal_seconds, outcome.get("stall"),
-                       {"listed": sorted(listed), "error": outcome.get("error"), "identical": identical})
+    return DrillResult(
+        f"SeaweedFS SIGKILL during a {megabytes} MB log_artifact",
+        ok,
+        f"client error: {outcome.get('error')}; partial object visible: {'big.bin' in listed}; "
+        f"earlier artifact identical: {identical}",
+        heal_seconds,
+        outcome.get("stall"),
+        {"listed": sorted(listed), "error": outcome.get("error"), "identical": identical},
+    )
 
 
-def uploads_survive(platform: LocalPlatform, work: Path, stop: Callable[[LocalPlatform], None], what: str,
-                    *, count: int = 3, megabytes: int = 20) -> DrillResult:
+def uploads_survive(
+    platform: LocalPlatform,
+    work: Path,
+    stop: Callable[[LocalPlatform], None],
+    what: str,
+    *,
+    count: int = 3,
+    megabytes: int = 20,
+) -> DrillResult:
     """Upload ``count`` artifacts of ``megabytes``, ``stop`` the platform (down, or kill -9 of
     every process), ``local up``: every artifact reads back with the same sha256."""
     no_retries()
@@ -158,12 +175,18 @@ def uploads_survive(platform: LocalPlatform, work: Path, stop: Callable[[LocalPl
     stop(platform)
     heal_seconds = heal(platform)
     client = client_for(platform)
-    back = {name: sha256(Path(client.download_artifacts(run.info.run_id, name, str(work / "back"))))
-            for name in digests}
+    back = {
+        name: sha256(Path(client.download_artifacts(run.info.run_id, name, str(work / "back")))) for name in digests
+    }
     same = sum(back[name] == digest for name, digest in digests.items())
-    return DrillResult(f"{count} x {megabytes} MB artifacts, then {what}", same == count,
-                       f"{same}/{count} read back with identical sha256", heal_seconds, None,
-                       {"identical": same})
+    return DrillResult(
+        f"{count} x {megabytes} MB artifacts, then {what}",
+        same == count,
+        f"{same}/{count} read back with identical sha256",
+        heal_seconds,
+        None,
+        {"identical": same},
+    )
 
 
 def kill_everything(platform: LocalPlatform) -> None:
@@ -194,8 +217,9 @@ def run_all(platform: LocalPlatform, work: Path) -> list[DrillResult]:
         postgres_killed_while_logging(platform),
         s3_killed_during_upload(platform, work / "s3-kill"),
         uploads_survive(platform, work / "down-up", down, "local down + local up"),
-        uploads_survive(platform, work / "kill-all", kill_everything, "kill -9 of every process + local up",
-                        count=1, megabytes=100),
+        uploads_survive(
+            platform, work / "kill-all", kill_everything, "kill -9 of every process + local up", count=1, megabytes=100
+        ),
     ]
 
 
@@ -218,9 +242,13 @@ def main() -> None:
             platform.down(purge=True, **QUIET)
     table = Table("drill", "result", "what was checked", "time to heal", "longest client stall")
     for r in results:
-        table.add_row(r.name, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.checked,
-                      f"{r.heal_seconds:.1f} s" if r.heal_seconds is not None else "-",
-                      f"{r.longest_stall_seconds:.1f} s" if r.longest_stall_seconds is not None else "-")
+        table.add_row(
+            r.name,
+            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+            r.checked,
+            f"{r.heal_seconds:.1f} s" if r.heal_seconds is not None else "-",
+            f"{r.longest_stall_seconds:.1f} s" if r.longest_stall_seconds is not None else "-",
+        )
     console.print(table)
     raise SystemExit(0 if all(r.passed for r in results) else 1)
 

@@ -16,8 +16,8 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
 import aiohttp
 import psutil
@@ -48,8 +48,7 @@ class Client:
     seq: int = 0
 
     async def call(self, method: str, path: str, *, json=None, params=None, data=None) -> bytes:
-        async with self.session.request(method, self.base_url + path, json=json, params=params,
-                                        data=data) as response:
+        async with self.session.request(method, self.base_url + path, json=json, params=params, data=data) as response:
             body = await response.read()
             if response.status >= 400:
                 raise RequestFailed(response.status, body.decode(errors="replace"))
@@ -94,11 +93,16 @@ class LevelResult:
 
     def as_dict(self) -> dict:
         return {
-            "operation": self.operation, "clients": self.clients, "ok": self.ok,
-            "errors": self.error_count, "error_kinds": dict(self.errors),
+            "operation": self.operation,
+            "clients": self.clients,
+            "ok": self.ok,
+            "errors": self.error_count,
+            "error_kinds": dict(self.errors),
             "error_samples": self.error_samples,
-            "elapsed_s": round(self.elapsed_s, 3), "throughput_per_s": round(self.throughput, 1),
-            "p50_ms": _round(self.percentile(50)), "p95_ms": _round(self.percentile(95)),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_per_s": round(self.throughput, 1),
+            "p50_ms": _round(self.percentile(50)),
+            "p95_ms": _round(self.percentile(95)),
             "p99_ms": _round(self.percentile(99)),
             "items_per_s": round(self.throughput * self.items_per_call, 1) if self.items_per_call else None,
             "item_name": self.item_name or None,
@@ -148,9 +152,17 @@ class ServerCpu:
         return 100 * used / elapsed
 
 
-async def run_level(op: Operation, clients: int, duration_s: float, *, base_url: str,
-                    auth: tuple[str, str] | None, server_pids: Callable[[], Sequence[int]] | None = None,
-                    request_timeout_s: float = 60.0, tail_s: float = 10.0) -> LevelResult:
+async def run_level(
+    op: Operation,
+    clients: int,
+    duration_s: float,
+    *,
+    base_url: str,
+    auth: tuple[str, str] | None,
+    server_pids: Callable[[], Sequence[int]] | None = None,
+    request_timeout_s: float = 60.0,
+    tail_s: float = 10.0,
+) -> LevelResult:
     """``clients`` closed-loop clients run ``op`` for ``duration_s``. Calls in flight at the end
     may finish within ``tail_s``; those that don't are counted as errors (``unfinished``), which
     bounds a level's time when a server queues requests for tens of seconds."""
@@ -158,7 +170,8 @@ async def run_level(op: Operation, clients: int, duration_s: float, *, base_url:
     headers = {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth else None
     sessions = [
         aiohttp.ClientSession(
-            headers=headers, connector=aiohttp.TCPConnector(limit=1),
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=1),
             timeout=aiohttp.ClientTimeout(total=request_timeout_s),
         )
         for _ in range(clients)
@@ -183,7 +196,7 @@ async def run_level(op: Operation, clients: int, duration_s: float, *, base_url:
                 t0 = time.perf_counter()
                 try:
                     await op.action(client)
-                except (RequestFailed, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                except (TimeoutError, RequestFailed, aiohttp.ClientError, OSError, ValueError) as exc:
                     kind = f"HTTP {exc.status}" if isinstance(exc, RequestFailed) else type(exc).__name__
                     errors[kind] += 1
                     samples.setdefault(kind, str(exc)[:300])
@@ -191,8 +204,7 @@ async def run_level(op: Operation, clients: int, duration_s: float, *, base_url:
                     ok += 1
                     latencies.append((time.perf_counter() - t0) * 1000)
 
-        tasks = [asyncio.create_task(client_loop(Client(i, s, base_url, token)))
-                 for i, s in enumerate(sessions)]
+        tasks = [asyncio.create_task(client_loop(Client(i, s, base_url, token))) for i, s in enumerate(sessions)]
         _, pending = await asyncio.wait(tasks, timeout=duration_s + tail_s)
         for task in pending:  # one request each, still unanswered: a failure, not a latency
             task.cancel()
@@ -204,8 +216,19 @@ async def run_level(op: Operation, clients: int, duration_s: float, *, base_url:
         server_cpu = cpu.percent(elapsed)
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
-    return LevelResult(op.name, clients, ok, elapsed, latencies, errors, samples, driver_cpu,
-                       server_cpu, op.items_per_call, op.item_name)
+    return LevelResult(
+        op.name,
+        clients,
+        ok,
+        elapsed,
+        latencies,
+        errors,
+        samples,
+        driver_cpu,
+        server_cpu,
+        op.items_per_call,
+        op.item_name,
+    )
 
 
 def process_group(pid: int) -> Callable[[], list[int]]:

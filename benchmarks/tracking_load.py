@@ -14,8 +14,8 @@ comparable within one run. It prints a table, checks the targets, and writes JSO
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import aiohttp
 import mlflow
@@ -76,8 +76,9 @@ class Admin:
 
     def experiment(self, name: str) -> str:
         try:
-            return self.call("GET", "/api/2.0/mlflow/experiments/get-by-name",
-                             params={"experiment_name": name})["experiment"]["experiment_id"]
+            return self.call("GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name})[
+                "experiment"
+            ]["experiment_id"]
         except RuntimeError:
             return self.call("POST", "/api/2.0/mlflow/experiments/create", json={"name": name})["experiment_id"]
 
@@ -87,9 +88,11 @@ def create_client_user(admin: Admin, experiment_id: str) -> tuple[str, str]:
     every request a real training job makes (an admin skips them)."""
     username, password = f"bench-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex + "Aa1!"
     admin.call("POST", "/api/2.0/mlflow/users/create", json={"username": username, "password": password})
-    admin.call("POST", "/api/3.0/mlflow/users/permissions/grant", json={
-        "username": username, "resource_type": "experiment", "resource_id": experiment_id,
-        "permission": "EDIT"})
+    admin.call(
+        "POST",
+        "/api/3.0/mlflow/users/permissions/grant",
+        json={"username": username, "resource_type": "experiment", "resource_id": experiment_id, "permission": "EDIT"},
+    )
     return username, password
 
 
@@ -106,22 +109,38 @@ def ensure_model(admin: Admin, name: str, experiment_id: str) -> None:
     except RuntimeError as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-    run = admin.call("POST", "/api/2.0/mlflow/runs/create", json={
-        "experiment_id": experiment_id, "run_name": "bench-model"})["run"]["info"]
+    run = admin.call(
+        "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment_id, "run_name": "bench-model"}
+    )["run"]["info"]
     admin.call("POST", "/api/2.0/mlflow/runs/update", json={"run_id": run["run_id"], "status": "FINISHED"})
-    version = admin.call("POST", "/api/2.0/mlflow/model-versions/create", json={
-        "name": name, "source": f"{run['artifact_uri']}/model", "run_id": run["run_id"],
-    })["model_version"]["version"]
-    admin.call("POST", "/api/2.0/mlflow/registered-models/alias",
-               json={"name": name, "alias": "champion", "version": version})
+    version = admin.call(
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        json={
+            "name": name,
+            "source": f"{run['artifact_uri']}/model",
+            "run_id": run["run_id"],
+        },
+    )["model_version"]["version"]
+    admin.call(
+        "POST", "/api/2.0/mlflow/registered-models/alias", json={"name": name, "alias": "champion", "version": version}
+    )
 
 
 def _run_row(run_id: str, name: str, experiment_id: str, start: int, status: str, user: str) -> dict:
     return {
-        "run_uuid": run_id, "name": name, "source_type": "LOCAL", "source_name": "train.py",
-        "entry_point_name": "", "user_id": user, "status": status, "start_time": start,
-        "end_time": start + 30_000 if status == "FINISHED" else None, "source_version": "",
-        "lifecycle_stage": "active", "artifact_uri": f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
+        "run_uuid": run_id,
+        "name": name,
+        "source_type": "LOCAL",
+        "source_name": "train.py",
+        "entry_point_name": "",
+        "user_id": user,
+        "status": status,
+        "start_time": start,
+        "end_time": start + 30_000 if status == "FINISHED" else None,
+        "source_version": "",
+        "lifecycle_stage": "active",
+        "artifact_uri": f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
         "experiment_id": int(experiment_id),
     }
 
@@ -133,7 +152,7 @@ def _insert(database_uri: str, tables: list[tuple[object, list[dict]]], analyze:
     with engine.begin() as conn:
         for model, rows in tables:
             for chunk in range(0, len(rows), 5000):
-                conn.execute(model.__table__.insert(), rows[chunk:chunk + 5000])
+                conn.execute(model.__table__.insert(), rows[chunk : chunk + 5000])
         if analyze:
             conn.exec_driver_sql("ANALYZE")
     engine.dispose()
@@ -151,14 +170,28 @@ def seed_search_runs_sql(database_uri: str, experiment_id: str, count: int) -> f
         run_id = uuid.uuid4().hex
         start = now - (count - i) * 60_000
         runs.append(_run_row(run_id, f"sweep-{i}", experiment_id, start, "FINISHED", "bench"))
-        tags += [{"key": "team", "value": TEAMS[i % len(TEAMS)], "run_uuid": run_id},
-                 {"key": "mlflow.runName", "value": f"sweep-{i}", "run_uuid": run_id},
-                 {"key": "mlflow.user", "value": "bench", "run_uuid": run_id}]
+        tags += [
+            {"key": "team", "value": TEAMS[i % len(TEAMS)], "run_uuid": run_id},
+            {"key": "mlflow.runName", "value": f"sweep-{i}", "run_uuid": run_id},
+            {"key": "mlflow.user", "value": "bench", "run_uuid": run_id},
+        ]
         params += [{"key": f"hp_{k}", "value": str(k * i % 97), "run_uuid": run_id} for k in range(5)]
-        metrics += [{"key": f"val_metric_{k}", "value": (i % 100) / 100, "timestamp": start, "step": 10,
-                     "is_nan": False, "run_uuid": run_id} for k in range(5)]
-    _insert(database_uri, [(SqlRun, runs), (SqlTag, tags), (SqlParam, params), (SqlMetric, metrics),
-                           (SqlLatestMetric, metrics)], analyze=True)
+        metrics += [
+            {
+                "key": f"val_metric_{k}",
+                "value": (i % 100) / 100,
+                "timestamp": start,
+                "step": 10,
+                "is_nan": False,
+                "run_uuid": run_id,
+            }
+            for k in range(5)
+        ]
+    _insert(
+        database_uri,
+        [(SqlRun, runs), (SqlTag, tags), (SqlParam, params), (SqlMetric, metrics), (SqlLatestMetric, metrics)],
+        analyze=True,
+    )
     return time.perf_counter() - started
 
 
@@ -168,10 +201,13 @@ def fresh_training_runs_sql(database_uri: str, experiment_id: str, count: int, u
 
     now = int(time.time() * 1000)
     ids = [uuid.uuid4().hex for _ in range(count)]
-    _insert(database_uri, [
-        (SqlRun, [_run_row(r, f"train-{i}", experiment_id, now, "RUNNING", user) for i, r in enumerate(ids)]),
-        (SqlTag, [{"key": "mlflow.user", "value": user, "run_uuid": r} for r in ids]),
-    ])
+    _insert(
+        database_uri,
+        [
+            (SqlRun, [_run_row(r, f"train-{i}", experiment_id, now, "RUNNING", user) for i, r in enumerate(ids)]),
+            (SqlTag, [{"key": "mlflow.user", "value": user, "run_uuid": r} for r in ids]),
+        ],
+    )
     return ids
 
 
@@ -182,20 +218,35 @@ def seed_search_runs_api(admin: Admin, experiment_id: str, count: int) -> float:
     started = time.perf_counter()
     existing, token = 0, None
     while existing < count:
-        page = admin.call("POST", "/api/2.0/mlflow/runs/search", json={
-            "experiment_ids": [experiment_id], "max_results": 1000, "page_token": token})
+        page = admin.call(
+            "POST",
+            "/api/2.0/mlflow/runs/search",
+            json={"experiment_ids": [experiment_id], "max_results": 1000, "page_token": token},
+        )
         existing += len(page.get("runs", []))
         token = page.get("next_page_token")
         if not token:
             break
 
     def one(i: int) -> None:
-        run = admin.call("POST", "/api/2.0/mlflow/runs/create", json={
-            "experiment_id": experiment_id, "run_name": f"sweep-{i}",
-            "tags": [{"key": "team", "value": TEAMS[i % len(TEAMS)]}]})["run"]["info"]["run_id"]
-        admin.call("POST", "/api/2.0/mlflow/runs/log-batch", json={
-            "run_id": run, "params": [{"key": f"hp_{k}", "value": str(k)} for k in range(5)],
-            "metrics": [{"key": f"val_metric_{k}", "value": 0.5, "timestamp": 0, "step": 10} for k in range(5)]})
+        run = admin.call(
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            json={
+                "experiment_id": experiment_id,
+                "run_name": f"sweep-{i}",
+                "tags": [{"key": "team", "value": TEAMS[i % len(TEAMS)]}],
+            },
+        )["run"]["info"]["run_id"]
+        admin.call(
+            "POST",
+            "/api/2.0/mlflow/runs/log-batch",
+            json={
+                "run_id": run,
+                "params": [{"key": f"hp_{k}", "value": str(k)} for k in range(5)],
+                "metrics": [{"key": f"val_metric_{k}", "value": 0.5, "timestamp": 0, "step": 10} for k in range(5)],
+            },
+        )
         admin.call("POST", "/api/2.0/mlflow/runs/update", json={"run_id": run, "status": "FINISHED"})
 
     with ThreadPoolExecutor(16) as pool:
@@ -205,8 +256,9 @@ def seed_search_runs_api(admin: Admin, experiment_id: str, count: int) -> float:
 
 def training_runs(admin: Admin, experiment_id: str, count: int) -> list[str]:
     return list(
-        admin.call("POST", "/api/2.0/mlflow/runs/create", json={
-            "experiment_id": experiment_id, "run_name": f"train-{i}"})["run"]["info"]["run_id"]
+        admin.call(
+            "POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment_id, "run_name": f"train-{i}"}
+        )["run"]["info"]["run_id"]
         for i in range(count)
     )
 
@@ -228,8 +280,7 @@ def bench_stack(work: Path, server_overrides: dict, database_overrides: dict) ->
     document = yaml.safe_load((ROOT / "stacks" / "local.yaml").read_text())
     cfg = document["config"]
     cfg["mlflow-platform:server"] = {"replicas": 1, "basicAuth": True, **server_overrides}
-    cfg["mlflow-platform:database"] = {"maxConnections": 400, "reservedConnections": 10,
-                                       **database_overrides}
+    cfg["mlflow-platform:database"] = {"maxConnections": 400, "reservedConnections": 10, **database_overrides}
     path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
@@ -260,15 +311,27 @@ class LocalBench:
         return self.config.server.admin_username, self.secrets()["admin_password"]
 
     def _s3_env(self) -> dict[str, str]:
-        return {**self.platform.server_environment(),
-                "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.s3}"}
+        return {**self.platform.server_environment(), "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.s3}"}
 
     def stock(self, port: int) -> Variant:
-        return Variant("stock", "(a) stock `mlflow server`, no auth", False, [
-            "mlflow", "server", "--backend-store-uri", self.platform.database_uri(),
-            "--artifacts-destination", f"s3://{self.platform.bucket}/stock",
-            "--host", "127.0.0.1", "--port", str(port),
-        ], self._s3_env())
+        return Variant(
+            "stock",
+            "(a) stock `mlflow server`, no auth",
+            False,
+            [
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                self.platform.database_uri(),
+                "--artifacts-destination",
+                f"s3://{self.platform.bucket}/stock",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            self._s3_env(),
+        )
 
     def guide(self, port: int) -> Variant:
         """The guide's startup command as written, plus basic-auth with MLflow's default ini
@@ -280,23 +343,54 @@ class LocalBench:
         auth_db = self.platform.database_uri(self.config.database.auth_database)
         ini = re.sub(r"(?m)^database_uri = .*$", f"database_uri = {auth_db}", default_ini)
         s = self.secrets()
-        return Variant("guide", "(b) the guide's command + basic-auth", True, [
-            "mlflow", "server", "--backend-store-uri", self.platform.database_uri(),
-            "--default-artifact-root", f"s3://{self.platform.bucket}/guide/",
-            "--artifacts-destination", f"s3://{self.platform.bucket}/guide/",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "4",
-            "--gunicorn-opts", "--timeout 120 --keep-alive 5", "--app-name", "basic-auth",
-        ], {**self._s3_env(), "MLFLOW_AUTH_CONFIG_PATH": ini_path,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": s["flask_secret_key"],
-            "MLFLOW_AUTH_ADMIN_PASSWORD": s["admin_password"]}, {ini_path: ini})
+        return Variant(
+            "guide",
+            "(b) the guide's command + basic-auth",
+            True,
+            [
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                self.platform.database_uri(),
+                "--default-artifact-root",
+                f"s3://{self.platform.bucket}/guide/",
+                "--artifacts-destination",
+                f"s3://{self.platform.bucket}/guide/",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "4",
+                "--gunicorn-opts",
+                "--timeout 120 --keep-alive 5",
+                "--app-name",
+                "basic-auth",
+            ],
+            {
+                **self._s3_env(),
+                "MLFLOW_AUTH_CONFIG_PATH": ini_path,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": s["flask_secret_key"],
+                "MLFLOW_AUTH_ADMIN_PASSWORD": s["admin_password"],
+            },
+            {ini_path: ini},
+        )
 
-    def rendered(self, port: int, *, config: StackConfig | None = None, key: str = "rendered",
-                 label: str | None = None) -> Variant:
-        spec = render_server(config or self.config, self.platform.endpoints(
-            dataclasses.replace(self.ports, tracking=port)))
+    def rendered(
+        self, port: int, *, config: StackConfig | None = None, key: str = "rendered", label: str | None = None
+    ) -> Variant:
+        spec = render_server(
+            config or self.config, self.platform.endpoints(dataclasses.replace(self.ports, tracking=port))
+        )
         files = {spec.auth_config_path: spec.auth_ini} if spec.auth_ini and spec.auth_config_path else {}
-        return Variant(key, label or "(c) this project's rendered config (gunicorn)", True,
-                       list(spec.argv), self.platform.server_environment(spec), files)
+        return Variant(
+            key,
+            label or "(c) this project's rendered config (gunicorn)",
+            True,
+            list(spec.argv),
+            self.platform.server_environment(spec),
+            files,
+        )
 
     def uvicorn(self, port: int) -> Variant:
         """The rendered configuration served by uvicorn (MLflow 3's default) instead of gunicorn.
@@ -304,12 +398,10 @@ class LocalBench:
         uvicorn runs MLflow's Flask handlers in a 40-thread pool per worker, so the rendered pools
         (sized for gunicorn's threads) time out under load; it gets SQLAlchemy's default 5 + 10,
         as the stock server has, so that uvicorn itself is what is measured."""
-        variant = self.rendered(port, key="uvicorn",
-                                label="(d) rendered config under uvicorn (pool 5 + 10)")
+        variant = self.rendered(port, key="uvicorn", label="(d) rendered config under uvicorn (pool 5 + 10)")
         argv = variant.argv
         at = argv.index("--gunicorn-opts")
-        argv[at:at + 2] = ["--uvicorn-opts",
-                           f"--timeout-keep-alive {self.config.server.keep_alive_seconds}"]
+        argv[at : at + 2] = ["--uvicorn-opts", f"--timeout-keep-alive {self.config.server.keep_alive_seconds}"]
         variant.env.update({"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "10"})
         return variant
 
@@ -360,34 +452,70 @@ def pgbench_ceiling(bench: LocalBench, seconds: int, clients: int = 16, batch: i
     d = bench.config.database
     env = {**os.environ, "PGPASSWORD": bench.secrets()["db_password"]}
     conn = ["-h", "127.0.0.1", "-p", str(bench.ports.postgres), "-U", d.username, d.tracking_database]
-    subprocess.run([str(bin_dir() / "psql"), *conn, "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                    "DROP TABLE IF EXISTS bench_metrics; "
-                    "CREATE TABLE bench_metrics (LIKE metrics INCLUDING ALL);"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(bin_dir() / "psql"),
+            *conn,
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "DROP TABLE IF EXISTS bench_metrics; CREATE TABLE bench_metrics (LIKE metrics INCLUDING ALL);",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     out = {"clients": clients, "seconds": seconds}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, script, rows in (("single_row", PGBENCH_SINGLE, 1),
-                                   ("batch", PGBENCH_BATCH.format(n=batch), batch)):
+        for name, script, rows in (("single_row", PGBENCH_SINGLE, 1), ("batch", PGBENCH_BATCH.format(n=batch), batch)):
             path = Path(tmp) / f"{name}.sql"
             path.write_text(script)
             result = subprocess.run(
-                [str(bin_dir() / "pgbench"), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds),
-                 "-f", str(path), *conn], env=env, capture_output=True, text=True, timeout=seconds + 60)
+                [
+                    str(bin_dir() / "pgbench"),
+                    "-n",
+                    "-c",
+                    str(clients),
+                    "-j",
+                    "2",
+                    "-T",
+                    str(seconds),
+                    "-f",
+                    str(path),
+                    *conn,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+            )
             match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", result.stdout)
             if result.returncode != 0 or not match:
                 raise RuntimeError(f"pgbench failed:\n{result.stdout}\n{result.stderr}")
             tps = float(match.group(1))
             out[name] = {"rows_per_transaction": rows, "tps": round(tps, 1), "rows_per_s": round(tps * rows)}
-    subprocess.run([str(bin_dir() / "psql"), *conn, "-q", "-c", "DROP TABLE bench_metrics"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(bin_dir() / "psql"), *conn, "-q", "-c", "DROP TABLE bench_metrics"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 # -- running and reporting ---------------------------------------------------------------------------
-async def drive(ops: list[Operation], levels: tuple[int, ...], duration: float, base_url: str,
-                auth: tuple[str, str] | None, server_pids: Callable[[], list[int]] | None,
-                progress: Callable[[LevelResult], None], fresh_runs: Callable[[], None],
-                settle_probe: str) -> list[LevelResult]:
+async def drive(
+    ops: list[Operation],
+    levels: tuple[int, ...],
+    duration: float,
+    base_url: str,
+    auth: tuple[str, str] | None,
+    server_pids: Callable[[], list[int]] | None,
+    progress: Callable[[LevelResult], None],
+    fresh_runs: Callable[[], None],
+    settle_probe: str,
+) -> list[LevelResult]:
     fresh_runs()
     for op in ops:  # warm-up: imports, caches, pools; not recorded
         await run_level(op, 4, 0.5, base_url=base_url, auth=auth)
@@ -395,8 +523,7 @@ async def drive(ops: list[Operation], levels: tuple[int, ...], duration: float, 
     for op in ops:
         for clients in levels:
             fresh_runs()
-            result = await run_level(op, clients, duration, base_url=base_url, auth=auth,
-                                     server_pids=server_pids)
+            result = await run_level(op, clients, duration, base_url=base_url, auth=auth, server_pids=server_pids)
             progress(result)
             results.append(result)
             if result.error_count:
@@ -404,8 +531,9 @@ async def drive(ops: list[Operation], levels: tuple[int, ...], duration: float, 
     return results
 
 
-async def settle(base_url: str, auth: tuple[str, str] | None, probe_path: str, *,
-                 quick_s: float = 0.5, limit_s: float = 120.0) -> None:
+async def settle(
+    base_url: str, auth: tuple[str, str] | None, probe_path: str, *, quick_s: float = 0.5, limit_s: float = 120.0
+) -> None:
     """Wait until the server has worked off requests its clients gave up on (a queued request
     is still served, or still waits for a pool connection, after its client has gone), so they
     do not slow the next level down. The probe reads the database, as /health does not."""
@@ -428,33 +556,54 @@ def _ms(value: float | None) -> str:
 def progress_line(variant: str) -> Callable[[LevelResult], None]:
     def show(r: LevelResult) -> None:
         errors = f"  [red]{r.error_count} errors {dict(r.errors)}[/red]" if r.error_count else ""
-        console.print(f"  {variant:<9} {r.operation:<17} {r.clients:>3} clients  {r.throughput:8.1f}/s  "
-                      f"p95 {_ms(r.percentile(95)):>6} ms{errors}")
+        console.print(
+            f"  {variant:<9} {r.operation:<17} {r.clients:>3} clients  {r.throughput:8.1f}/s  "
+            f"p95 {_ms(r.percentile(95)):>6} ms{errors}"
+        )
+
     return show
 
 
 def results_table(results: dict[str, list[LevelResult]], labels: dict[str, str]) -> Table:
     table = Table(title="Tracking server under load (closed-loop clients, keep-alive)")
-    for column, justify in (("server", "left"), ("operation", "left"), ("clients", "right"),
-                            ("req/s", "right"), ("items/s", "right"), ("p50 ms", "right"),
-                            ("p95 ms", "right"), ("p99 ms", "right"), ("errors", "right"),
-                            ("driver CPU", "right"), ("server CPU", "right")):
+    for column, justify in (
+        ("server", "left"),
+        ("operation", "left"),
+        ("clients", "right"),
+        ("req/s", "right"),
+        ("items/s", "right"),
+        ("p50 ms", "right"),
+        ("p95 ms", "right"),
+        ("p99 ms", "right"),
+        ("errors", "right"),
+        ("driver CPU", "right"),
+        ("server CPU", "right"),
+    ):
         table.add_column(column, justify=justify)
     for key, rows in results.items():
         for r in rows:
             items = f"{r.throughput * r.items_per_call:,.0f} {r.item_name}" if r.items_per_call else ""
-            table.add_row(key, r.operation, str(r.clients), f"{r.throughput:,.1f}", items,
-                          _ms(r.percentile(50)), _ms(r.percentile(95)), _ms(r.percentile(99)),
-                          f"[red]{r.error_count}[/red]" if r.error_count else "0",
-                          f"{r.driver_cpu_percent:.0f}%",
-                          "—" if r.server_cpu_percent is None else f"{r.server_cpu_percent:.0f}%")
+            table.add_row(
+                key,
+                r.operation,
+                str(r.clients),
+                f"{r.throughput:,.1f}",
+                items,
+                _ms(r.percentile(50)),
+                _ms(r.percentile(95)),
+                _ms(r.percentile(99)),
+                f"[red]{r.error_count}[/red]" if r.error_count else "0",
+                f"{r.driver_cpu_percent:.0f}%",
+                "—" if r.server_cpu_percent is None else f"{r.server_cpu_percent:.0f}%",
+            )
         table.add_section()
     table.caption = "; ".join(f"{k} = {v}" for k, v in labels.items())
     return table
 
 
-def check_targets(results: dict[str, list[LevelResult]], subject: str = "rendered",
-                  baseline: str = "stock") -> list[dict]:
+def check_targets(
+    results: dict[str, list[LevelResult]], subject: str = "rendered", baseline: str = "stock"
+) -> list[dict]:
     """The issue's targets, each with the figures behind its verdict."""
     rows = {(r.operation, r.clients): r for r in results.get(subject, [])}
     base = {(r.operation, r.clients): r for r in results.get(baseline, [])}
@@ -463,32 +612,54 @@ def check_targets(results: dict[str, list[LevelResult]], subject: str = "rendere
         write = op in {"log-batch", "log-metric", "artifact-put-get"}
         if clients == 32 and (op, 32) in base:
             b = base[(op, 32)]
-            checks.append({"target": f"{op} @32: {subject} throughput >= {baseline}",
-                           "measured": f"{r.throughput:.1f}/s vs {b.throughput:.1f}/s",
-                           "met": r.throughput >= b.throughput})
+            checks.append(
+                {
+                    "target": f"{op} @32: {subject} throughput >= {baseline}",
+                    "measured": f"{r.throughput:.1f}/s vs {b.throughput:.1f}/s",
+                    "met": r.throughput >= b.throughput,
+                }
+            )
         if clients == 32 and write:
             p95 = r.percentile(95)
-            checks.append({"target": f"{op} @32: p95 < {WRITE_P95_SLO_MS:.0f} ms",
-                           "measured": f"{_ms(p95)} ms", "met": p95 is not None and p95 < WRITE_P95_SLO_MS})
+            checks.append(
+                {
+                    "target": f"{op} @32: p95 < {WRITE_P95_SLO_MS:.0f} ms",
+                    "measured": f"{_ms(p95)} ms",
+                    "met": p95 is not None and p95 < WRITE_P95_SLO_MS,
+                }
+            )
         if clients == 64:
-            checks.append({"target": f"{op} @64: no errors", "measured": f"{r.error_count} errors",
-                           "met": r.error_count == 0 and r.ok > 0})
+            checks.append(
+                {
+                    "target": f"{op} @64: no errors",
+                    "measured": f"{r.error_count} errors",
+                    "met": r.error_count == 0 and r.ok > 0,
+                }
+            )
         if op == "search-runs":
             # The target is a query's latency; past a few concurrent searches on 2 cores the p95
             # is queueing (clients / throughput), reported but not judged.
             p95 = r.percentile(95)
             judged = clients <= SEARCH_TARGET_MAX_CLIENTS
-            checks.append({"target": f"search-runs @{clients}: p95 < {SEARCH_P95_TARGET_MS:.0f} ms"
-                                     + ("" if judged else " (queueing; not judged)"),
-                           "measured": f"{_ms(p95)} ms",
-                           "met": (p95 is not None and p95 < SEARCH_P95_TARGET_MS) if judged else None})
+            checks.append(
+                {
+                    "target": f"search-runs @{clients}: p95 < {SEARCH_P95_TARGET_MS:.0f} ms"
+                    + ("" if judged else " (queueing; not judged)"),
+                    "measured": f"{_ms(p95)} ms",
+                    "met": (p95 is not None and p95 < SEARCH_P95_TARGET_MS) if judged else None,
+                }
+            )
     return checks
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30),
-            "processor": host_platform.processor() or host_platform.machine(),
-            "python": host_platform.python_version(), "mlflow": mlflow.__version__}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30),
+        "processor": host_platform.processor() or host_platform.machine(),
+        "python": host_platform.python_version(),
+        "mlflow": mlflow.__version__,
+    }
 
 
 def parse_overrides(values: list[str]) -> dict:
@@ -533,8 +704,12 @@ def candidate_config(folder: Path, server: dict, database: dict) -> StackConfig:
 
 
 def run_local(args, ops_filter: set[str] | None) -> dict:
-    report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "machine": machine(), "duration_s": args.duration, "levels": list(args.levels)}
+    report: dict = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "duration_s": args.duration,
+        "levels": list(args.levels),
+    }
     server_overrides, database_overrides = parse_overrides(args.server), parse_overrides(args.database)
     with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
         bench = LocalBench(Path(tmp), server_overrides, database_overrides)
@@ -549,17 +724,22 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
             ensure_model(admin, "bench-model", training)
             database_uri = bench.platform.database_uri()
             seconds = seed_search_runs_sql(database_uri, search, args.search_runs)
-            console.print(f"seeded {args.search_runs:,} runs (tags, params, metrics) in {seconds:.1f} s; "
-                          f"model alias @champion; {TRAINING_RUNS} fresh training runs per level")
+            console.print(
+                f"seeded {args.search_runs:,} runs (tags, params, metrics) in {seconds:.1f} s; "
+                f"model alias @champion; {TRAINING_RUNS} fresh training runs per level"
+            )
             fixture = Fixture(training, [], search, "bench-model")
 
             def fresh_runs() -> None:
                 fixture.run_ids[:] = fresh_training_runs_sql(database_uri, training, TRAINING_RUNS, user[0])
+
             ops = [op for op in operations(fixture) if not ops_filter or op.name in ops_filter]
             bench.platform.stop_tracking(log=lambda _: None)
 
             if not args.no_pgbench and args.tune is None:
-                console.print(f"pgbench: metric-row inserts straight into PostgreSQL, 16 clients, {args.pgbench_seconds} s each …")
+                console.print(
+                    f"pgbench: metric-row inserts straight into PostgreSQL, 16 clients, {args.pgbench_seconds} s each …"
+                )
                 report["pgbench"] = pgbench_ceiling(bench, args.pgbench_seconds)
 
             results: dict[str, list[LevelResult]] = {}
@@ -569,15 +749,19 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
                 chosen = [plan for plan in TUNING if not args.tune or plan[0] in args.tune]
                 # Rounds interleave the candidates (A B C A B C): drift in the machine over the
                 # run then shows up as spread within a candidate, not as a difference between them.
-                plans = [(name if r == 0 else f"{name} #{r + 1}", s_o, d_o)
-                         for r in range(args.rounds) for name, s_o, d_o in chosen]
+                plans = [
+                    (name if r == 0 else f"{name} #{r + 1}", s_o, d_o)
+                    for r in range(args.rounds)
+                    for name, s_o, d_o in chosen
+                ]
             else:
                 plans = [(key, None, None) for key in args.variants]
             for index, (name, s_over, d_over) in enumerate(plans):
                 port = free_port()
                 if s_over is not None:
-                    config = candidate_config(bench.work / f"tune-{index}", {**server_overrides, **s_over},
-                                              {**database_overrides, **d_over})
+                    config = candidate_config(
+                        bench.work / f"tune-{index}", {**server_overrides, **s_over}, {**database_overrides, **d_over}
+                    )
                     variant = bench.rendered(port, config=config, key=name, label=name)
                 else:
                     variant = getattr(bench, name)(port)
@@ -585,16 +769,27 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
                 console.print(f"[bold]{variant.label}[/bold]: {shlex.join(_redact(variant.argv))}")
                 pid = bench.launch(variant)
                 try:
-                    results[variant.key] = asyncio.run(drive(
-                        ops, tuple(args.levels), args.duration, f"http://127.0.0.1:{port}",
-                        user if variant.auth else None, process_group(pid), progress_line(variant.key),
-                        fresh_runs, fixture.probe_path))
+                    results[variant.key] = asyncio.run(
+                        drive(
+                            ops,
+                            tuple(args.levels),
+                            args.duration,
+                            f"http://127.0.0.1:{port}",
+                            user if variant.auth else None,
+                            process_group(pid),
+                            progress_line(variant.key),
+                            fresh_runs,
+                            fixture.probe_path,
+                        )
+                    )
                 finally:
                     bench.halt(pid)
         finally:
             bench.stop()
-    report["variants"] = {k: {"label": labels[k], "argv": _redact(argvs[k]),
-                              "results": [r.as_dict() for r in v]} for k, v in results.items()}
+    report["variants"] = {
+        k: {"label": labels[k], "argv": _redact(argvs[k]), "results": [r.as_dict() for r in v]}
+        for k, v in results.items()
+    }
     report["_results"], report["_labels"] = results, labels
     return report
 
@@ -621,16 +816,33 @@ def run_remote(args, ops_filter: set[str] | None) -> dict:
 
     ops = [op for op in operations(fixture) if not ops_filter or op.name in ops_filter]
     try:
-        results = {"target": asyncio.run(drive(ops, tuple(args.levels), args.duration, args.uri.rstrip("/"),
-                                               auth, None, progress_line("target"), fresh_runs,
-                                               fixture.probe_path))}
+        results = {
+            "target": asyncio.run(
+                drive(
+                    ops,
+                    tuple(args.levels),
+                    args.duration,
+                    args.uri.rstrip("/"),
+                    auth,
+                    None,
+                    progress_line("target"),
+                    fresh_runs,
+                    fixture.probe_path,
+                )
+            )
+        }
     finally:  # the benchmark's runs end FINISHED, not left for reap-stuck-runs
         for run_id in created:
             admin.call("POST", "/api/2.0/mlflow/runs/update", json={"run_id": run_id, "status": "FINISHED"})
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "uri": args.uri,
-            "levels": list(args.levels), "duration_s": args.duration,
-            "variants": {"target": {"label": args.uri, "results": [r.as_dict() for r in results["target"]]}},
-            "_results": results, "_labels": {"target": args.uri}}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "uri": args.uri,
+        "levels": list(args.levels),
+        "duration_s": args.duration,
+        "variants": {"target": {"label": args.uri, "results": [r.as_dict() for r in results["target"]]}},
+        "_results": results,
+        "_labels": {"target": args.uri},
+    }
 
 
 def markdown_summary(report: dict, clients: int = 32) -> str:
@@ -655,26 +867,47 @@ def markdown_summary(report: dict, clients: int = 32) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uri", help="benchmark this server instead of starting local variants")
-    parser.add_argument("--variants", nargs="+", default=["stock", "guide", "rendered", "uvicorn"],
-                        choices=["stock", "guide", "rendered", "uvicorn"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["stock", "guide", "rendered", "uvicorn"],
+        choices=["stock", "guide", "rendered", "uvicorn"],
+    )
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients")
-    parser.add_argument("--search-runs", type=int, default=SEARCH_RUNS,
-                        help="runs in the search experiment (the targets assume 10,000)")
+    parser.add_argument(
+        "--search-runs", type=int, default=SEARCH_RUNS, help="runs in the search experiment (the targets assume 10,000)"
+    )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per operation and level")
-    parser.add_argument("--operations", nargs="+", help="a subset of: log-batch log-metric "
-                        "artifact-put-get search-runs model-by-alias")
-    parser.add_argument("--server", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a server stack key for the rendered variants, e.g. workers=2")
-    parser.add_argument("--database", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a database stack key, e.g. poolSize=5")
-    parser.add_argument("--tune", nargs="*", metavar="CANDIDATE",
-                        help="compare candidate server settings instead (all, or those named)")
+    parser.add_argument(
+        "--operations", nargs="+", help="a subset of: log-batch log-metric artifact-put-get search-runs model-by-alias"
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a server stack key for the rendered variants, e.g. workers=2",
+    )
+    parser.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a database stack key, e.g. poolSize=5",
+    )
+    parser.add_argument(
+        "--tune", nargs="*", metavar="CANDIDATE", help="compare candidate server settings instead (all, or those named)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="with --tune: repeat the candidates, interleaved")
     parser.add_argument("--no-pgbench", action="store_true")
     parser.add_argument("--pgbench-seconds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "tracking_load.json")
-    parser.add_argument("--markdown", type=Path, metavar="JSON",
-                        help="print a saved report's tables as Markdown (for the README) and exit")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="JSON",
+        help="print a saved report's tables as Markdown (for the README) and exit",
+    )
     args = parser.parse_args(argv)
     # `kill` as well as Ctrl-C unwinds through the finally blocks that stop every server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -699,11 +932,13 @@ def main(argv: list[str] | None = None) -> int:
         pg = report["pgbench"]
         batch = [r for r in results.get("rendered", []) if r.operation == "log-batch"]
         best = max((r.throughput * r.items_per_call for r in batch), default=0)
-        console.print(f"PostgreSQL ceiling (pgbench, {pg['clients']} clients): "
-                      f"{pg['single_row']['rows_per_s']:,} single-row metric inserts/s, "
-                      f"{pg['batch']['rows_per_s']:,} metric rows/s in {pg['batch']['rows_per_transaction']}-row "
-                      f"transactions; the rendered server's best log-batch: {best:,.0f} metrics/s "
-                      f"({best / pg['single_row']['rows_per_s']:.2f}x the single-row ceiling)")
+        console.print(
+            f"PostgreSQL ceiling (pgbench, {pg['clients']} clients): "
+            f"{pg['single_row']['rows_per_s']:,} single-row metric inserts/s, "
+            f"{pg['batch']['rows_per_s']:,} metric rows/s in {pg['batch']['rows_per_transaction']}-row "
+            f"transactions; the rendered server's best log-batch: {best:,.0f} metrics/s "
+            f"({best / pg['single_row']['rows_per_s']:.2f}x the single-row ceiling)"
+        )
         report["pgbench"]["rendered_best_log_batch_metrics_per_s"] = round(best)
     if not args.uri and args.tune is None and "rendered" in results:
         checks = check_targets(results)

@@ -48,43 +48,65 @@ def _now_ms() -> int:
 def operations(fx: Fixture) -> list[Operation]:
     async def log_batch(c: Client) -> None:
         ts, step = _now_ms(), c.seq
-        await c.call("POST", "/api/2.0/mlflow/runs/log-batch", json={
-            "run_id": fx.run_for(c),
-            "metrics": [{"key": f"train/metric_{k}", "value": 1.0 / (step + k + 1), "timestamp": ts,
-                         "step": step} for k in range(METRICS_PER_BATCH)],
-            # Params are immutable: a key per call (a real job logs each once, at start).
-            "params": [{"key": f"hp_{c.token}_{c.index}_{step}_{k}", "value": "0.001"}
-                       for k in range(PARAMS_PER_BATCH)],
-            "tags": [{"key": "epoch", "value": str(step)}, {"key": "phase", "value": "train"}],
-        })
+        await c.call(
+            "POST",
+            "/api/2.0/mlflow/runs/log-batch",
+            json={
+                "run_id": fx.run_for(c),
+                "metrics": [
+                    {"key": f"train/metric_{k}", "value": 1.0 / (step + k + 1), "timestamp": ts, "step": step}
+                    for k in range(METRICS_PER_BATCH)
+                ],
+                # Params are immutable: a key per call (a real job logs each once, at start).
+                "params": [
+                    {"key": f"hp_{c.token}_{c.index}_{step}_{k}", "value": "0.001"} for k in range(PARAMS_PER_BATCH)
+                ],
+                "tags": [{"key": "epoch", "value": str(step)}, {"key": "phase", "value": "train"}],
+            },
+        )
 
     async def log_metric(c: Client) -> None:
-        await c.call("POST", "/api/2.0/mlflow/runs/log-metric", json={
-            "run_id": fx.run_for(c), "key": "loss", "value": 1.0 / c.seq,
-            "timestamp": _now_ms(), "step": c.seq,
-        })
+        await c.call(
+            "POST",
+            "/api/2.0/mlflow/runs/log-metric",
+            json={
+                "run_id": fx.run_for(c),
+                "key": "loss",
+                "value": 1.0 / c.seq,
+                "timestamp": _now_ms(),
+                "step": c.seq,
+            },
+        )
 
     payload = b"x" * ARTIFACT_BYTES
 
     async def artifact_round_trip(c: Client) -> None:
-        path = (f"/api/2.0/mlflow-artifacts/artifacts/{fx.training_experiment_id}/{fx.run_for(c)}"
-                f"/artifacts/bench/{c.token}-{c.index}-{c.seq}.bin")
+        path = (
+            f"/api/2.0/mlflow-artifacts/artifacts/{fx.training_experiment_id}/{fx.run_for(c)}"
+            f"/artifacts/bench/{c.token}-{c.index}-{c.seq}.bin"
+        )
         await c.call("PUT", path, data=payload)
         body = await c.call("GET", path)
         if len(body) != ARTIFACT_BYTES:
             raise ValueError(f"downloaded {len(body)} bytes, uploaded {ARTIFACT_BYTES}")
 
     async def search_runs(c: Client) -> None:
-        body = await c.call("POST", "/api/2.0/mlflow/runs/search", json={
-            "experiment_ids": [fx.search_experiment_id], "filter": SEARCH_FILTER,
-            "max_results": SEARCH_PAGE,
-        })
+        body = await c.call(
+            "POST",
+            "/api/2.0/mlflow/runs/search",
+            json={
+                "experiment_ids": [fx.search_experiment_id],
+                "filter": SEARCH_FILTER,
+                "max_results": SEARCH_PAGE,
+            },
+        )
         if body.count(b'"run_id"') < SEARCH_PAGE:
             raise ValueError("search returned fewer runs than a full page")
 
     async def model_by_alias(c: Client) -> None:
-        await c.call("GET", "/api/2.0/mlflow/registered-models/alias",
-                     params={"name": fx.model_name, "alias": fx.alias})
+        await c.call(
+            "GET", "/api/2.0/mlflow/registered-models/alias", params={"name": fx.model_name, "alias": fx.alias}
+        )
 
     return [
         Operation("log-batch", True, log_batch, METRICS_PER_BATCH, "metrics"),

@@ -22,16 +22,29 @@ from .target import Target
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlflow smoke")
-    group.addoption("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                    help="Tracking server URL [env MLFLOW_TRACKING_URI].")
-    group.addoption("--username", default=os.environ.get("MLFLOW_TRACKING_USERNAME"),
-                    help="Admin user [env MLFLOW_TRACKING_USERNAME].")
-    group.addoption("--password", default=os.environ.get("MLFLOW_TRACKING_PASSWORD"),
-                    help="Admin password [env MLFLOW_TRACKING_PASSWORD].")
-    group.addoption("--ca-bundle", default=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"),
-                    help="CA bundle for a TLS endpoint [env MLFLOW_TRACKING_SERVER_CERT_PATH].")
-    group.addoption("--keep-data", action="store_true",
-                    help="Leave what the suite created (for debugging) instead of deleting it.")
+    group.addoption(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="Tracking server URL [env MLFLOW_TRACKING_URI].",
+    )
+    group.addoption(
+        "--username",
+        default=os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        help="Admin user [env MLFLOW_TRACKING_USERNAME].",
+    )
+    group.addoption(
+        "--password",
+        default=os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+        help="Admin password [env MLFLOW_TRACKING_PASSWORD].",
+    )
+    group.addoption(
+        "--ca-bundle",
+        default=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"),
+        help="CA bundle for a TLS endpoint [env MLFLOW_TRACKING_SERVER_CERT_PATH].",
+    )
+    group.addoption(
+        "--keep-data", action="store_true", help="Leave what the suite created (for debugging) instead of deleting it."
+    )
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +52,17 @@ def target(pytestconfig: pytest.Config) -> Target:
     uri = pytestconfig.getoption("tracking_uri")
     username = pytestconfig.getoption("username")
     password = pytestconfig.getoption("password")
-    missing = [name for name, value in (("--tracking-uri", uri), ("--username", username),
-                                        ("--password", password)) if not value]
+    missing = [
+        name
+        for name, value in (("--tracking-uri", uri), ("--username", username), ("--password", password))
+        if not value
+    ]
     if missing:
-        pytest.exit(f"smoke suite needs {', '.join(missing)} (or the MLFLOW_TRACKING_* variables); "
-                    'locally: eval "$(mlflow-platform local env)"', returncode=4)
+        pytest.exit(
+            f"smoke suite needs {', '.join(missing)} (or the MLFLOW_TRACKING_* variables); "
+            'locally: eval "$(mlflow-platform local env)"',
+            returncode=4,
+        )
     ca_bundle = pytestconfig.getoption("ca_bundle")
     # The stock client reads these; the suite drives MLflow exactly as an ML team would.
     os.environ["MLFLOW_TRACKING_URI"] = uri

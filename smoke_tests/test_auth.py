@@ -13,8 +13,9 @@ def user(target: Target, pytestconfig):
     admin = target.http()
     username = f"smoke-user-{target.session_id}"
     password = secrets.token_urlsafe(18)
-    response = admin.post(target.url("/api/2.0/mlflow/users/create"),
-                          json={"username": username, "password": password}, timeout=10)
+    response = admin.post(
+        target.url("/api/2.0/mlflow/users/create"), json={"username": username, "password": password}, timeout=10
+    )
     assert response.status_code == 200, response.text
     yield username, password
     admin.delete(target.url("/api/2.0/mlflow/users/delete"), json={"username": username}, timeout=10)
@@ -23,8 +24,7 @@ def user(target: Target, pytestconfig):
 def _create_run(target: Target, auth, experiment_id: str) -> requests.Response:
     session = target.http(auth=False)
     session.auth = auth
-    return session.post(target.url("/api/2.0/mlflow/runs/create"),
-                        json={"experiment_id": experiment_id}, timeout=10)
+    return session.post(target.url("/api/2.0/mlflow/runs/create"), json={"experiment_id": experiment_id}, timeout=10)
 
 
 def test_user_needs_edit_grant_to_write(target: Target, experiment_id: str, user) -> None:
@@ -33,8 +33,7 @@ def test_user_needs_edit_grant_to_write(target: Target, experiment_id: str, user
 
     granted = target.http().post(
         target.url("/api/3.0/mlflow/users/permissions/grant"),
-        json={"username": user[0], "resource_type": "experiment", "resource_id": experiment_id,
-              "permission": "EDIT"},
+        json={"username": user[0], "resource_type": "experiment", "resource_id": experiment_id, "permission": "EDIT"},
         timeout=10,
     )
     assert granted.status_code == 200, granted.text

@@ -24,7 +24,9 @@ def _log_and_register(client: MlflowClient, experiment_id: str, name: str, n: fl
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_metric("val_ndcg_at_10", 0.8 + n / 100)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=AddN(n), pip_requirements=[f"mlflow=={mlflow.__version__}"],
+            name="model",
+            python_model=AddN(n),
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
             input_example=pd.DataFrame({"x": [1.0]}),
         )
     # MLflow 3 keeps the model as a LoggedModel (models:/m-...), not under the run's artifacts.

@@ -25,6 +25,5 @@ def test_api_accepts_the_given_credentials(target: Target) -> None:
 def test_wrong_password_is_refused(target: Target) -> None:
     session = target.http(auth=False)
     session.auth = (target.username, target.password + "-wrong")
-    response = session.get(target.url("/api/2.0/mlflow/experiments/search"),
-                           params={"max_results": 1}, timeout=10)
+    response = session.get(target.url("/api/2.0/mlflow/experiments/search"), params={"max_results": 1}, timeout=10)
     assert response.status_code == 401

@@ -20,8 +20,12 @@ def test_run_with_required_tags_params_and_metric_history(
     target: Target, client: MlflowClient, experiment_id: str
 ) -> None:
     tags = {
-        "team": "platform", "owner": "smoke@example.com", "git.commit": "0" * 40,
-        "data.version": "v2026.11.24", "environment": "smoke", "purpose": "smoke-test",
+        "team": "platform",
+        "owner": "smoke@example.com",
+        "git.commit": "0" * 40,
+        "data.version": "v2026.11.24",
+        "environment": "smoke",
+        "purpose": "smoke-test",
         "smoke.session": target.session_id,
     }
     run = client.create_run(experiment_id, run_name=f"smoke-{target.session_id}", tags=tags)
@@ -46,9 +50,7 @@ def test_run_with_required_tags_params_and_metric_history(
     assert stored.data.metrics["val_ndcg_at_10"] == 0.5 + (steps - 1) / 200
     assert stored.info.status == "FINISHED"
 
-    found = client.search_runs(
-        [experiment_id], filter_string=f"tags.`smoke.session` = '{target.session_id}'"
-    )
+    found = client.search_runs([experiment_id], filter_string=f"tags.`smoke.session` = '{target.session_id}'")
     assert [r.info.run_id for r in found] == [run_id]
 
 

@@ -3,8 +3,6 @@ control-plane API (moto) for DynamoDB and RDS, and the paths tests read."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mlflow_platform.local.platform import LocalPlatform, Ports
@@ -57,7 +55,10 @@ def aws_api_endpoint():
 
 @pytest.fixture
 def aws_api(aws_api_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     return aws_api_endpoint

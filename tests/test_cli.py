@@ -38,7 +38,9 @@ def test_local_status_reports_each_component(platform) -> None:
 
 
 def test_local_env_before_any_up_says_what_to_do(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["local", "env", "--state-dir", str(tmp_path / "none"), "--stack-file", str(LOCAL_STACK)])
+    result = runner.invoke(
+        app, ["local", "env", "--state-dir", str(tmp_path / "none"), "--stack-file", str(LOCAL_STACK)]
+    )
     assert result.exit_code == 1
     assert "mlflow-platform local up" in result.output
 
@@ -75,8 +77,18 @@ def test_up_with_a_bad_stack_file_fails_before_starting_anything(tmp_path: Path)
 def test_plan_prod_lists_every_component_and_masks_secrets() -> None:
     result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for component in ("Network", "Cluster", "ArtifactStore", "Database", "ServerRole", "ServerImage",
-                      "LoadBalancer", "TrackingServer", "Monitoring", "GithubCiRoles"):
+    for component in (
+        "Network",
+        "Cluster",
+        "ArtifactStore",
+        "Database",
+        "ServerRole",
+        "ServerImage",
+        "LoadBalancer",
+        "TrackingServer",
+        "Monitoring",
+        "GithubCiRoles",
+    ):
         assert component in result.output
     assert "password=[secret]" in result.output
     assert "trackingUrl" in result.output and "https://mlflow.example.com" in result.output

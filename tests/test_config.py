@@ -10,6 +10,7 @@ import yaml
 from mlflow_platform.config import ConfigError, StackConfig, from_config_values, load_stack_file
 
 from .paths import ROOT
+
 STACK_FILES = sorted((ROOT / "stacks").glob("*.yaml"))
 
 
@@ -52,8 +53,9 @@ def test_prod_is_sized_above_dev() -> None:
 
 
 def test_connection_budget_over_max_connections_names_the_key(tmp_path: Path) -> None:
-    path = write_stack(tmp_path, base_values(database={"instanceClass": "db.t4g.small", "poolSize": 20,
-                                                       "maxOverflow": 40}))
+    path = write_stack(
+        tmp_path, base_values(database={"instanceClass": "db.t4g.small", "poolSize": 20, "maxOverflow": 40})
+    )
     with pytest.raises(ConfigError) as info:
         load_stack_file(path)
     message = str(info.value)
@@ -64,8 +66,10 @@ def test_connection_budget_over_max_connections_names_the_key(tmp_path: Path) ->
 
 def test_budget_counts_replica_ceiling_and_the_server_parent_process() -> None:
     config = from_config_values(
-        base_values(server={"replicas": 2, "maxReplicas": 3, "workers": 4},
-                    database={"instanceClass": "db.r6g.large", "poolSize": 5, "maxOverflow": 5}),
+        base_values(
+            server={"replicas": 2, "maxReplicas": 3, "workers": 4},
+            database={"instanceClass": "db.r6g.large", "poolSize": 5, "maxOverflow": 5},
+        ),
         source="test",
     )
     # 3 replicas x (4 workers + 1 parent) x 4 engines (tracking, registry, jobs, auth) x 10
@@ -165,6 +169,7 @@ def test_a_runbook_schedule_kubernetes_would_reject_is_refused_by_key(schedule: 
 
 
 def test_runbook_schedules_accept_macros_and_names() -> None:
-    config = from_config_values(base_values(runbooks={"reapSchedule": "@hourly", "gcSchedule": "0 5 * * SUN"}),
-                                source="test")
+    config = from_config_values(
+        base_values(runbooks={"reapSchedule": "@hourly", "gcSchedule": "0 5 * * SUN"}), source="test"
+    )
     assert (config.runbooks.reap_schedule, config.runbooks.gc_schedule) == ("@hourly", "0 5 * * SUN")

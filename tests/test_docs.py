@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mlflow_platform.docs import config_reference_markdown
 
 from .paths import ROOT
@@ -24,7 +22,11 @@ def test_readme_commands_are_make_targets() -> None:
 
 def test_nothing_reaches_into_the_checkout_through_sys_path() -> None:
     """The Pulumi program and the policy rules are in the package; entry points import them normally."""
-    offenders = [f"{path.relative_to(ROOT)}:{number}"
-                 for folder in ("src", "infra", "policies") for path in (ROOT / folder).rglob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if "sys.path" in line]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("src", "infra", "policies")
+        for path in (ROOT / folder).rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "sys.path" in line
+    ]
     assert offenders == []

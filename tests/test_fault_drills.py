@@ -40,8 +40,13 @@ def processes_under(state_dir: Path) -> list[psutil.Process]:
 
 @pytest.fixture
 def drill_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_TRACKING_URI",
-                "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+    for key in (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -54,7 +59,8 @@ def test_postgres_sigkill_loses_no_acknowledged_metric(platform: LocalPlatform, 
 
 
 def test_s3_sigkill_mid_upload_shows_no_partial_object_and_keeps_earlier_ones(
-        platform: LocalPlatform, drill_env, tmp_path: Path) -> None:
+    platform: LocalPlatform, drill_env, tmp_path: Path
+) -> None:
     result = fault_drills.s3_killed_during_upload(platform, tmp_path)
     assert result.facts["error"] is not None, "the 50 MB upload finished before the kill"
     assert result.facts["listed"] == ["before.bin"]
@@ -72,8 +78,9 @@ def test_repeated_20mb_uploads_survive_down_and_up(platform: LocalPlatform, dril
 
 
 def test_100mb_artifact_survives_kill_9_of_every_process(platform: LocalPlatform, drill_env, tmp_path: Path) -> None:
-    result = fault_drills.uploads_survive(platform, tmp_path, fault_drills.kill_everything, "kill -9",
-                                          count=1, megabytes=100)
+    result = fault_drills.uploads_survive(
+        platform, tmp_path, fault_drills.kill_everything, "kill -9", count=1, megabytes=100
+    )
     assert result.facts["identical"] == 1
     assert all(row.healthy for row in platform.status())
 
@@ -88,8 +95,9 @@ def _readable(proc: psutil.Process) -> bool:
 
 def _s3(platform: LocalPlatform, **credentials):
     config = botocore.config.Config(retries={"max_attempts": 1}, **credentials.pop("config", {}))
-    return boto3.client("s3", endpoint_url=platform.object_store().endpoint_url, region_name="us-east-1",
-                        config=config, **credentials)
+    return boto3.client(
+        "s3", endpoint_url=platform.object_store().endpoint_url, region_name="us-east-1", config=config, **credentials
+    )
 
 
 def test_the_object_store_refuses_a_wrong_key_and_no_key(platform: LocalPlatform) -> None:
@@ -102,8 +110,11 @@ def test_the_object_store_refuses_a_wrong_key_and_no_key(platform: LocalPlatform
     for client in strangers:
         with pytest.raises(botocore.exceptions.ClientError) as refused:
             client.list_objects_v2(Bucket=platform.bucket)
-        assert refused.value.response["Error"]["Code"] in {"AccessDenied", "SignatureDoesNotMatch",
-                                                           "InvalidAccessKeyId"}
+        assert refused.value.response["Error"]["Code"] in {
+            "AccessDenied",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+        }
         with pytest.raises(botocore.exceptions.ClientError):
             client.put_object(Bucket=platform.bucket, Key="tampered", Body=b"x")
     owner = platform.s3_client()
@@ -160,8 +171,9 @@ def test_status_reports_a_dead_postgres_and_up_heals_it(platform: LocalPlatform)
 
 def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     program = Path(sys.executable).parent / "mlflow-platform"
-    return subprocess.run([str(program), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(program), *args], capture_output=True, text=True, cwd=cwd, timeout=300, env={**os.environ, **(env or {})}
+    )
 
 
 def test_cli_works_from_any_folder(platform: LocalPlatform, tmp_path: Path) -> None:
@@ -178,11 +190,27 @@ def test_cli_works_from_any_folder(platform: LocalPlatform, tmp_path: Path) -> N
 def test_two_concurrent_ups_leave_one_process_group_per_component(tmp_path: Path) -> None:
     state = tmp_path / "state"
     ports = Ports.free()
-    args = ["local", "up", "--state-dir", str(state), "--port", str(ports.tracking), "--postgres-port",
-            str(ports.postgres), "--s3-port", str(ports.s3), "--s3-internal-port", str(ports.s3_internal)]
+    args = [
+        "local",
+        "up",
+        "--state-dir",
+        str(state),
+        "--port",
+        str(ports.tracking),
+        "--postgres-port",
+        str(ports.postgres),
+        "--s3-port",
+        str(ports.s3),
+        "--s3-internal-port",
+        str(ports.s3_internal),
+    ]
     program = Path(sys.executable).parent / "mlflow-platform"
-    both = [subprocess.Popen([str(program), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, cwd=tmp_path) for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            [str(program), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+        )
+        for _ in range(2)
+    ]
     outputs = [proc.communicate(timeout=300)[0] for proc in both]
     platform = LocalPlatform(state, LOCAL_STACK)
     try:
@@ -227,8 +255,9 @@ def test_a_truncated_secrets_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_a_short_admin_password_is_refused(tmp_path: Path) -> None:
     platform = _state_with_data(tmp_path)
-    (platform.state_dir / "secrets.json").write_text(json.dumps(
-        {"postgres_superuser_password": "x" * 20, "admin_password": "short"}))
+    (platform.state_dir / "secrets.json").write_text(
+        json.dumps({"postgres_superuser_password": "x" * 20, "admin_password": "short"})
+    )
     result = _cli("local", "up", "--state-dir", str(platform.state_dir), cwd=tmp_path)
     assert result.returncode == 1 and "admin_password has 5 characters" in result.stderr
 
@@ -246,8 +275,12 @@ def test_an_edited_admin_password_is_applied(platform: LocalPlatform) -> None:
     try:
         platform.up(log=lambda _: None)
         url = f"{platform.tracking_uri()}/api/2.0/mlflow/experiments/search"
-        assert requests.get(url, params={"max_results": 1}, auth=("admin", "a-new-admin-password-42"),
-                            timeout=10).status_code == 200
+        assert (
+            requests.get(
+                url, params={"max_results": 1}, auth=("admin", "a-new-admin-password-42"), timeout=10
+            ).status_code
+            == 200
+        )
         stored = platform._stored_password_hash(platform.state.ports, "admin")
         assert not check_password_hash(stored, old)
     finally:

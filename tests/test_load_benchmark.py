@@ -16,8 +16,17 @@ from aiohttp import web
 
 from benchmarks.loadgen import UNFINISHED, Operation, percentile, run_level
 from benchmarks.tracking_load import (
-    Admin, LocalBench, check_targets, create_client_user, ensure_model, fresh_training_runs_sql,
-    TEAMS, TUNING, candidate_config, parse_overrides, seed_search_runs_sql,
+    TEAMS,
+    TUNING,
+    Admin,
+    LocalBench,
+    candidate_config,
+    check_targets,
+    create_client_user,
+    ensure_model,
+    fresh_training_runs_sql,
+    parse_overrides,
+    seed_search_runs_sql,
 )
 from benchmarks.tracking_ops import SEARCH_PAGE, Fixture, operations
 from mlflow_platform.local.platform import LocalPlatform
@@ -35,6 +44,7 @@ def test_percentile_is_nearest_rank() -> None:
 def drive_against(handler, *, clients: int, duration_s: float, **kwargs):
     """Run one level against a throwaway aiohttp server answering GET / with ``handler``;
     returns the result and the seconds the level took."""
+
     async def scenario():
         app = web.Application()
         app.router.add_get("/", handler)
@@ -45,14 +55,23 @@ def drive_against(handler, *, clients: int, duration_s: float, **kwargs):
         port = sock.getsockname()[1]
         await web.SockSite(runner, sock).start()
         try:
+
             async def call(client):
                 await client.call("GET", "/")
+
             started = time.monotonic()
-            result = await run_level(Operation("get", False, call), clients, duration_s,
-                                     base_url=f"http://127.0.0.1:{port}", auth=None, **kwargs)
+            result = await run_level(
+                Operation("get", False, call),
+                clients,
+                duration_s,
+                base_url=f"http://127.0.0.1:{port}",
+                auth=None,
+                **kwargs,
+            )
             return result, time.monotonic() - started
         finally:
             await runner.cleanup()
+
     return asyncio.run(scenario())
 
 
@@ -86,15 +105,18 @@ def test_calls_unanswered_after_the_tail_are_counted_as_unfinished() -> None:
 def test_driver_reports_refused_connections() -> None:
     async def call(client):
         await client.call("GET", "/")
-    result = asyncio.run(run_level(Operation("x", False, call), 2, 0.2,
-                                   base_url="http://127.0.0.1:9", auth=None))
+
+    result = asyncio.run(run_level(Operation("x", False, call), 2, 0.2, base_url="http://127.0.0.1:9", auth=None))
     assert result.ok == 0 and result.error_count > 0
     assert set(result.errors) <= {"ClientConnectorError", "ClientOSError", "ConnectionRefusedError"}
 
 
 def test_overrides_are_typed_stack_keys() -> None:
     assert parse_overrides(["workers=2", "workerClass=sync", "authCacheTtlSeconds=0"]) == {
-        "workers": 2, "workerClass": "sync", "authCacheTtlSeconds": 0}
+        "workers": 2,
+        "workerClass": "sync",
+        "authCacheTtlSeconds": 0,
+    }
     with pytest.raises(SystemExit, match="key=value"):
         parse_overrides(["workers"])
 
@@ -106,7 +128,11 @@ def test_bench_stack_renders_the_server_defaults(tmp_path) -> None:
     server = bench.config.server
     defaults = ServerConfig()
     assert (server.workers, server.worker_class, server.threads, server.auth_cache_ttl_seconds) == (
-        defaults.workers, defaults.worker_class, defaults.threads, defaults.auth_cache_ttl_seconds)
+        defaults.workers,
+        defaults.worker_class,
+        defaults.threads,
+        defaults.auth_cache_ttl_seconds,
+    )
     argv = bench.uvicorn(5999).argv
     assert "--gunicorn-opts" not in argv and "--uvicorn-opts" in argv
     guide = bench.guide(5998)
@@ -135,10 +161,13 @@ def test_targets_compare_like_with_like() -> None:
 
     def r(op, clients, ok, lat, errors=0):
         from collections import Counter
+
         return LevelResult(op, clients, ok, 1.0, [lat] * max(ok, 1), Counter({"HTTP 500": errors}))
 
-    results = {"rendered": [r("log-metric", 32, 150, 200), r("log-metric", 64, 150, 400, errors=1)],
-               "stock": [r("log-metric", 32, 140, 100)]}
+    results = {
+        "rendered": [r("log-metric", 32, 150, 200), r("log-metric", 64, 150, 400, errors=1)],
+        "stock": [r("log-metric", 32, 140, 100)],
+    }
     checks = {c["target"]: c["met"] for c in check_targets(results)}
     assert checks["log-metric @32: rendered throughput >= stock"] is True
     assert checks["log-metric @32: p95 < 500 ms"] is True
@@ -160,8 +189,9 @@ def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatfor
     fixture = Fixture(training, runs, search, f"bench-model-{suffix}")
 
     async def each():
-        return [await run_level(op, 2, 0.3, base_url=env["MLFLOW_TRACKING_URI"],
-                                auth=user) for op in operations(fixture)]
+        return [
+            await run_level(op, 2, 0.3, base_url=env["MLFLOW_TRACKING_URI"], auth=user) for op in operations(fixture)
+        ]
 
     for result in asyncio.run(each()):
         assert result.error_count == 0, (result.operation, dict(result.errors))
@@ -171,6 +201,7 @@ def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatfor
     run = admin.call("GET", "/api/2.0/mlflow/runs/get", params={"run_id": runs[0]})["run"]["data"]
     assert {m["key"] for m in run["metrics"]} >= {"loss", "train/metric_0"}
     assert any(p["key"].startswith("hp_") for p in run["params"])
-    listed = admin.call("GET", "/api/2.0/mlflow-artifacts/artifacts",
-                        params={"path": f"{training}/{runs[0]}/artifacts/bench"})
+    listed = admin.call(
+        "GET", "/api/2.0/mlflow-artifacts/artifacts", params={"path": f"{training}/{runs[0]}/artifacts/bench"}
+    )
     assert listed.get("files"), "the artifact round trip left no file behind"

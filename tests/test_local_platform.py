@@ -14,9 +14,7 @@ import pytest
 import requests
 
 from mlflow_platform.local.platform import LocalPlatform, Ports
-from mlflow_platform.local.processes import PlatformError, alive, spawn
-
-from mlflow_platform.local.processes import free_port
+from mlflow_platform.local.processes import PlatformError, alive, free_port, spawn
 
 from .paths import LOCAL_STACK
 
@@ -97,16 +95,20 @@ def test_a_component_failing_to_start_stops_what_up_started(tmp_path: Path, monk
 
     def bad_spec(ports=None):
         spec = original(ports)
-        return type(spec)(argv=(*spec.argv, "--no-such-option"), env=spec.env, auth_ini=spec.auth_ini,
-                          auth_config_path=spec.auth_config_path, port=spec.port)
+        return type(spec)(
+            argv=(*spec.argv, "--no-such-option"),
+            env=spec.env,
+            auth_ini=spec.auth_ini,
+            auth_config_path=spec.auth_config_path,
+            port=spec.port,
+        )
 
     monkeypatch.setattr(broken, "server_spec", bad_spec)
     try:
         with pytest.raises(PlatformError, match="tracking server exited during startup"):
             broken.up(Ports.free(), log=lambda _: None)
         assert processes_under(state_dir) == []
-        assert {row.name: row.healthy for row in broken.status()} == {
-            "postgres": False, "s3": False, "tracking": False}
+        assert {row.name: row.healthy for row in broken.status()} == {"postgres": False, "s3": False, "tracking": False}
     finally:
         broken.down(purge=True, log=lambda _: None)
 

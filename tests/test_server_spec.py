@@ -17,6 +17,7 @@ from mlflow_platform.server_spec import (
 )
 
 from .paths import ROOT
+
 SECRET = "a-very-secret-admin-password"
 ENDPOINTS = Endpoints(db_host="mlflow.cluster-abc.eu-west-1.rds.amazonaws.com", bucket="acme-mlflow-prod")
 
@@ -58,8 +59,9 @@ def test_no_secret_value_is_rendered(prod) -> None:
 
 def test_database_url_uses_psycopg3_and_tls_against_rds(prod) -> None:
     uri = option(render_server(prod, ENDPOINTS).argv, "--backend-store-uri")
-    assert uri == ("postgresql+psycopg://mlflow@mlflow.cluster-abc.eu-west-1.rds.amazonaws.com:5432/"
-                   "mlflow?sslmode=require")
+    assert uri == (
+        "postgresql+psycopg://mlflow@mlflow.cluster-abc.eu-west-1.rds.amazonaws.com:5432/mlflow?sslmode=require"
+    )
 
 
 def test_gunicorn_is_the_server_with_tuned_options(prod) -> None:
@@ -96,7 +98,9 @@ def test_auth_ini_is_read_by_mlflow_itself(prod, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", SECRET)
     auth = read_auth_config()
-    assert auth.database_uri.startswith("postgresql+psycopg://mlflow@") and auth.database_uri.split("/")[-1].startswith("mlflow_auth")
+    assert auth.database_uri.startswith("postgresql+psycopg://mlflow@") and auth.database_uri.split("/")[-1].startswith(
+        "mlflow_auth"
+    )
     assert auth.auth_cache_ttl_seconds == 60
     assert auth.default_permission == "READ"
     assert auth.admin_password == SECRET
@@ -107,8 +111,11 @@ def test_auth_ini_is_read_by_mlflow_itself(prod, tmp_path: Path, monkeypatch: py
 
 def test_job_execution_runs_on_the_primary_replica_only() -> None:
     config = from_config_values(
-        {"mlflow-platform:environment": "dev", "mlflow-platform:artifacts": {"prefix": "dev"},
-         "mlflow-platform:server": {"jobExecution": True}},
+        {
+            "mlflow-platform:environment": "dev",
+            "mlflow-platform:artifacts": {"prefix": "dev"},
+            "mlflow-platform:server": {"jobExecution": True},
+        },
         source="test",
     )
     primary = {e.name: e.value for e in render_server(config, ENDPOINTS, primary=True).env}
@@ -132,7 +139,7 @@ def test_the_running_local_server_executes_exactly_the_rendered_command(platform
     spec = platform.server_spec()
     process = psutil.Process(platform.state.pids["tracking"])
     cmdline = process.cmdline()
-    assert tuple(cmdline[-len(spec.argv) + 1:]) == spec.argv[1:]
+    assert tuple(cmdline[-len(spec.argv) + 1 :]) == spec.argv[1:]
     assert Path(cmdline[1]).name == spec.argv[0] == "mlflow"
     environ = process.environ()
     for var in spec.env:

@@ -14,9 +14,23 @@ def test_smoke_suite_passes_against_the_local_platform(platform, tmp_path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env.update(platform.client_env())
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "smoke_tests", "-q", "-p", "no:cacheprovider", "-rs",
-         "--basetemp", str(tmp_path / "smoke")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "smoke_tests",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "--basetemp",
+            str(tmp_path / "smoke"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
@@ -28,7 +42,11 @@ def test_smoke_suite_refuses_to_run_without_a_target() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "smoke_tests", "-q", "-p", "no:cacheprovider"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 4
     assert "--tracking-uri" in result.stdout + result.stderr

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from .paths import ROOT
+
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = Path(sys.executable).parent / "actionlint"  # from the actionlint wheel
 
@@ -28,18 +29,25 @@ def stack_files(root: Path = ROOT) -> set[str]:
 def workflow_stack_problems(stacks: set[str]) -> list[str]:
     """Where each workflow lists stacks, it must list exactly the stack files."""
     places = {
-        "pull-request.yml jobs.offline-plan.strategy.matrix.stack":
-            set(load("pull-request.yml")["jobs"]["offline-plan"]["strategy"]["matrix"]["stack"]),
-        "pull-request.yml jobs.preview.strategy.matrix.stack":
-            set(load("pull-request.yml")["jobs"]["preview"]["strategy"]["matrix"]["stack"]),
-        "drift.yml jobs.drift.strategy.matrix.stack": set(load("drift.yml")["jobs"]["drift"]["strategy"]["matrix"]["stack"]),
+        "pull-request.yml jobs.offline-plan.strategy.matrix.stack": set(
+            load("pull-request.yml")["jobs"]["offline-plan"]["strategy"]["matrix"]["stack"]
+        ),
+        "pull-request.yml jobs.preview.strategy.matrix.stack": set(
+            load("pull-request.yml")["jobs"]["preview"]["strategy"]["matrix"]["stack"]
+        ),
+        "drift.yml jobs.drift.strategy.matrix.stack": set(
+            load("drift.yml")["jobs"]["drift"]["strategy"]["matrix"]["stack"]
+        ),
         "deploy.yml jobs.*.with.stack": {job["with"]["stack"] for job in load("deploy.yml")["jobs"].values()},
     }
     problems = []
     for place, listed in places.items():
         for stack in sorted(stacks - listed):
-            hint = (f"a `{stack}` job calling deploy-stack.yml with `stack: {stack}` (and `needs:` on the one before it)"
-                    if place.startswith("deploy.yml") else f"`{stack}` to that list")
+            hint = (
+                f"a `{stack}` job calling deploy-stack.yml with `stack: {stack}` (and `needs:` on the one before it)"
+                if place.startswith("deploy.yml")
+                else f"`{stack}` to that list"
+            )
             problems.append(f"stacks/Pulumi.{stack}.yaml is not in {place}: add {hint}")
         for stack in sorted(listed - stacks):
             problems.append(f"{place} lists `{stack}` but stacks/Pulumi.{stack}.yaml does not exist: remove it")
@@ -55,8 +63,10 @@ def test_actionlint_passes_on_every_workflow() -> None:
 
 def test_actionlint_does_catch_a_broken_workflow(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
-                      "      - run: echo ${{ github.event.no_such.thing }}\n        uses: actions/checkout@v4.2.2\n")
+    broken.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: echo ${{ github.event.no_such.thing }}\n        uses: actions/checkout@v4.2.2\n"
+    )
     assert subprocess.run([str(ACTIONLINT), str(broken)], capture_output=True).returncode != 0
 
 
@@ -66,7 +76,10 @@ def test_workflow_stacks_equal_the_stack_files() -> None:
 
 def test_a_new_stack_file_without_workflow_entries_is_named_with_what_to_add() -> None:
     problems = workflow_stack_problems(stack_files() | {"qa"})
-    assert "stacks/Pulumi.qa.yaml is not in pull-request.yml jobs.offline-plan.strategy.matrix.stack: add `qa` to that list" in problems
+    assert (
+        "stacks/Pulumi.qa.yaml is not in pull-request.yml jobs.offline-plan.strategy.matrix.stack: add `qa` to that list"
+        in problems
+    )
     assert any("deploy.yml" in p and "calling deploy-stack.yml with `stack: qa`" in p for p in problems)
     assert len(problems) == 4
 
@@ -81,8 +94,10 @@ def test_deploys_run_in_order_with_prod_last() -> None:
     assert smoke["needs"] == "up" and any("pytest smoke_tests" in s.get("run", "") for s in smoke["steps"])
     suite = next(s for s in smoke["steps"] if "pytest smoke_tests" in s.get("run", ""))
     # Without these the suite would skip its bucket-layout check or aim at nothing.
-    assert suite["env"] == {"MLFLOW_TRACKING_URI": "${{ needs.up.outputs.tracking-url }}",
-                            "MLFLOW_PLATFORM_ARTIFACT_ROOT": "${{ needs.up.outputs.artifact-root }}"}
+    assert suite["env"] == {
+        "MLFLOW_TRACKING_URI": "${{ needs.up.outputs.tracking-url }}",
+        "MLFLOW_PLATFORM_ARTIFACT_ROOT": "${{ needs.up.outputs.artifact-root }}",
+    }
     assert set(up["outputs"]) == {"tracking-url", "admin-secret-arn", "artifact-root"}
 
 
@@ -95,7 +110,9 @@ def test_actions_are_pinned_and_permissions_are_least_privilege(name: str) -> No
         for step in job.get("steps", []):
             uses = step.get("uses")
             if uses and not uses.startswith("./"):
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+\.\d+\.\d+", uses), f"{job_name}: pin {uses} to a full version"
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+\.\d+\.\d+", uses), (
+                    f"{job_name}: pin {uses} to a full version"
+                )
         if "id-token" in job.get("permissions", {}):
             assert job["permissions"]["id-token"] == "write" and "contents" in job["permissions"]
 

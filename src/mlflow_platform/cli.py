@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,7 +19,8 @@ from .server_spec import Endpoints, render_server
 
 app = typer.Typer(
     help="Production MLflow on AWS with Pulumi: the local platform, config checks and runbooks.",
-    no_args_is_help=True, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 local_app = typer.Typer(
     help="Run the platform on this machine: embedded PostgreSQL, a local S3 API, the tracking server.",
@@ -37,15 +38,21 @@ out = Console()
 err = Console(stderr=True)
 
 StateDirOpt = Annotated[
-    Optional[Path],
-    typer.Option("--state-dir", envvar="MLFLOW_PLATFORM_STATE_DIR",
-                 help="Where data, logs and secrets live [default: $MLFLOW_PLATFORM_STATE_DIR, else "
-                      "<checkout>/.mlflow-platform, else ~/.local/state/mlflow-platform]."),
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="MLFLOW_PLATFORM_STATE_DIR",
+        help="Where data, logs and secrets live [default: $MLFLOW_PLATFORM_STATE_DIR, else "
+        "<checkout>/.mlflow-platform, else ~/.local/state/mlflow-platform].",
+    ),
 ]
 StackFileOpt = Annotated[
-    Optional[Path],
-    typer.Option("--stack-file", help="Local environment config [default: the one the state dir was started "
-                                      "with, else the packaged local stack]."),
+    Path | None,
+    typer.Option(
+        "--stack-file",
+        help="Local environment config [default: the one the state dir was started "
+        "with, else the packaged local stack].",
+    ),
 ]
 
 
@@ -54,7 +61,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _platform(state_dir: Optional[Path], stack_file: Optional[Path]) -> LocalPlatform:
+def _platform(state_dir: Path | None, stack_file: Path | None) -> LocalPlatform:
     try:
         return open_platform(state_dir, stack_file)
     except (ConfigError, PlatformError) as exc:
@@ -63,11 +70,19 @@ def _platform(state_dir: Optional[Path], stack_file: Optional[Path]) -> LocalPla
 
 @local_app.command("up")
 def local_up(
-    port: Annotated[Optional[int], typer.Option(help=f"Tracking server port [default: {DEFAULT_PORTS['tracking']}].")] = None,
-    postgres_port: Annotated[Optional[int], typer.Option(help=f"PostgreSQL port [default: {DEFAULT_PORTS['postgres']}].")] = None,
-    s3_port: Annotated[Optional[int], typer.Option(help=f"Local S3 API port [default: {DEFAULT_PORTS['s3']}].")] = None,
-    s3_internal_port: Annotated[Optional[int], typer.Option(
-        help=f"First of 7 consecutive ports SeaweedFS uses internally [default: {DEFAULT_PORTS['s3_internal']}].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help=f"Tracking server port [default: {DEFAULT_PORTS['tracking']}].")
+    ] = None,
+    postgres_port: Annotated[
+        int | None, typer.Option(help=f"PostgreSQL port [default: {DEFAULT_PORTS['postgres']}].")
+    ] = None,
+    s3_port: Annotated[int | None, typer.Option(help=f"Local S3 API port [default: {DEFAULT_PORTS['s3']}].")] = None,
+    s3_internal_port: Annotated[
+        int | None,
+        typer.Option(
+            help=f"First of 7 consecutive ports SeaweedFS uses internally [default: {DEFAULT_PORTS['s3_internal']}]."
+        ),
+    ] = None,
     state_dir: StateDirOpt = None,
     stack_file: StackFileOpt = None,
 ) -> None:
@@ -80,8 +95,12 @@ def local_up(
     try:
         if any(p is not None for p in (port, postgres_port, s3_port, s3_internal_port)):
             current = platform.state.ports
-            ports = Ports(tracking=port or current.tracking, postgres=postgres_port or current.postgres,
-                          s3=s3_port or current.s3, s3_internal=s3_internal_port or current.s3_internal)
+            ports = Ports(
+                tracking=port or current.tracking,
+                postgres=postgres_port or current.postgres,
+                s3=s3_port or current.s3,
+                s3_internal=s3_internal_port or current.s3_internal,
+            )
         elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False))
         env = platform.client_env()
     except (ConfigError, PlatformError) as exc:
@@ -89,7 +108,7 @@ def local_up(
     out.print(f"\n[bold green]MLflow is up[/] in {elapsed:.1f}s: {env['MLFLOW_TRACKING_URI']}")
     out.print(f"  username: {env['MLFLOW_TRACKING_USERNAME']}")
     out.print(f"  password: {env['MLFLOW_TRACKING_PASSWORD']}", highlight=False)
-    out.print(f"  use it:   eval \"$({_env_command(platform)})\"", highlight=False, soft_wrap=True)
+    out.print(f'  use it:   eval "$({_env_command(platform)})"', highlight=False, soft_wrap=True)
 
 
 def _env_command(platform: LocalPlatform) -> str:
@@ -99,8 +118,11 @@ def _env_command(platform: LocalPlatform) -> str:
     import sys
 
     program = Path(sys.argv[0])
-    program = program.resolve() if program.name == "mlflow-platform" and program.exists() else Path(
-        shutil.which("mlflow-platform") or Path(sys.executable).parent / "mlflow-platform")
+    program = (
+        program.resolve()
+        if program.name == "mlflow-platform" and program.exists()
+        else Path(shutil.which("mlflow-platform") or Path(sys.executable).parent / "mlflow-platform")
+    )
     words = [str(program), "local", "env"]
     if platform.state_dir != default_state_dir().expanduser().resolve():
         words += ["--state-dir", str(platform.state_dir)]
@@ -129,16 +151,19 @@ def local_status(state_dir: StateDirOpt = None, stack_file: StackFileOpt = None)
     """Show each component's pid, port and health; exit 1 if any is unhealthy."""
     platform = _platform(state_dir, stack_file)
     if not platform.started_before:
-        raise _fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
-                    + ("" if state_dir else " (or pass --state-dir)"))
+        raise _fail(
+            f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
+            + ("" if state_dir else " (or pass --state-dir)")
+        )
     table = Table("component", "pid", "port", "healthy", "detail")
     try:
         rows = platform.status()
     except PlatformError as exc:
         raise _fail(str(exc)) from None
     for row in rows:
-        table.add_row(row.name, str(row.pid or "-"), str(row.port),
-                      "[green]yes[/]" if row.healthy else "[red]no[/]", row.detail)
+        table.add_row(
+            row.name, str(row.pid or "-"), str(row.port), "[green]yes[/]" if row.healthy else "[red]no[/]", row.detail
+        )
     out.print(table)
     if not all(row.healthy for row in rows):
         raise typer.Exit(code=1)
@@ -152,16 +177,17 @@ def local_env(state_dir: StateDirOpt = None, stack_file: StackFileOpt = None) ->
     """
     platform = _platform(state_dir, stack_file)
     if not platform.started_before:
-        raise _fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
-                    + ("" if state_dir else ", or pass --state-dir"))
+        raise _fail(
+            f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
+            + ("" if state_dir else ", or pass --state-dir")
+        )
     try:
         lines = platform.export_lines()
         running = platform.state.pids.get("tracking")
     except PlatformError as exc:
         raise _fail(str(exc)) from None
     if not running:
-        err.print("warning: the platform is stopped; run `mlflow-platform local up` before using it",
-                  highlight=False)
+        err.print("warning: the platform is stopped; run `mlflow-platform local up` before using it", highlight=False)
     typer.echo(lines)
 
 
@@ -216,7 +242,9 @@ def _summary(inputs: dict, width: int = 60) -> str:
 def plan_command(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name (dev, staging, prod) or a stack file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print [{type, name, parent, inputs}] instead.")] = False,
-    policies: Annotated[bool, typer.Option("--policies/--no-policies", help="Run the policy pack over the plan.")] = True,
+    policies: Annotated[
+        bool, typer.Option("--policies/--no-policies", help="Run the policy pack over the plan.")
+    ] = True,
 ) -> None:
     """Preview a stack offline: run the Pulumi program under mocks, show what it would create, and
     run the policy pack over it (exit 1 on a mandatory violation).
@@ -243,8 +271,13 @@ def plan_command(
         raise _fail(str(exc)) from None
     violations = _run_policies(root, capture, stack) if policies else []
     if as_json:
-        typer.echo(jsonlib.dumps([{"type": r.type, "name": r.name, "parent": r.parent, "inputs": r.display}
-                                  for r in capture.resources], indent=2, default=str))
+        typer.echo(
+            jsonlib.dumps(
+                [{"type": r.type, "name": r.name, "parent": r.parent, "inputs": r.display} for r in capture.resources],
+                indent=2,
+                default=str,
+            )
+        )
         _exit_on_mandatory(violations, quiet=True)
         return
     tree = Tree(f"[bold]{capture.outputs.get('environment', stack)}[/]: {len(capture.resources)} resources")
@@ -291,8 +324,13 @@ def _print_violations(violations) -> None:
     for column in ("resource", "violation", "remediation"):
         table.add_column(column)
     for v in violations:
-        table.add_row("[red]mandatory[/]" if v.mandatory else "[yellow]advisory[/]", v.policy,
-                      escape(v.resource), escape(v.message), escape(v.remediation))
+        table.add_row(
+            "[red]mandatory[/]" if v.mandatory else "[yellow]advisory[/]",
+            v.policy,
+            escape(v.resource),
+            escape(v.message),
+            escape(v.remediation),
+        )
     out.print(table)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,17 +18,29 @@ from .runbooks import RunbookError
 out = Console()
 err = Console(stderr=True)
 
-TrackingUri = Annotated[Optional[str], typer.Option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", rich_help_panel="Connection",
-    help="Tracking server; credentials from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.")]
-Local = Annotated[bool, typer.Option("--local", rich_help_panel="Connection",
-                                     help="Use the local platform (URI, credentials, database).")]
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        rich_help_panel="Connection",
+        help="Tracking server; credentials from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.",
+    ),
+]
+Local = Annotated[
+    bool,
+    typer.Option("--local", rich_help_panel="Connection", help="Use the local platform (URI, credentials, database)."),
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
-Lock = Annotated[Optional[str], typer.Option(
-    "--lock", envvar="MLFLOW_PLATFORM_LOCK", help="redis://host:port/db or dynamodb://<table>.")]
-Experiments = Annotated[Optional[list[str]], typer.Option(
-    "--experiment", "-e", help="Experiment name or glob (/search-team/*); repeatable. Default: all.")]
-ExperimentIds = Annotated[Optional[list[str]], typer.Option("--experiment-id", help="Experiment id; repeatable.")]
+Lock = Annotated[
+    str | None,
+    typer.Option("--lock", envvar="MLFLOW_PLATFORM_LOCK", help="redis://host:port/db or dynamodb://<table>."),
+]
+Experiments = Annotated[
+    list[str] | None,
+    typer.Option("--experiment", "-e", help="Experiment name or glob (/search-team/*); repeatable. Default: all."),
+]
+ExperimentIds = Annotated[list[str] | None, typer.Option("--experiment-id", help="Experiment id; repeatable.")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -46,8 +58,10 @@ def _local_platform():
     except PlatformError as exc:
         raise _fail(str(exc)) from None
     if not platform.started_before:
-        raise _fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`, "
-                    "or set MLFLOW_PLATFORM_STATE_DIR")
+        raise _fail(
+            f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`, "
+            "or set MLFLOW_PLATFORM_STATE_DIR"
+        )
     return platform
 
 
@@ -87,12 +101,15 @@ def register(app: typer.Typer) -> None:
     def validate_cmd(
         model: Annotated[str, typer.Argument(help="Registered model name.")],
         metric: Annotated[str, typer.Option(help="Run metric the gate reads (e.g. val_ndcg_at_10).")],
-        threshold: Annotated[Optional[float], typer.Option(help="Absolute floor (ceiling with --lower-is-better).")] = None,
+        threshold: Annotated[
+            float | None, typer.Option(help="Absolute floor (ceiling with --lower-is-better).")
+        ] = None,
         max_regression: Annotated[float, typer.Option(help="Allowed relative regression vs @champion.")] = 0.02,
         lower_is_better: Annotated[bool, typer.Option("--lower-is-better", help="For losses and errors.")] = False,
         alias: Annotated[str, typer.Option(help="Candidate alias.")] = "challenger",
-        version: Annotated[Optional[str], typer.Option(help="Candidate version (instead of the alias).")] = None,
-        tracking_uri: TrackingUri = None, local: Local = False,
+        version: Annotated[str | None, typer.Option(help="Candidate version (instead of the alias).")] = None,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Gate a candidate: exit 0 if it passes, 1 if not (for CI).
 
@@ -102,8 +119,16 @@ def register(app: typer.Typer) -> None:
 
         client = _client(tracking_uri, local)
         try:
-            gate = validate(client, model, metric, threshold=threshold, max_regression=max_regression,
-                            higher_is_better=not lower_is_better, alias=alias, version=version)
+            gate = validate(
+                client,
+                model,
+                metric,
+                threshold=threshold,
+                max_regression=max_regression,
+                higher_is_better=not lower_is_better,
+                alias=alias,
+                version=version,
+            )
         except RunbookError as exc:
             raise _fail(str(exc)) from None
         table = Table("", "version", metric)
@@ -120,14 +145,16 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Argument(help="Registered model name.")],
         metric: Annotated[str, typer.Option(help="Run metric the gate reads.")],
         lock: Lock = None,
-        threshold: Annotated[Optional[float], typer.Option(help="Absolute floor for the metric.")] = None,
+        threshold: Annotated[float | None, typer.Option(help="Absolute floor for the metric.")] = None,
         max_regression: Annotated[float, typer.Option(help="Allowed relative regression vs @champion.")] = 0.02,
         lower_is_better: Annotated[bool, typer.Option("--lower-is-better")] = False,
         alias: Annotated[str, typer.Option(help="Candidate alias.")] = "challenger",
-        version: Annotated[Optional[str], typer.Option(help="Candidate version (instead of the alias).")] = None,
-        approved_by: Annotated[Optional[str], typer.Option(help="Who approves [default: CI actor or user].")] = None,
+        version: Annotated[str | None, typer.Option(help="Candidate version (instead of the alias).")] = None,
+        approved_by: Annotated[str | None, typer.Option(help="Who approves [default: CI actor or user].")] = None,
         lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for the lock.")] = 30.0,
-        dry_run: DryRun = False, tracking_uri: TrackingUri = None, local: Local = False,
+        dry_run: DryRun = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Gate the candidate, then under the lock: old champion -> previous-champion, candidate ->
         champion, approval tags (who, when, gate figures, source commit). Re-running is a no-op.
@@ -138,9 +165,20 @@ def register(app: typer.Typer) -> None:
 
         client = _client(tracking_uri, local)
         try:
-            change, _ = promote(client, model, metric, lock_url=lock, threshold=threshold,
-                                max_regression=max_regression, higher_is_better=not lower_is_better, alias=alias,
-                                version=version, approved_by=approved_by, dry_run=dry_run, lock_timeout=lock_timeout)
+            change, _ = promote(
+                client,
+                model,
+                metric,
+                lock_url=lock,
+                threshold=threshold,
+                max_regression=max_regression,
+                higher_is_better=not lower_is_better,
+                alias=alias,
+                version=version,
+                approved_by=approved_by,
+                dry_run=dry_run,
+                lock_timeout=lock_timeout,
+            )
         except RunbookError as exc:
             raise _fail(str(exc)) from None
         _print_actions(f"promote {model}", change.actions, dry_run and not change.actions[0].endswith("nothing to do"))
@@ -151,7 +189,9 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="Why (kept as a tag on the rolled-back version).")],
         lock: Lock = None,
         lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for the lock.")] = 30.0,
-        dry_run: DryRun = False, tracking_uri: TrackingUri = None, local: Local = False,
+        dry_run: DryRun = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Point champion back at previous-champion; the bad version gets @rolled-back and the reason.
 
@@ -170,8 +210,11 @@ def register(app: typer.Typer) -> None:
     def reap_cmd(
         older_than_hours: Annotated[float, typer.Option(help="RUNNING longer than this is stuck.")] = 24.0,
         status: Annotated[str, typer.Option(help="End state: FAILED or KILLED.")] = "FAILED",
-        experiment: Experiments = None, experiment_id: ExperimentIds = None,
-        dry_run: DryRun = False, tracking_uri: TrackingUri = None, local: Local = False,
+        experiment: Experiments = None,
+        experiment_id: ExperimentIds = None,
+        dry_run: DryRun = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Terminate runs whose process died while RUNNING (all pages, all chosen experiments).
 
@@ -182,8 +225,14 @@ def register(app: typer.Typer) -> None:
         if status not in ("FAILED", "KILLED"):
             raise _fail("--status must be FAILED or KILLED")
         client = _client(tracking_uri, local)
-        report = reap_stuck_runs(client, older_than_hours=older_than_hours, status=status, experiment_names=experiment,
-                                 experiment_ids=experiment_id, dry_run=dry_run)
+        report = reap_stuck_runs(
+            client,
+            older_than_hours=older_than_hours,
+            status=status,
+            experiment_names=experiment,
+            experiment_ids=experiment_id,
+            dry_run=dry_run,
+        )
         verb = "would terminate" if dry_run else f"terminated as {status}"
         out.print(f"{len(report.selected)} stuck run(s) in {report.experiments} experiment(s): {verb}")
         for run_id in report.selected[:50]:
@@ -192,10 +241,12 @@ def register(app: typer.Typer) -> None:
     @app.command("cleanup-runs", rich_help_panel=panel)
     def cleanup_cmd(
         older_than_days: Annotated[float, typer.Option(help="Delete finished runs that ended before this.")] = 90.0,
-        experiment: Experiments = None, experiment_id: ExperimentIds = None,
+        experiment: Experiments = None,
+        experiment_id: ExperimentIds = None,
         dry_run: Annotated[bool, typer.Option("--dry-run/--execute", help="Dry run unless --execute.")] = True,
         workers: Annotated[int, typer.Option(help="Parallel delete requests.")] = 8,
-        tracking_uri: TrackingUri = None, local: Local = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Soft-delete old finished runs; never keep=true runs nor runs backing a model version
         (asked of the registry). Dry run by default; `gc` purges what was deleted.
@@ -205,29 +256,49 @@ def register(app: typer.Typer) -> None:
         from .runbooks.runs import cleanup_runs
 
         client = _client(tracking_uri, local)
-        with Progress(TextColumn("deleting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True, disable=dry_run) as progress:
+        with Progress(
+            TextColumn("deleting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=dry_run,
+        ) as progress:
             task = progress.add_task("delete", total=None)
 
             def advance(n: int) -> None:
                 progress.advance(task, n)
 
-            report = cleanup_runs(client, older_than_days=older_than_days, experiment_names=experiment,
-                                  experiment_ids=experiment_id, dry_run=dry_run, workers=workers, progress=advance)
+            report = cleanup_runs(
+                client,
+                older_than_days=older_than_days,
+                experiment_names=experiment,
+                experiment_ids=experiment_id,
+                dry_run=dry_run,
+                workers=workers,
+                progress=advance,
+            )
         table = Table("", "runs", title="cleanup-runs" + (" (dry run)" if dry_run else ""))
         table.add_row("experiments", str(report.experiments))
         table.add_row("finished before cutoff", str(report.examined))
         for reason, count in sorted(report.spared.items()):
             table.add_row(f"spared: {reason}", str(count))
-        table.add_row("would delete" if dry_run else "deleted", str(len(report.selected) if dry_run else report.changed))
+        table.add_row(
+            "would delete" if dry_run else "deleted", str(len(report.selected) if dry_run else report.changed)
+        )
         out.print(table)
 
     @app.command("gc", rich_help_panel=panel)
     def gc_cmd(
         older_than: Annotated[str, typer.Option(help="Purge runs deleted this long ago (30d, 12h).")] = "30d",
-        backend_store_uri: Annotated[Optional[str], typer.Option(
-            envvar="MLFLOW_BACKEND_STORE_URI", help="Tracking database (password via PGPASSWORD).")] = None,
-        dry_run: DryRun = False, tracking_uri: TrackingUri = None, local: Local = False,
+        backend_store_uri: Annotated[
+            str | None,
+            typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Tracking database (password via PGPASSWORD)."),
+        ] = None,
+        dry_run: DryRun = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """`mlflow gc` with the tracking URI and credentials set, so artifacts of deleted runs are
         purged through the proxy too.
@@ -238,8 +309,13 @@ def register(app: typer.Typer) -> None:
 
         client = _client(tracking_uri, local)
         try:
-            report = gc(client, backend_store_uri=_database(backend_store_uri, local),
-                        tracking_uri=os.environ["MLFLOW_TRACKING_URI"], older_than=older_than, dry_run=dry_run)
+            report = gc(
+                client,
+                backend_store_uri=_database(backend_store_uri, local),
+                tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
+                older_than=older_than,
+                dry_run=dry_run,
+            )
         except RunbookError as exc:
             raise _fail(str(exc)) from None
         verb = "would purge" if dry_run else "purged"
@@ -249,7 +325,8 @@ def register(app: typer.Typer) -> None:
     def audit_cmd(
         experiment: Experiments = None,
         strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when anything is found.")] = False,
-        tracking_uri: TrackingUri = None, local: Local = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Report naming and metadata problems: experiment names, run tags, model names, version
         tags, aliases pointing at deleted versions.
@@ -268,11 +345,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("db-upgrade", rich_help_panel=panel)
     def db_upgrade_cmd(
-        backend_store_uri: Annotated[Optional[str], typer.Option(
-            envvar="MLFLOW_BACKEND_STORE_URI", help="Tracking database (password via PGPASSWORD).")] = None,
-        backup_dir: Annotated[Optional[Path], typer.Option(help="pg_dump target directory.")] = None,
-        rds_instance: Annotated[Optional[str], typer.Option(help="Take an RDS snapshot of this instance instead.")] = None,
-        dry_run: DryRun = False, local: Local = False,
+        backend_store_uri: Annotated[
+            str | None,
+            typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Tracking database (password via PGPASSWORD)."),
+        ] = None,
+        backup_dir: Annotated[Path | None, typer.Option(help="pg_dump target directory.")] = None,
+        rds_instance: Annotated[
+            str | None, typer.Option(help="Take an RDS snapshot of this instance instead.")
+        ] = None,
+        dry_run: DryRun = False,
+        local: Local = False,
     ) -> None:
         """Back up (pg_dump locally, an RDS snapshot on AWS), then `mlflow db upgrade`; no backup,
         no upgrade.
@@ -294,9 +376,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("restore-drill", rich_help_panel=panel)
     def restore_drill_cmd(
-        backend_store_uri: Annotated[Optional[str], typer.Option(
-            envvar="MLFLOW_BACKEND_STORE_URI", help="Source database (password via PGPASSWORD).")] = None,
-        backup_dir: Annotated[Optional[Path], typer.Option(help="Where the backups are.")] = None,
+        backend_store_uri: Annotated[
+            str | None,
+            typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Source database (password via PGPASSWORD)."),
+        ] = None,
+        backup_dir: Annotated[Path | None, typer.Option(help="Where the backups are.")] = None,
         keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch database.")] = False,
         local: Local = False,
     ) -> None:
@@ -330,9 +414,13 @@ def register_admin(app: typer.Typer) -> None:
     @app.command("ensure-user", rich_help_panel="Runbooks")
     def ensure_user_cmd(
         username: Annotated[str, typer.Option(help="User to create or update.")],
-        password_env: Annotated[str, typer.Option(help="Variable holding the user's password.")] = "MLFLOW_PLATFORM_USER_PASSWORD",
+        password_env: Annotated[
+            str, typer.Option(help="Variable holding the user's password.")
+        ] = "MLFLOW_PLATFORM_USER_PASSWORD",
         admin: Annotated[bool, typer.Option("--admin/--no-admin", help="Make the user an admin.")] = False,
-        dry_run: DryRun = False, tracking_uri: TrackingUri = None, local: Local = False,
+        dry_run: DryRun = False,
+        tracking_uri: TrackingUri = None,
+        local: Local = False,
     ) -> None:
         """Create a basic-auth user, or bring its password and admin flag up to date (idempotent).
         Runs as the admin from MLFLOW_TRACKING_USERNAME / _PASSWORD.
@@ -356,8 +444,10 @@ def register_admin(app: typer.Typer) -> None:
         else:
             exists = True
         if dry_run:
-            out.print(f"dry run: would {'update' if exists else 'create'} user {escape(username)}"
-                      f"{' (admin)' if admin else ''}; nothing changed")
+            out.print(
+                f"dry run: would {'update' if exists else 'create'} user {escape(username)}"
+                f"{' (admin)' if admin else ''}; nothing changed"
+            )
             return
         if exists:
             auth.update_user_password(username, password)

@@ -41,12 +41,28 @@ JOB_PROCESSES = 2
 #: RDS sets max_connections to LEAST(DBInstanceClassMemory / 9531392, 5000). Memory in GiB per
 #: instance class; an unlisted class needs an explicit ``database.maxConnections``.
 RDS_CLASS_MEMORY_GIB: dict[str, float] = {
-    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
-    "db.t4g.xlarge": 16, "db.t4g.2xlarge": 32,
-    "db.m6g.large": 8, "db.m6g.xlarge": 16, "db.m6g.2xlarge": 32, "db.m6g.4xlarge": 64,
-    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32, "db.m7g.4xlarge": 64,
-    "db.r6g.large": 16, "db.r6g.xlarge": 32, "db.r6g.2xlarge": 64, "db.r6g.4xlarge": 128,
-    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64, "db.r7g.4xlarge": 128,
+    "db.t4g.micro": 1,
+    "db.t4g.small": 2,
+    "db.t4g.medium": 4,
+    "db.t4g.large": 8,
+    "db.t4g.xlarge": 16,
+    "db.t4g.2xlarge": 32,
+    "db.m6g.large": 8,
+    "db.m6g.xlarge": 16,
+    "db.m6g.2xlarge": 32,
+    "db.m6g.4xlarge": 64,
+    "db.m7g.large": 8,
+    "db.m7g.xlarge": 16,
+    "db.m7g.2xlarge": 32,
+    "db.m7g.4xlarge": 64,
+    "db.r6g.large": 16,
+    "db.r6g.xlarge": 32,
+    "db.r6g.2xlarge": 64,
+    "db.r6g.4xlarge": 128,
+    "db.r7g.large": 16,
+    "db.r7g.xlarge": 32,
+    "db.r7g.2xlarge": 64,
+    "db.r7g.4xlarge": 128,
 }
 # DBInstanceClassMemory is the class memory less what the OS and RDS processes reserve;
 # 90 % of nominal keeps the estimate on the safe side.
@@ -67,9 +83,7 @@ class ConfigError(Exception):
 class _Section(BaseModel):
     """Stack-file sections are camelCase, strict, and reject unknown keys (typos surface)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class ServerConfig(_Section):
@@ -91,21 +105,23 @@ class ServerConfig(_Section):
     )
     threads: int = Field(2, ge=1, le=64, description="Threads per gthread worker; more only contend for the GIL.")
     timeout_seconds: int = Field(
-        300, ge=10, le=3600,
+        300,
+        ge=10,
+        le=3600,
         description="Silent-worker limit; with sync it also caps one request (the largest proxied upload).",
     )
     keep_alive_seconds: int = Field(
         75, ge=1, le=3600, description="Idle keep-alive; must exceed the load balancer idle timeout."
     )
     graceful_timeout_seconds: int = Field(30, ge=1, le=600, description="Drain time on restart.")
-    max_requests: int = Field(
-        2000, ge=0, description="Recycle a worker after this many requests (0 disables)."
-    )
+    max_requests: int = Field(2000, ge=0, description="Recycle a worker after this many requests (0 disables).")
     max_requests_jitter: int = Field(200, ge=0, description="Random spread so workers don't recycle together.")
     port: int = Field(5000, ge=1, le=65535, description="Container port the server listens on.")
     basic_auth: bool = Field(True, description="MLflow basic-auth app (`--app-name basic-auth`).")
     auth_cache_ttl_seconds: int = Field(
-        60, ge=0, le=3600,
+        60,
+        ge=0,
+        le=3600,
         description="Cache verified credentials per worker; 0 re-hashes PBKDF2 on every request.",
     )
     default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = Field(
@@ -135,8 +151,7 @@ class ServerConfig(_Section):
     def _check(self) -> ServerConfig:
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             raise ValueError(
-                f"maxReplicas ({self.max_replicas}) is below replicas ({self.replicas}); "
-                "raise maxReplicas or remove it"
+                f"maxReplicas ({self.max_replicas}) is below replicas ({self.replicas}); raise maxReplicas or remove it"
             )
         if self.max_requests and self.max_requests_jitter >= self.max_requests:
             raise ValueError("maxRequestsJitter must be smaller than maxRequests")
@@ -144,9 +159,7 @@ class ServerConfig(_Section):
             raise ValueError("gracefulTimeoutSeconds must not exceed timeoutSeconds")
         for host in self.allowed_hosts:
             if host == "*" or not host or " " in host:
-                raise ValueError(
-                    f"allowedHosts entry {host!r} is not a hostname; list the public hostname(s)"
-                )
+                raise ValueError(f"allowedHosts entry {host!r} is not a hostname; list the public hostname(s)")
         return self
 
 
@@ -154,12 +167,17 @@ class DatabaseConfig(_Section):
     """PostgreSQL: instance sizing and the SQLAlchemy pool every server engine uses."""
 
     engine_version: str = Field("16.6", pattern=r"^\d+(\.\d+)?$", description="PostgreSQL version.")
-    instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
-                                description="RDS instance class; sets the default max_connections.")
+    instance_class: str = Field(
+        "db.t4g.medium",
+        pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
+        description="RDS instance class; sets the default max_connections.",
+    )
     allocated_storage_gb: int = Field(20, ge=20, le=65536, description="Initial storage (gp3).")
     max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="Storage autoscaling ceiling.")
     max_connections: int | None = Field(
-        None, ge=10, le=65536,
+        None,
+        ge=10,
+        le=65536,
         description="Server max_connections; default derived from the instance class like RDS does.",
     )
     reserved_connections: int = Field(
@@ -176,12 +194,17 @@ class DatabaseConfig(_Section):
     backup_retention_days: int = Field(14, ge=1, le=35, description="Automated backups and PITR window.")
     performance_insights_retention_days: int = Field(7, description="7 (free tier) or a multiple of 31.")
     slow_query_ms: int = Field(500, ge=0, description="log_min_duration_statement.")
-    tracking_database: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-                                   description="Database for runs, experiments and the registry.")
-    auth_database: str = Field("mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-                               description="Database for basic-auth users and permissions.")
-    username: str = Field("mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-                          description="Role the server connects as (password via PGPASSWORD).")
+    tracking_database: str = Field(
+        "mlflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database for runs, experiments and the registry."
+    )
+    auth_database: str = Field(
+        "mlflow_auth", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database for basic-auth users and permissions."
+    )
+    username: str = Field(
+        "mlflow",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Role the server connects as (password via PGPASSWORD).",
+    )
 
     @property
     def effective_max_connections(self) -> int | None:
@@ -208,11 +231,12 @@ class DatabaseConfig(_Section):
 class ArtifactStoreConfig(_Section):
     """Where the server proxies artifacts: ``s3://<bucket>/<prefix>``."""
 
-    bucket: str | None = Field(
-        None, description="Bucket name; derived from the environment when absent."
+    bucket: str | None = Field(None, description="Bucket name; derived from the environment when absent.")
+    prefix: str = Field(
+        ...,
+        pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
+        description="Key prefix under which all artifacts live (e.g. `prod`).",
     )
-    prefix: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
-                        description="Key prefix under which all artifacts live (e.g. `prod`).")
     infrequent_access_days: int = Field(90, ge=30, description="Move `<prefix>/` objects to STANDARD_IA.")
     glacier_days: int = Field(365, ge=1, description="Then to GLACIER.")
     tmp_expiration_days: int = Field(7, ge=1, description="Expire `tmp/` objects.")
@@ -232,9 +256,7 @@ class ArtifactStoreConfig(_Section):
         if value is None:
             return value
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value) or ".." in value:
-            raise ValueError(
-                f"{value!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
-            )
+            raise ValueError(f"{value!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
         return value
 
 
@@ -287,9 +309,7 @@ class NetworkConfig(_Section):
     @model_validator(mode="after")
     def _existing(self) -> NetworkConfig:
         if self.vpc_id and (len(self.public_subnet_ids) < 2 or len(self.private_subnet_ids) < 2):
-            raise ValueError(
-                "with vpcId, list at least 2 publicSubnetIds and 2 privateSubnetIds (2 AZs)"
-            )
+            raise ValueError("with vpcId, list at least 2 publicSubnetIds and 2 privateSubnetIds (2 AZs)")
         if not self.vpc_id and (self.public_subnet_ids or self.private_subnet_ids):
             raise ValueError("subnet ids need vpcId; remove them to create a VPC instead")
         return self
@@ -353,12 +373,14 @@ class MonitoringConfig(_Section):
 class GithubConfig(_Section):
     """GitHub Actions OIDC roles: read-only for previews, deploy for `pulumi up`."""
 
-    repository: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
-                                   description="`owner/repo` allowed to assume the CI roles.")
+    repository: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="`owner/repo` allowed to assume the CI roles."
+    )
     oidc_provider_arn: str | None = Field(None, description="Existing GitHub OIDC provider (one per account).")
     deploy_environment: str | None = Field(None, description="GitHub Environment the deploy role is bound to.")
     promotion_repositories: tuple[str, ...] = Field(
-        (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`.")
+        (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`."
+    )
 
 
 class RunbooksConfig(_Section):
@@ -434,11 +456,13 @@ class StackConfig(BaseModel):
         if not lb.hostname:
             problems.append(("loadBalancer.hostname", "is required to deploy: the public DNS name for TLS"))
         if not lb.certificate_arn and not lb.route53_zone_id:
-            problems.append((
-                "loadBalancer.certificateArn",
-                "no certificate source: set loadBalancer.certificateArn (existing ACM certificate) "
-                "or loadBalancer.route53ZoneId (a DNS-validated certificate is created)",
-            ))
+            problems.append(
+                (
+                    "loadBalancer.certificateArn",
+                    "no certificate source: set loadBalancer.certificateArn (existing ACM certificate) "
+                    "or loadBalancer.route53ZoneId (a DNS-validated certificate is created)",
+                )
+            )
         return problems
 
     def cross_field_problems(self) -> list[tuple[str, str]]:
@@ -446,54 +470,69 @@ class StackConfig(BaseModel):
         problems: list[tuple[str, str]] = []
         max_conn = d.effective_max_connections
         if max_conn is None:
-            problems.append((
-                "database.maxConnections",
-                f"instance class {d.instance_class!r} has no known memory size; "
-                "set database.maxConnections explicitly",
-            ))
+            problems.append(
+                (
+                    "database.maxConnections",
+                    f"instance class {d.instance_class!r} has no known memory size; "
+                    "set database.maxConnections explicitly",
+                )
+            )
         else:
             available = max_conn - d.reserved_connections
             if self.connection_budget > available:
-                problems.append((
-                    "database.poolSize",
-                    f"connection budget {s.replica_ceiling} replicas x ({s.workers} workers + "
-                    f"{PARENT_PROCESSES_PER_REPLICA} parent) x {self.engines_per_process} engines x "
-                    f"({d.pool_size} pool + {d.max_overflow} overflow)"
-                    + (" + the job-runner replica" if s.job_execution else "")
-                    + f" = {self.connection_budget} exceeds max_connections {max_conn} - "
-                    f"{d.reserved_connections} reserved = {available}; lower database.poolSize/"
-                    "maxOverflow or server.workers/maxReplicas, or use a larger database.instanceClass",
-                ))
+                problems.append(
+                    (
+                        "database.poolSize",
+                        f"connection budget {s.replica_ceiling} replicas x ({s.workers} workers + "
+                        f"{PARENT_PROCESSES_PER_REPLICA} parent) x {self.engines_per_process} engines x "
+                        f"({d.pool_size} pool + {d.max_overflow} overflow)"
+                        + (" + the job-runner replica" if s.job_execution else "")
+                        + f" = {self.connection_budget} exceeds max_connections {max_conn} - "
+                        f"{d.reserved_connections} reserved = {available}; lower database.poolSize/"
+                        "maxOverflow or server.workers/maxReplicas, or use a larger database.instanceClass",
+                    )
+                )
         if s.keep_alive_seconds <= lb.idle_timeout_seconds:
-            problems.append((
-                "server.keepAliveSeconds",
-                f"{s.keep_alive_seconds}s must exceed loadBalancer.idleTimeoutSeconds "
-                f"({lb.idle_timeout_seconds}s), or the load balancer reuses connections the server "
-                f"already closed (502s); set it to at least {lb.idle_timeout_seconds + 5}",
-            ))
+            problems.append(
+                (
+                    "server.keepAliveSeconds",
+                    f"{s.keep_alive_seconds}s must exceed loadBalancer.idleTimeoutSeconds "
+                    f"({lb.idle_timeout_seconds}s), or the load balancer reuses connections the server "
+                    f"already closed (502s); set it to at least {lb.idle_timeout_seconds + 5}",
+                )
+            )
         if d.pool_size + d.max_overflow < s.threads:
-            problems.append((
-                "database.maxOverflow",
-                f"poolSize + maxOverflow ({d.pool_size} + {d.max_overflow}) is below server.threads "
-                f"({s.threads}): threads would queue for a connection and time out under load; "
-                f"raise database.maxOverflow to at least {s.threads - d.pool_size}",
-            ))
+            problems.append(
+                (
+                    "database.maxOverflow",
+                    f"poolSize + maxOverflow ({d.pool_size} + {d.max_overflow}) is below server.threads "
+                    f"({s.threads}): threads would queue for a connection and time out under load; "
+                    f"raise database.maxOverflow to at least {s.threads - d.pool_size}",
+                )
+            )
         if s.worker_class == "sync" and s.threads != 1:
-            problems.append((
-                "server.threads", "threads only apply to workerClass gthread; set threads: 1 or use gthread",
-            ))
+            problems.append(
+                (
+                    "server.threads",
+                    "threads only apply to workerClass gthread; set threads: 1 or use gthread",
+                )
+            )
         if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 12:
-            problems.append((
-                "adminPassword",
-                "must be at least 12 characters (MLflow refuses shorter admin passwords); "
-                f"set a longer one with `pulumi config set --secret {PROJECT}:adminPassword`",
-            ))
+            problems.append(
+                (
+                    "adminPassword",
+                    "must be at least 12 characters (MLflow refuses shorter admin passwords); "
+                    f"set a longer one with `pulumi config set --secret {PROJECT}:adminPassword`",
+                )
+            )
         if lb.hostname and lb.hostname not in s.allowed_hosts:
-            problems.append((
-                "server.allowedHosts",
-                f"must include loadBalancer.hostname {lb.hostname!r}, or the server answers 403 to "
-                "every request arriving through the load balancer",
-            ))
+            problems.append(
+                (
+                    "server.allowedHosts",
+                    f"must include loadBalancer.hostname {lb.hostname!r}, or the server answers 403 to "
+                    "every request arriving through the load balancer",
+                )
+            )
         return problems
 
 
@@ -549,11 +588,13 @@ def from_config_values(
         name = key.split(":", 1)[1] if key.startswith(f"{PROJECT}:") else key
         if name in SECRET_KEYS:
             if name not in secret_keys and key not in secret_keys:
-                problems.append((
-                    name,
-                    "is stored in plain text; remove it from the stack file and run "
-                    f"`pulumi config set --secret {PROJECT}:{name} <value>`",
-                ))
+                problems.append(
+                    (
+                        name,
+                        "is stored in plain text; remove it from the stack file and run "
+                        f"`pulumi config set --secret {PROJECT}:{name} <value>`",
+                    )
+                )
             elif isinstance(value, str):
                 data[SECRET_KEYS[name]] = value
             continue

@@ -17,8 +17,14 @@ def ensure_database(backend_store_uri: str, database: str) -> bool:
     The password comes from PGPASSWORD (libpq), like the server's own connections.
     """
     url = make_url(backend_store_uri)
-    params = {"host": url.host, "port": url.port or 5432, "user": url.username, "dbname": url.database,
-              "autocommit": True, "connect_timeout": 10}
+    params = {
+        "host": url.host,
+        "port": url.port or 5432,
+        "user": url.username,
+        "dbname": url.database,
+        "autocommit": True,
+        "connect_timeout": 10,
+    }
     params.update({k: v for k, v in url.query.items() if k == "sslmode"})
     if url.password:
         params["password"] = url.password

@@ -8,9 +8,9 @@ inputs the engine would send — the same camelCase props a policy pack sees.
 from __future__ import annotations
 
 import asyncio
-import runpy
 import hashlib
 import json
+import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,31 +81,51 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[
     elif typ == "aws:rds/instance:Instance":
         rid = inputs.get("identifier", name)
         host = f"{rid}.c{_short_id(name)[:10]}.{REGION}.rds.amazonaws.com"
-        out.update(address=host, endpoint=f"{host}:5432", port=5432, arn=_arn("rds", f"db:{rid}"),
-                   resourceId=f"db-{_short_id(name).upper()}")
+        out.update(
+            address=host,
+            endpoint=f"{host}:5432",
+            port=5432,
+            arn=_arn("rds", f"db:{rid}"),
+            resourceId=f"db-{_short_id(name).upper()}",
+        )
     elif typ == "aws:lb/loadBalancer:LoadBalancer":
         suffix = f"app/{inputs.get('name', name)}/{_short_id(name)[:16]}"
-        out.update(arn=_arn("elasticloadbalancing", f"loadbalancer/{suffix}"), arnSuffix=suffix,
-                   dnsName=f"{inputs.get('name', name)}-{_short_id(name)[:10]}.{REGION}.elb.amazonaws.com",
-                   zoneId="Z32O12XQLNTSW2")
+        out.update(
+            arn=_arn("elasticloadbalancing", f"loadbalancer/{suffix}"),
+            arnSuffix=suffix,
+            dnsName=f"{inputs.get('name', name)}-{_short_id(name)[:10]}.{REGION}.elb.amazonaws.com",
+            zoneId="Z32O12XQLNTSW2",
+        )
     elif typ == "aws:lb/targetGroup:TargetGroup":
         suffix = f"targetgroup/{inputs.get('name', name)}/{_short_id(name)[:16]}"
         out.update(arn=_arn("elasticloadbalancing", suffix), arnSuffix=suffix)
     elif typ == "aws:acm/certificate:Certificate":
         domain = inputs.get("domainName", "example.com")
-        out.update(arn=_arn("acm", f"certificate/{_short_id(name)}"), domainValidationOptions=[{
-            "domainName": domain, "resourceRecordName": f"_x1.{domain}.",
-            "resourceRecordType": "CNAME", "resourceRecordValue": "_x2.acm-validations.aws.",
-        }])
+        out.update(
+            arn=_arn("acm", f"certificate/{_short_id(name)}"),
+            domainValidationOptions=[
+                {
+                    "domainName": domain,
+                    "resourceRecordName": f"_x1.{domain}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": "_x2.acm-validations.aws.",
+                }
+            ],
+        )
     elif typ == "aws:eks/cluster:Cluster":
         issuer = f"https://oidc.eks.{REGION}.amazonaws.com/id/{_short_id(name).upper()}"
-        out.update(arn=_arn("eks", f"cluster/{inputs.get('name', name)}"), endpoint=f"https://{_short_id(name)}.eks.amazonaws.com",
-                   certificateAuthority={"data": "LS0tLS1CRUdJTi0tLS0t"},
-                   identities=[{"oidcs": [{"issuer": issuer}]}],
-                   vpcConfig={**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{_short_id(name + 'c')}"})
+        out.update(
+            arn=_arn("eks", f"cluster/{inputs.get('name', name)}"),
+            endpoint=f"https://{_short_id(name)}.eks.amazonaws.com",
+            certificateAuthority={"data": "LS0tLS1CRUdJTi0tLS0t"},
+            identities=[{"oidcs": [{"issuer": issuer}]}],
+            vpcConfig={**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{_short_id(name + 'c')}"},
+        )
     elif typ == "aws:ecr/repository:Repository":
-        out.update(repositoryUrl=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{inputs.get('name', name)}",
-                   arn=_arn("ecr", f"repository/{inputs.get('name', name)}"))
+        out.update(
+            repositoryUrl=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{inputs.get('name', name)}",
+            arn=_arn("ecr", f"repository/{inputs.get('name', name)}"),
+        )
     elif typ == "docker-build:index:Image":
         tag = (inputs.get("tags") or [f"{name}:latest"])[0]
         digest = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
@@ -139,20 +159,33 @@ def _call(token: str, args: dict[str, Any]) -> dict[str, Any]:
     if token == "aws:index/getRegion:getRegion":
         return {"name": REGION, "region": REGION, "id": REGION}
     if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-        return {"names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"], "zoneIds": ["euw1-az1", "euw1-az2", "euw1-az3"], "id": REGION}
+        return {
+            "names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"],
+            "zoneIds": ["euw1-az1", "euw1-az2", "euw1-az3"],
+            "id": REGION,
+        }
     if token == "aws:eks/getCluster:getCluster":
         cluster = args.get("name", "cluster")
         return {
-            "name": cluster, "arn": _arn("eks", f"cluster/{cluster}"), "id": cluster,
+            "name": cluster,
+            "arn": _arn("eks", f"cluster/{cluster}"),
+            "id": cluster,
             "endpoint": f"https://{_short_id(cluster)}.gr7.{REGION}.eks.amazonaws.com",
             "certificateAuthorities": [{"data": "LS0tLS1CRUdJTi0tLS0t"}],
-            "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{REGION}.amazonaws.com/id/{_short_id(cluster).upper()}"}]}],
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.{REGION}.amazonaws.com/id/{_short_id(cluster).upper()}"}]}
+            ],
             "vpcConfig": {"clusterSecurityGroupId": f"sg-{_short_id(cluster)}", "vpcId": f"vpc-{_short_id(cluster)}"},
         }
     if token == "aws:ec2/getVpc:getVpc":
         return {"id": args.get("id"), "cidrBlock": "10.30.0.0/16", "arn": _arn("ec2", f"vpc/{args.get('id')}")}
     if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-        return {"userName": "AWS", "password": "mock-ecr-token", "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com", "id": REGION}
+        return {
+            "userName": "AWS",
+            "password": "mock-ecr-token",
+            "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+            "id": REGION,
+        }
     return {}
 
 
@@ -220,7 +253,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
             parent = request.parent or ""
             parent_type = parent.split("::")[-2] if parent.count("::") >= 3 else ""
             links[(request.type, request.name)] = (
-                response.urn, None if parent_type.endswith("pulumi:pulumi:Stack") else parent.rsplit("::", 1)[-1] or None,
+                response.urn,
+                None if parent_type.endswith("pulumi:pulumi:Stack") else parent.rsplit("::", 1)[-1] or None,
                 {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns},
             )
             return response
@@ -249,7 +283,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
         asyncio.set_event_loop(None)
     for resource in capture.resources:
         resource.urn, resource.parent, resource.property_dependencies = links.get(
-            (resource.type, resource.name), ("", None, {}))
+            (resource.type, resource.name), ("", None, {})
+        )
     return capture
 
 

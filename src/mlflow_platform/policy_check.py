@@ -64,13 +64,11 @@ def _policy_config(policy: Policy, given: dict[str, Any]) -> dict[str, Any]:
 def policy_resources(capture: Capture) -> list[PolicyResource]:
     options = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
     resources = {
-        r.urn: PolicyResource(r.type, r.inputs, r.urn, r.name, options, None, None, [], {})
-        for r in capture.resources
+        r.urn: PolicyResource(r.type, r.inputs, r.urn, r.name, options, None, None, [], {}) for r in capture.resources
     }
     for r in capture.resources:
         resources[r.urn].property_dependencies = {
-            key: [resources[urn] for urn in urns if urn in resources]
-            for key, urns in r.property_dependencies.items()
+            key: [resources[urn] for urn in urns if urn in resources] for key, urns in r.property_dependencies.items()
         }
     return list(resources.values())
 
@@ -84,23 +82,40 @@ def evaluate(capture: Capture, policies: list[Policy], config: dict[str, Any] | 
         given = config.get(policy.name, {})
         if isinstance(given, str):  # the config file may give just the enforcement level
             given = {"enforcementLevel": given}
-        level = EnforcementLevel(given.get("enforcementLevel") or (policy.enforcement_level or EnforcementLevel.ADVISORY).value)
+        level = EnforcementLevel(
+            given.get("enforcementLevel") or (policy.enforcement_level or EnforcementLevel.ADVISORY).value
+        )
         if level is EnforcementLevel.DISABLED:
             continue
         policy_config = _policy_config(policy, given)
 
         def reporter(default_resource: str):
             def report(message: str, urn: str | None = None) -> None:
-                violations.append(Violation(policy.name, level.value, names.get(urn, default_resource) if urn else
-                                            default_resource, message, policy.remediation_steps or ""))
+                violations.append(
+                    Violation(
+                        policy.name,
+                        level.value,
+                        names.get(urn, default_resource) if urn else default_resource,
+                        message,
+                        policy.remediation_steps or "",
+                    )
+                )
+
             return report
 
         if isinstance(policy, ResourceValidationPolicy):
             for resource in resources:
                 if resource.resource_type.startswith(COMPONENT_PREFIX):
                     continue  # the analyzer validates provider resources, not components
-                args = ResourceValidationArgs(resource.resource_type, resource.props, resource.urn, resource.name,
-                                              resource.opts, None, policy_config)
+                args = ResourceValidationArgs(
+                    resource.resource_type,
+                    resource.props,
+                    resource.urn,
+                    resource.name,
+                    resource.opts,
+                    None,
+                    policy_config,
+                )
                 _run(policy, args, reporter(resource.name))
         elif isinstance(policy, StackValidationPolicy):
             _run(policy, StackValidationArgs(resources, policy_config), reporter("(stack)"))

@@ -9,8 +9,8 @@ is what production runs. It is pure: no I/O, no secrets — secret values are on
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .config import StackConfig
 
@@ -145,14 +145,21 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
     s, d = config.server, config.database
     port = endpoints.port_override or s.port
     argv = [
-        "mlflow", "server",
-        "--backend-store-uri", database_url(config, endpoints, d.tracking_database),
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        database_url(config, endpoints, d.tracking_database),
         "--serve-artifacts",
-        "--artifacts-destination", f"s3://{endpoints.bucket}/{config.artifacts.prefix}",
-        "--host", endpoints.bind_host,
-        "--port", str(port),
-        "--workers", str(s.workers),
-        "--gunicorn-opts", gunicorn_options(config),
+        "--artifacts-destination",
+        f"s3://{endpoints.bucket}/{config.artifacts.prefix}",
+        "--host",
+        endpoints.bind_host,
+        "--port",
+        str(port),
+        "--workers",
+        str(s.workers),
+        "--gunicorn-opts",
+        gunicorn_options(config),
     ]
     if s.basic_auth:
         argv += ["--app-name", "basic-auth"]
@@ -181,8 +188,7 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
             EnvVar("MLFLOW_AUTH_CONFIG_PATH", auth_path),
             EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD", secret=ADMIN_PASSWORD),
         ]
-    return ServerSpec(argv=tuple(argv), env=tuple(env), auth_ini=auth_ini,
-                      auth_config_path=auth_path, port=port)
+    return ServerSpec(argv=tuple(argv), env=tuple(env), auth_ini=auth_ini, auth_config_path=auth_path, port=port)
 
 
 def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
@@ -190,9 +196,13 @@ def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
     with the same URL and credentials as the server."""
     d = config.database
     argv = (
-        "mlflow-platform", "db", "prepare",
-        "--backend-store-uri", database_url(config, endpoints, d.tracking_database),
-        "--auth-database", d.auth_database,
+        "mlflow-platform",
+        "db",
+        "prepare",
+        "--backend-store-uri",
+        database_url(config, endpoints, d.tracking_database),
+        "--auth-database",
+        d.auth_database,
     )
     env = (EnvVar("PGPASSWORD", secret=DB_PASSWORD), EnvVar("PYTHONUNBUFFERED", "1"))
     return ServerSpec(argv=argv, env=env, auth_ini=None, auth_config_path=None, port=0)

@@ -13,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
+from ..config import PROJECT, ConfigError, StackConfig, from_config_values
 from .components.artifact_store import ArtifactStore
 from .components.cluster import Cluster
 from .components.database import Database
@@ -25,8 +26,6 @@ from .components.promotion_lock import PromotionLock
 from .components.scheduled_runbooks import ScheduledRunbooks
 from .components.server_secrets import ServerSecrets
 from .components.tracking_server import APP, TrackingServer
-from ..config import PROJECT, ConfigError, StackConfig, from_config_values
-
 
 
 def load_config() -> StackConfig:
@@ -42,7 +41,7 @@ def load_config() -> StackConfig:
             continue
         values[key] = _decode(get_config(key))
         if is_config_secret(key):
-            secret_keys.add(key[len(prefix):])
+            secret_keys.add(key[len(prefix) :])
     source = f"stack {pulumi.get_stack()}"
     try:
         config = from_config_values(values, source=source, secret_keys=secret_keys)
@@ -72,31 +71,88 @@ def main(project_root: Path | None = None) -> dict:
     region = aws.get_region_output().region
 
     network = Network("network", config.network, env)
-    cluster = Cluster("cluster", config.cluster, env, account_id=identity.account_id, region=region,
-                      vpc_id=network.vpc_id, subnet_ids=network.private_subnet_ids)
+    cluster = Cluster(
+        "cluster",
+        config.cluster,
+        env,
+        account_id=identity.account_id,
+        region=region,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.private_subnet_ids,
+    )
     store = ArtifactStore("artifacts", config.artifacts, env, account_id=identity.account_id)
-    database = Database("database", config.database, env, vpc_id=network.vpc_id,
-                        subnet_ids=network.private_subnet_ids, client_security_group_id=cluster.security_group_id)
-    server_role = ServerRole("server-role", env, bucket_arn=store.bucket_arn, prefix=config.artifacts.prefix,
-                             kms_key_arn=store.kms_key_arn, oidc_provider_arn=cluster.oidc_provider_arn,
-                             oidc_issuer=cluster.oidc_issuer, namespace=config.cluster.namespace, service_account=APP)
+    database = Database(
+        "database",
+        config.database,
+        env,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.private_subnet_ids,
+        client_security_group_id=cluster.security_group_id,
+    )
+    server_role = ServerRole(
+        "server-role",
+        env,
+        bucket_arn=store.bucket_arn,
+        prefix=config.artifacts.prefix,
+        kms_key_arn=store.kms_key_arn,
+        oidc_provider_arn=cluster.oidc_provider_arn,
+        oidc_issuer=cluster.oidc_issuer,
+        namespace=config.cluster.namespace,
+        service_account=APP,
+    )
     image = ServerImage("image", config.image, env, project_root=project_root or Path.cwd())
-    lb = LoadBalancer("lb", config.load_balancer, env, vpc_id=network.vpc_id, vpc_cidr=network.vpc_cidr,
-                      subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
-                      target_port=config.server.port, log_bucket=store.log_bucket_name)
+    lb = LoadBalancer(
+        "lb",
+        config.load_balancer,
+        env,
+        vpc_id=network.vpc_id,
+        vpc_cidr=network.vpc_cidr,
+        subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
+        target_port=config.server.port,
+        log_bucket=store.log_bucket_name,
+    )
 
-    secrets = ServerSecrets("server-secrets", env, admin_username=config.server.admin_username,
-                            admin_password=config.admin_password.get_secret_value() if config.admin_password else None)
-    tracking = TrackingServer("tracking", config, image=image.ref, db_host=database.address, bucket=store.bucket_name,
-                   role_arn=server_role.arn, db_password=database.password, flask_secret_key=secrets.flask_secret_key,
-                   admin_password=secrets.admin_password, target_group_arn=lb.target_group_arn,
-                   alb_security_group_id=lb.security_group_id, vpc_cidr=network.vpc_cidr, provider=cluster.provider,
-                   depends_on=[r for r in (cluster.lb_controller,) if r is not None])
-    ScheduledRunbooks("runbooks", config, server=tracking, image=image.ref, db_host=database.address,
-                      bucket=store.bucket_name, provider=cluster.provider)
-    monitoring = Monitoring("monitoring", config.monitoring, env, region=region, alb_arn_suffix=lb.arn_suffix,
-                            target_group_arn_suffix=lb.target_group_arn_suffix,
-                            db_identifier=database.instance_identifier, connection_budget=config.connection_budget)
+    secrets = ServerSecrets(
+        "server-secrets",
+        env,
+        admin_username=config.server.admin_username,
+        admin_password=config.admin_password.get_secret_value() if config.admin_password else None,
+    )
+    tracking = TrackingServer(
+        "tracking",
+        config,
+        image=image.ref,
+        db_host=database.address,
+        bucket=store.bucket_name,
+        role_arn=server_role.arn,
+        db_password=database.password,
+        flask_secret_key=secrets.flask_secret_key,
+        admin_password=secrets.admin_password,
+        target_group_arn=lb.target_group_arn,
+        alb_security_group_id=lb.security_group_id,
+        vpc_cidr=network.vpc_cidr,
+        provider=cluster.provider,
+        depends_on=[r for r in (cluster.lb_controller,) if r is not None],
+    )
+    ScheduledRunbooks(
+        "runbooks",
+        config,
+        server=tracking,
+        image=image.ref,
+        db_host=database.address,
+        bucket=store.bucket_name,
+        provider=cluster.provider,
+    )
+    monitoring = Monitoring(
+        "monitoring",
+        config.monitoring,
+        env,
+        region=region,
+        alb_arn_suffix=lb.arn_suffix,
+        target_group_arn_suffix=lb.target_group_arn_suffix,
+        db_identifier=database.instance_identifier,
+        connection_budget=config.connection_budget,
+    )
 
     lock = PromotionLock("promotion-lock", env)
 
@@ -118,8 +174,11 @@ def main(project_root: Path | None = None) -> dict:
     }
     if config.github.repository:
         ci = GithubCiRoles("ci", config.github, env, lock_table_arn=lock.table_arn)
-        outputs.update(ciPreviewRoleArn=ci.preview_role_arn, ciDeployRoleArn=ci.deploy_role_arn,
-                       ciPromoteRoleArn=ci.promote_role_arn)
+        outputs.update(
+            ciPreviewRoleArn=ci.preview_role_arn,
+            ciDeployRoleArn=ci.deploy_role_arn,
+            ciPromoteRoleArn=ci.promote_role_arn,
+        )
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs

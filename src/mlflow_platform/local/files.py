@@ -48,8 +48,9 @@ def read_json(path: Path, what: str) -> dict:
 
 
 @contextlib.contextmanager
-def exclusive_lock(state_dir: Path, *, on_wait: Callable[[str], None] | None = None,
-                   timeout: float = 300.0) -> Iterator[None]:
+def exclusive_lock(
+    state_dir: Path, *, on_wait: Callable[[str], None] | None = None, timeout: float = 300.0
+) -> Iterator[None]:
     """Hold ``<state>/.lock`` for an up or down, so two of them never interleave.
 
     The lock is an ``flock`` on an open file: the kernel releases it when the holder exits,

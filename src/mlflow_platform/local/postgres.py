@@ -90,8 +90,13 @@ class LocalPostgres:
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(bin_dir() / tool), *args], capture_output=True, text=True,
-            timeout=timeout, check=False, umask=0o077, **self._identity(),
+            [str(bin_dir() / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            umask=0o077,
+            **self._identity(),
         )
 
     def _identity(self) -> dict:
@@ -115,8 +120,15 @@ class LocalPostgres:
         try:
             self._prepare_ownership(self.data_dir, pwfile)
             result = self._run(
-                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8",
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
                 "--no-instructions",
             )
         finally:
@@ -147,13 +159,20 @@ class LocalPostgres:
         require_free_port(self.port, "PostgreSQL", "--postgres-port")
         self.log_file.touch(mode=0o600)
         self._prepare_ownership(self.log_file)
-        options = (
-            f"-h 127.0.0.1 -p {self.port} -c max_connections={self.max_connections} "
-            "-c unix_socket_directories=''"
-        )
+        options = f"-h 127.0.0.1 -p {self.port} -c max_connections={self.max_connections} -c unix_socket_directories=''"
         result = self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "30",
-            "-o", options, "start", timeout=40,
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            options,
+            "start",
+            timeout=40,
         )
         if result.returncode != 0 or not self.healthy():
             raise PlatformError(
@@ -175,8 +194,13 @@ class LocalPostgres:
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.superuser_password,
-            dbname=dbname, autocommit=True, connect_timeout=5,
+            host="127.0.0.1",
+            port=self.port,
+            user=SUPERUSER,
+            password=self.superuser_password,
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=5,
         )
 
     def ensure_role_and_databases(self, role: str, password: str, databases: list[str]) -> None:

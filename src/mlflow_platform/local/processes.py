@@ -69,8 +69,10 @@ def describe_process(pid: int) -> str:
     except (psutil.Error, OSError):
         return f"pid {pid}"
     if state_dir is not None:
-        return f"the mlflow-platform in {state_dir} (leader pid {leader}; stop it with " \
-               f"`mlflow-platform local down --state-dir {state_dir}`)"
+        return (
+            f"the mlflow-platform in {state_dir} (leader pid {leader}; stop it with "
+            f"`mlflow-platform local down --state-dir {state_dir}`)"
+        )
     return f"pid {pid} ({name})"
 
 
@@ -109,8 +111,13 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path |
     with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         try:
             proc = subprocess.Popen(
-                list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+                list(argv),
+                env=dict(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
                 umask=0o077,  # what servers create in the state dir is private, whatever the caller's umask
             )
         except FileNotFoundError:
@@ -170,8 +177,9 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.2,
-               abort: Callable[[], str | None] | None = None) -> bool:
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, interval: float = 0.2, abort: Callable[[], str | None] | None = None
+) -> bool:
     """Poll ``check`` until true; ``abort`` may return a reason to give up early (process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -42,8 +42,11 @@ class SecretsFile:
     def load(self) -> dict[str, str]:
         if not self.path.exists():
             return self._create()
-        values = read_json(self.path, f"restore it from a backup, or reset with `mlflow-platform local down "
-                                      f"--purge --state-dir {self.path.parent}` (deletes all local data)")
+        values = read_json(
+            self.path,
+            f"restore it from a backup, or reset with `mlflow-platform local down "
+            f"--purge --state-dir {self.path.parent}` (deletes all local data)",
+        )
         return self._complete(values)
 
     def jwt_keys(self, values: dict[str, str]) -> dict[str, str]:
@@ -64,8 +67,10 @@ class SecretsFile:
     def _complete(self, values: dict) -> dict[str, str]:
         lost = [key for key in IRREPLACEABLE if not values.get(key)]
         if lost:
-            raise PlatformError(f"{self.path} lacks {', '.join(lost)}; restore the file from a backup, or reset "
-                                f"with `mlflow-platform local down --purge --state-dir {self.path.parent}`")
+            raise PlatformError(
+                f"{self.path} lacks {', '.join(lost)}; restore the file from a backup, or reset "
+                f"with `mlflow-platform local down --purge --state-dir {self.path.parent}`"
+            )
         admin = values.get("admin_password")
         if admin is not None and len(str(admin)) < MIN_ADMIN_PASSWORD:
             raise PlatformError(

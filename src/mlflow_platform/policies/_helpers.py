@@ -9,10 +9,15 @@ from typing import Any
 
 from pulumi_policy import PolicyConfigSchema, PolicyResource, StackValidationArgs
 
-PRODUCTION_SCHEMA = PolicyConfigSchema(properties={
-    "production": {"type": "boolean", "default": False,
-                   "description": "Apply production-only requirements (set in config/prod.json)."},
-})
+PRODUCTION_SCHEMA = PolicyConfigSchema(
+    properties={
+        "production": {
+            "type": "boolean",
+            "default": False,
+            "description": "Apply production-only requirements (set in config/prod.json).",
+        },
+    }
+)
 
 S3_BUCKET = "aws:s3/bucket:Bucket"
 WORKLOAD_KINDS = ("kubernetes:apps/v1:Deployment", "kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob")

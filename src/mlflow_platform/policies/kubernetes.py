@@ -42,8 +42,9 @@ def _resources(args: ResourceValidationArgs, report: ReportViolation) -> None:
     for container in containers(args.props, args.resource_type):
         resources = container.get("resources") or {}
         requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-        missing = [f"requests.{k}" for k in ("cpu", "memory") if k not in requests] + \
-                  [f"limits.{k}" for k in ("memory",) if k not in limits]
+        missing = [f"requests.{k}" for k in ("cpu", "memory") if k not in requests] + [
+            f"limits.{k}" for k in ("memory",) if k not in limits
+        ]
         if missing:
             report(f"container {container.get('name')} sets no {', '.join(missing)}")
 
@@ -66,22 +67,31 @@ def _production_replicas(args: StackValidationArgs, report: ReportViolation) -> 
     for deployment in of_type(args, DEPLOYMENT):
         labels = ((deployment.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if ((deployment.props.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {}).get(
-                "app.kubernetes.io/component") == "jobs":
+            "app.kubernetes.io/component"
+        ) == "jobs":
             continue  # the single job-runner replica is one by design
         replicas = int((deployment.props.get("spec") or {}).get("replicas") or 1)
         if replicas < minimum:
-            report(f"deployment {deployment.name} runs {replicas} replica(s); production needs {minimum}", deployment.urn)
+            report(
+                f"deployment {deployment.name} runs {replicas} replica(s); production needs {minimum}", deployment.urn
+            )
         covered = any(
-            all(labels.get(k) == v for k, v in (((pdb.props.get("spec") or {}).get("selector") or {})
-                                                .get("matchLabels") or {}).items())
+            all(
+                labels.get(k) == v
+                for k, v in (((pdb.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items()
+            )
             and (pdb.props.get("spec") or {}).get("minAvailable", 0) not in (0, "0")
-            for pdb in budgets)
+            for pdb in budgets
+        )
         if not covered:
             report(f"deployment {deployment.name} has no PodDisruptionBudget keeping a replica up", deployment.urn)
 
 
 def _no_load_balancer_service(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type == "kubernetes:core/v1:Service" and (args.props.get("spec") or {}).get("type") == "LoadBalancer":
+    if (
+        args.resource_type == "kubernetes:core/v1:Service"
+        and (args.props.get("spec") or {}).get("type") == "LoadBalancer"
+    ):
         report("Service of type LoadBalancer creates an unmanaged load balancer; use the ALB + TargetGroupBinding")
 
 
@@ -91,7 +101,9 @@ def _no_inline_secrets(args: ResourceValidationArgs, report: ReportViolation) ->
     for container in containers(args.props, args.resource_type):
         for env in as_list(container.get("env")):
             if SECRET_NAME.search(env.get("name", "")) and "value" in env and "valueFrom" not in env:
-                report(f"container {container.get('name')} has {env['name']} inline; reference a Secret (valueFrom.secretKeyRef)")
+                report(
+                    f"container {container.get('name')} has {env['name']} inline; reference a Secret (valueFrom.secretKeyRef)"
+                )
 
 
 def _cronjobs_safe(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -110,8 +122,11 @@ def _cronjobs_safe(args: ResourceValidationArgs, report: ReportViolation) -> Non
 def _runbooks_scheduled(args: StackValidationArgs, report: ReportViolation) -> None:
     if not args.get_config().get("required", True):
         return
-    commands = [" ".join(as_list(c.get("command"))) for r in of_type(args, "kubernetes:batch/v1:CronJob")
-                for c in containers(r.props, r.resource_type)]
+    commands = [
+        " ".join(as_list(c.get("command")))
+        for r in of_type(args, "kubernetes:batch/v1:CronJob")
+        for c in containers(r.props, r.resource_type)
+    ]
     for runbook in ("reap-stuck-runs", "cleanup-runs", "gc"):
         if not any(f"mlflow-platform {runbook}" in command for command in commands):
             report(f"no CronJob runs `mlflow-platform {runbook}`")
@@ -119,39 +134,67 @@ def _runbooks_scheduled(args: StackValidationArgs, report: ReportViolation) -> N
 
 POLICIES = [
     ResourceValidationPolicy(
-        name="k8s-hardened-containers", description="Containers run non-root, read-only, without privilege escalation.",
-        validate=_hardened, enforcement_level=EnforcementLevel.MANDATORY,
+        name="k8s-hardened-containers",
+        description="Containers run non-root, read-only, without privilege escalation.",
+        validate=_hardened,
+        enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Set runAsNonRoot, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false; "
-                          "mount emptyDir where the process writes."),
+        "mount emptyDir where the process writes.",
+    ),
     ResourceValidationPolicy(
-        name="k8s-resources-set", description="Containers request CPU and memory and limit memory.",
-        validate=_resources, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Set resources.requests.cpu/memory and resources.limits.memory (server.* in the stack)."),
+        name="k8s-resources-set",
+        description="Containers request CPU and memory and limit memory.",
+        validate=_resources,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set resources.requests.cpu/memory and resources.limits.memory (server.* in the stack).",
+    ),
     ResourceValidationPolicy(
-        name="k8s-probes-set", description="Deployments have readiness and liveness probes.", validate=_probes,
-        enforcement_level=EnforcementLevel.MANDATORY, remediation_steps="Add readinessProbe and livenessProbe."),
+        name="k8s-probes-set",
+        description="Deployments have readiness and liveness probes.",
+        validate=_probes,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Add readinessProbe and livenessProbe.",
+    ),
     StackValidationPolicy(
-        name="k8s-production-replicas", description="Production runs at least 2 replicas behind a PodDisruptionBudget.",
-        validate=_production_replicas, enforcement_level=EnforcementLevel.MANDATORY,
-        config_schema=PolicyConfigSchema(properties={
-            "production": {"type": "boolean", "default": False},
-            "minimumReplicas": {"type": "integer", "default": 2}}),
-        remediation_steps="Set server.replicas >= 2 in the prod stack; keep the PodDisruptionBudget."),
+        name="k8s-production-replicas",
+        description="Production runs at least 2 replicas behind a PodDisruptionBudget.",
+        validate=_production_replicas,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "production": {"type": "boolean", "default": False},
+                "minimumReplicas": {"type": "integer", "default": 2},
+            }
+        ),
+        remediation_steps="Set server.replicas >= 2 in the prod stack; keep the PodDisruptionBudget.",
+    ),
     ResourceValidationPolicy(
-        name="k8s-no-loadbalancer-service", description="No Service of type LoadBalancer.",
-        validate=_no_load_balancer_service, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Use a ClusterIP Service bound to the ALB target group."),
+        name="k8s-no-loadbalancer-service",
+        description="No Service of type LoadBalancer.",
+        validate=_no_load_balancer_service,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Use a ClusterIP Service bound to the ALB target group.",
+    ),
     ResourceValidationPolicy(
-        name="k8s-cronjobs-safe", description="CronJobs never overlap, keep a short history and cap catch-up.",
-        validate=_cronjobs_safe, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Set concurrencyPolicy: Forbid, history limits <= 10 and startingDeadlineSeconds."),
+        name="k8s-cronjobs-safe",
+        description="CronJobs never overlap, keep a short history and cap catch-up.",
+        validate=_cronjobs_safe,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set concurrencyPolicy: Forbid, history limits <= 10 and startingDeadlineSeconds.",
+    ),
     StackValidationPolicy(
-        name="mlflow-runbooks-scheduled", description="reap-stuck-runs, cleanup-runs and gc run on a schedule.",
-        validate=_runbooks_scheduled, enforcement_level=EnforcementLevel.MANDATORY,
+        name="mlflow-runbooks-scheduled",
+        description="reap-stuck-runs, cleanup-runs and gc run on a schedule.",
+        validate=_runbooks_scheduled,
+        enforcement_level=EnforcementLevel.MANDATORY,
         config_schema=PolicyConfigSchema(properties={"required": {"type": "boolean", "default": True}}),
-        remediation_steps="Keep runbooks.enabled: true in the stack (or set this rule's `required: false`)."),
+        remediation_steps="Keep runbooks.enabled: true in the stack (or set this rule's `required: false`).",
+    ),
     ResourceValidationPolicy(
-        name="k8s-no-inline-secrets", description="No secret value is inlined in a container's environment.",
-        validate=_no_inline_secrets, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Put the value in a Secret and use env.valueFrom.secretKeyRef."),
+        name="k8s-no-inline-secrets",
+        description="No secret value is inlined in a container's environment.",
+        validate=_no_inline_secrets,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Put the value in a Secret and use env.valueFrom.secretKeyRef.",
+    ),
 ]

@@ -12,10 +12,15 @@ from pulumi_policy import (
 
 from ._helpers import PRODUCTION_SCHEMA, as_list
 
-MODERN_TLS = ("ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
-              "ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06",
-              "ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06", "ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04",
-              "ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04")
+MODERN_TLS = (
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04",
+    "ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04",
+)
 LISTENER = "aws:lb/listener:Listener"
 ALB = "aws:lb/loadBalancer:LoadBalancer"
 
@@ -30,8 +35,9 @@ def _https_only(args: ResourceValidationArgs, report: ReportViolation) -> None:
             report(f"HTTPS listener uses TLS policy {args.props.get('sslPolicy')!r}; use one of {', '.join(allowed)}")
         return
     actions = as_list(args.props.get("defaultActions"))
-    redirects = actions and all(a.get("type") == "redirect" and (a.get("redirect") or {}).get("protocol") == "HTTPS"
-                                for a in actions)
+    redirects = actions and all(
+        a.get("type") == "redirect" and (a.get("redirect") or {}).get("protocol") == "HTTPS" for a in actions
+    )
     if not redirects:
         report(f"{protocol} listener on port {args.props.get('port')} serves traffic; it may only redirect to HTTPS")
 
@@ -42,23 +48,39 @@ def _access_logs(args: ResourceValidationArgs, report: ReportViolation) -> None:
 
 
 def _deletion_protection(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type == ALB and args.get_config().get("production") and \
-            args.props.get("enableDeletionProtection") is not True:
+    if (
+        args.resource_type == ALB
+        and args.get_config().get("production")
+        and args.props.get("enableDeletionProtection") is not True
+    ):
         report("deletion protection is off in production (enableDeletionProtection)")
 
 
 POLICIES = [
     ResourceValidationPolicy(
-        name="alb-https-only", description="Listeners speak HTTPS with TLS 1.2+/1.3, or redirect HTTP to HTTPS.",
-        validate=_https_only, enforcement_level=EnforcementLevel.MANDATORY,
-        config_schema=PolicyConfigSchema(properties={"allowedSslPolicies": {"type": "array", "items": {"type": "string"}}}),
+        name="alb-https-only",
+        description="Listeners speak HTTPS with TLS 1.2+/1.3, or redirect HTTP to HTTPS.",
+        validate=_https_only,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(
+            properties={"allowedSslPolicies": {"type": "array", "items": {"type": "string"}}}
+        ),
         remediation_steps="Use protocol HTTPS with loadBalancer.sslPolicy ELBSecurityPolicy-TLS13-1-2-2021-06; "
-                          "make port 80 a redirect to HTTPS."),
+        "make port 80 a redirect to HTTPS.",
+    ),
     ResourceValidationPolicy(
-        name="alb-access-logs", description="The load balancer writes access logs.", validate=_access_logs,
-        enforcement_level=EnforcementLevel.MANDATORY, remediation_steps="Set accessLogs {bucket, enabled: true}."),
+        name="alb-access-logs",
+        description="The load balancer writes access logs.",
+        validate=_access_logs,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set accessLogs {bucket, enabled: true}.",
+    ),
     ResourceValidationPolicy(
-        name="alb-production-deletion-protection", description="The production load balancer cannot be deleted by accident.",
-        validate=_deletion_protection, enforcement_level=EnforcementLevel.MANDATORY, config_schema=PRODUCTION_SCHEMA,
-        remediation_steps="Set loadBalancer.deletionProtection: true in the prod stack."),
+        name="alb-production-deletion-protection",
+        description="The production load balancer cannot be deleted by accident.",
+        validate=_deletion_protection,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PRODUCTION_SCHEMA,
+        remediation_steps="Set loadBalancer.deletionProtection: true in the prod stack.",
+    ),
 ]

@@ -19,7 +19,6 @@ from ..config import (
     PARENT_PROCESSES_PER_REPLICA,
     DatabaseConfig,
 )
-
 from ._helpers import as_list, env_of, gunicorn_option, of_type, option, server_containers
 
 SECRET_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "PGPASSWORD")
@@ -32,8 +31,10 @@ def _basic_auth(args: StackValidationArgs, report: ReportViolation) -> None:
     for deployment, container in server_containers(args):
         found = True
         if option(as_list(container.get("command")), "--app-name") != "basic-auth":
-            report(f"{deployment.name} runs mlflow server without --app-name basic-auth: anyone can read and write",
-                   deployment.urn)
+            report(
+                f"{deployment.name} runs mlflow server without --app-name basic-auth: anyone can read and write",
+                deployment.urn,
+            )
     if not found:
         report("no tracking server Deployment (mlflow server) found to check")
 
@@ -80,11 +81,16 @@ def _keep_alive(args: StackValidationArgs, report: ReportViolation) -> None:
         argv = as_list(container.get("command"))
         keep_alive = gunicorn_option(argv, "--keep-alive")
         if option(argv, "--gunicorn-opts") is None:
-            report(f"{deployment.name} runs uvicorn (no --gunicorn-opts): its 5 s keep-alive is below the ALB's "
-                   f"{idle} s idle timeout", deployment.urn)
+            report(
+                f"{deployment.name} runs uvicorn (no --gunicorn-opts): its 5 s keep-alive is below the ALB's "
+                f"{idle} s idle timeout",
+                deployment.urn,
+            )
         elif keep_alive is None or int(keep_alive) <= idle:
-            report(f"{deployment.name}: gunicorn keep-alive {keep_alive or 2} s must exceed the ALB idle timeout {idle} s",
-                   deployment.urn)
+            report(
+                f"{deployment.name}: gunicorn keep-alive {keep_alive or 2} s must exceed the ALB idle timeout {idle} s",
+                deployment.urn,
+            )
 
 
 def _max_connections(args: StackValidationArgs) -> int | None:
@@ -106,7 +112,9 @@ def _connection_budget(args: StackValidationArgs, report: ReportViolation) -> No
         return
     reserved = int(args.get_config().get("reservedConnections", 10))
     ceilings = {
-        (hpa.props.get("spec") or {}).get("scaleTargetRef", {}).get("name"): int((hpa.props.get("spec") or {}).get("maxReplicas") or 1)
+        (hpa.props.get("spec") or {}).get("scaleTargetRef", {}).get("name"): int(
+            (hpa.props.get("spec") or {}).get("maxReplicas") or 1
+        )
         for hpa in of_type(args, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
     }
     total, parts = 0, []
@@ -125,8 +133,10 @@ def _connection_budget(args: StackValidationArgs, report: ReportViolation) -> No
         total += processes * engines * (pool + overflow)
         parts.append(f"{name}: {processes} processes x {engines} engines x ({pool} + {overflow})")
     if total > max_connections - reserved:
-        report(f"connection budget {total} ({'; '.join(parts)}) exceeds max_connections {max_connections} - "
-               f"{reserved} reserved")
+        report(
+            f"connection budget {total} ({'; '.join(parts)}) exceeds max_connections {max_connections} - "
+            f"{reserved} reserved"
+        )
 
 
 def _public_hostnames(args: StackValidationArgs) -> set[str]:
@@ -143,48 +153,74 @@ def _allowed_hosts(args: StackValidationArgs, report: ReportViolation) -> None:
         allowed = set(((env_of(container).get("MLFLOW_SERVER_ALLOWED_HOSTS") or {}).get("value") or "").split(","))
         missing = sorted(h for h in hostnames if h not in allowed)
         if missing:
-            report(f"{deployment.name} would answer 403 to {', '.join(missing)}: add it to server.allowedHosts",
-                   deployment.urn)
+            report(
+                f"{deployment.name} would answer 403 to {', '.join(missing)}: add it to server.allowedHosts",
+                deployment.urn,
+            )
 
 
 def _pool_not_in_uri(args: StackValidationArgs, report: ReportViolation) -> None:
     for deployment, container in server_containers(args):
         uri = option(as_list(container.get("command")), "--backend-store-uri") or ""
         if "pool_size" in uri or "max_overflow" in uri:
-            report(f"{deployment.name}: pool options in the database URI stop MLflow 3 from starting; "
-                   "use MLFLOW_SQLALCHEMYSTORE_POOL_SIZE / _MAX_OVERFLOW", deployment.urn)
+            report(
+                f"{deployment.name}: pool options in the database URI stop MLflow 3 from starting; "
+                "use MLFLOW_SQLALCHEMYSTORE_POOL_SIZE / _MAX_OVERFLOW",
+                deployment.urn,
+            )
         if ":" in uri.split("@")[0].split("//")[-1]:
             report(f"{deployment.name}: the database URI on the command line carries a password", deployment.urn)
 
 
 POLICIES = [
     StackValidationPolicy(
-        name="mlflow-basic-auth", description="The tracking server requires authentication in every environment.",
-        validate=_basic_auth, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Keep server.basicAuth: true (renders --app-name basic-auth)."),
-    StackValidationPolicy(
-        name="mlflow-auth-db-postgres", description="basic-auth users and permissions live in PostgreSQL, never SQLite.",
-        validate=_auth_db_postgres, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Mount the rendered basic_auth.ini (database_uri on the auth database)."),
-    StackValidationPolicy(
-        name="mlflow-secrets-from-secrets", description="Flask secret key, admin password and DB password come from Secrets.",
-        validate=_secrets_from_secrets, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Reference the mlflow-server Secret with env.valueFrom.secretKeyRef."),
-    StackValidationPolicy(
-        name="mlflow-keep-alive-exceeds-alb-idle", description="gunicorn keep-alive outlasts the ALB idle timeout (else 502s).",
-        validate=_keep_alive, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Set server.keepAliveSeconds above loadBalancer.idleTimeoutSeconds."),
-    StackValidationPolicy(
-        name="mlflow-connection-budget", description="All server pools together fit the database's max_connections.",
-        validate=_connection_budget, enforcement_level=EnforcementLevel.MANDATORY,
-        config_schema=PolicyConfigSchema(properties={"reservedConnections": {"type": "integer", "default": 10}}),
-        remediation_steps="Lower database.poolSize/maxOverflow or server.workers/maxReplicas, or use a larger instance."),
-    StackValidationPolicy(
-        name="mlflow-allowed-hosts", description="The server accepts its public hostname.", validate=_allowed_hosts,
+        name="mlflow-basic-auth",
+        description="The tracking server requires authentication in every environment.",
+        validate=_basic_auth,
         enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="List loadBalancer.hostname in server.allowedHosts."),
+        remediation_steps="Keep server.basicAuth: true (renders --app-name basic-auth).",
+    ),
     StackValidationPolicy(
-        name="mlflow-database-uri-clean", description="No pool options and no password in the database URI.",
-        validate=_pool_not_in_uri, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Pools via MLFLOW_SQLALCHEMYSTORE_*; password via PGPASSWORD from a Secret."),
+        name="mlflow-auth-db-postgres",
+        description="basic-auth users and permissions live in PostgreSQL, never SQLite.",
+        validate=_auth_db_postgres,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Mount the rendered basic_auth.ini (database_uri on the auth database).",
+    ),
+    StackValidationPolicy(
+        name="mlflow-secrets-from-secrets",
+        description="Flask secret key, admin password and DB password come from Secrets.",
+        validate=_secrets_from_secrets,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Reference the mlflow-server Secret with env.valueFrom.secretKeyRef.",
+    ),
+    StackValidationPolicy(
+        name="mlflow-keep-alive-exceeds-alb-idle",
+        description="gunicorn keep-alive outlasts the ALB idle timeout (else 502s).",
+        validate=_keep_alive,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set server.keepAliveSeconds above loadBalancer.idleTimeoutSeconds.",
+    ),
+    StackValidationPolicy(
+        name="mlflow-connection-budget",
+        description="All server pools together fit the database's max_connections.",
+        validate=_connection_budget,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties={"reservedConnections": {"type": "integer", "default": 10}}),
+        remediation_steps="Lower database.poolSize/maxOverflow or server.workers/maxReplicas, or use a larger instance.",
+    ),
+    StackValidationPolicy(
+        name="mlflow-allowed-hosts",
+        description="The server accepts its public hostname.",
+        validate=_allowed_hosts,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="List loadBalancer.hostname in server.allowedHosts.",
+    ),
+    StackValidationPolicy(
+        name="mlflow-database-uri-clean",
+        description="No pool options and no password in the database URI.",
+        validate=_pool_not_in_uri,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Pools via MLFLOW_SQLALCHEMYSTORE_*; password via PGPASSWORD from a Secret.",
+    ),
 ]

@@ -47,8 +47,11 @@ def _no_star_star(args: ResourceValidationArgs, report: ReportViolation) -> None
         return
     if args.resource_type not in POLICY_TYPES:
         return
-    documents = [args.props.get("policy")] if args.resource_type != "aws:iam/role:Role" else \
-        [p.get("policy") for p in as_list(args.props.get("inlinePolicies"))]
+    documents = (
+        [args.props.get("policy")]
+        if args.resource_type != "aws:iam/role:Role"
+        else [p.get("policy") for p in as_list(args.props.get("inlinePolicies"))]
+    )
     for document in documents:
         for statement in statements(document):
             actions, resources = as_list(statement.get("Action")), as_list(statement.get("Resource"))
@@ -59,10 +62,13 @@ def _no_star_star(args: ResourceValidationArgs, report: ReportViolation) -> None
 def _server_role_scoped(args: StackValidationArgs, report: ReportViolation) -> None:
     """The role the mlflow-server service account assumes may touch objects under a prefix only."""
     server_roles = {
-        role.urn: role for role in of_type(args, "aws:iam/role:Role")
-        if any("system:serviceaccount:" in str(v) and str(v).endswith(f":{SERVER_APP}")
-               for s in statements(role.props.get("assumeRolePolicy"))
-               for v in ((s.get("Condition") or {}).get("StringEquals") or {}).values())
+        role.urn: role
+        for role in of_type(args, "aws:iam/role:Role")
+        if any(
+            "system:serviceaccount:" in str(v) and str(v).endswith(f":{SERVER_APP}")
+            for s in statements(role.props.get("assumeRolePolicy"))
+            for v in ((s.get("Condition") or {}).get("StringEquals") or {}).values()
+        )
     }
     for policy in of_type(args, "aws:iam/rolePolicy:RolePolicy"):
         roles = [r for r in (policy.property_dependencies or {}).get("role") or [] if r.urn in server_roles]
@@ -76,25 +82,39 @@ def _server_role_scoped(args: StackValidationArgs, report: ReportViolation) -> N
                 if resource == "*" or resource.endswith(":::*"):
                     report(f"server role grants {', '.join(actions)} on every bucket", policy.urn)
                 elif "/" in resource and resource.split("/", 1)[1] in ("*", ""):
-                    report(f"server role grants {', '.join(actions)} on the whole bucket ({resource}), not a prefix",
-                           policy.urn)
-                elif "/" not in resource and "s3:ListBucket" in actions and \
-                        "s3:prefix" not in str(statement.get("Condition")):
+                    report(
+                        f"server role grants {', '.join(actions)} on the whole bucket ({resource}), not a prefix",
+                        policy.urn,
+                    )
+                elif (
+                    "/" not in resource
+                    and "s3:ListBucket" in actions
+                    and "s3:prefix" not in str(statement.get("Condition"))
+                ):
                     report(f"server role may list the whole bucket {resource}; add an s3:prefix condition", policy.urn)
 
 
 POLICIES = [
     ResourceValidationPolicy(
-        name="no-public-database-port", description="No security group opens PostgreSQL to 0.0.0.0/0 or ::/0.",
-        validate=_db_port_closed, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Admit the database port from the server's security group only."),
+        name="no-public-database-port",
+        description="No security group opens PostgreSQL to 0.0.0.0/0 or ::/0.",
+        validate=_db_port_closed,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Admit the database port from the server's security group only.",
+    ),
     ResourceValidationPolicy(
-        name="iam-no-star-on-star", description="No IAM policy allows * actions on * resources.",
-        validate=_no_star_star, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Name the actions and resources the principal needs."),
+        name="iam-no-star-on-star",
+        description="No IAM policy allows * actions on * resources.",
+        validate=_no_star_star,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Name the actions and resources the principal needs.",
+    ),
     StackValidationPolicy(
-        name="server-role-prefix-scoped", description="The server's role reaches only its bucket prefix.",
-        validate=_server_role_scoped, enforcement_level=EnforcementLevel.MANDATORY,
+        name="server-role-prefix-scoped",
+        description="The server's role reaches only its bucket prefix.",
+        validate=_server_role_scoped,
+        enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Grant object actions on arn:aws:s3:::<bucket>/<prefix>/* and ListBucket with an "
-                          "s3:prefix condition."),
+        "s3:prefix condition.",
+    ),
 ]

@@ -66,30 +66,49 @@ def _generated_password(args: StackValidationArgs, report: ReportViolation) -> N
             continue
         sources = (instance.property_dependencies or {}).get("password") or []
         if not any(source.resource_type in GENERATED for source in sources):
-            report("the master password is not generated (random.RandomPassword) nor RDS-managed: it is "
-                   "written somewhere in plain text", instance.urn)
+            report(
+                "the master password is not generated (random.RandomPassword) nor RDS-managed: it is "
+                "written somewhere in plain text",
+                instance.urn,
+            )
 
 
 POLICIES = [
     ResourceValidationPolicy(
-        name="rds-encrypted-private", description="RDS storage is encrypted and the instance is not public.",
-        validate=_encrypted_private, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Set storageEncrypted: true (with a KMS key) and publiclyAccessible: false."),
+        name="rds-encrypted-private",
+        description="RDS storage is encrypted and the instance is not public.",
+        validate=_encrypted_private,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Set storageEncrypted: true (with a KMS key) and publiclyAccessible: false.",
+    ),
     ResourceValidationPolicy(
-        name="rds-backup-retention", description="Automated backups are kept long enough for point-in-time recovery.",
-        validate=_backups, enforcement_level=EnforcementLevel.MANDATORY,
+        name="rds-backup-retention",
+        description="Automated backups are kept long enough for point-in-time recovery.",
+        validate=_backups,
+        enforcement_level=EnforcementLevel.MANDATORY,
         config_schema=PolicyConfigSchema(properties={"minimumDays": {"type": "integer", "default": 7}}),
-        remediation_steps="Raise database.backupRetentionDays in the stack file."),
+        remediation_steps="Raise database.backupRetentionDays in the stack file.",
+    ),
     ResourceValidationPolicy(
-        name="rds-production-ha", description="Production databases are Multi-AZ, deletion-protected, final-snapshotted.",
-        validate=_production_ha, enforcement_level=EnforcementLevel.MANDATORY, config_schema=PRODUCTION_SCHEMA,
-        remediation_steps="Set database.multiAz, deletionProtection and finalSnapshot to true in the prod stack."),
+        name="rds-production-ha",
+        description="Production databases are Multi-AZ, deletion-protected, final-snapshotted.",
+        validate=_production_ha,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PRODUCTION_SCHEMA,
+        remediation_steps="Set database.multiAz, deletionProtection and finalSnapshot to true in the prod stack.",
+    ),
     StackValidationPolicy(
-        name="rds-force-ssl", description="The database refuses connections without TLS.",
-        validate=_force_ssl, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Attach a parameter group with rds.force_ssl = 1."),
+        name="rds-force-ssl",
+        description="The database refuses connections without TLS.",
+        validate=_force_ssl,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Attach a parameter group with rds.force_ssl = 1.",
+    ),
     StackValidationPolicy(
-        name="rds-password-not-plaintext", description="The master password is generated, never written in config or code.",
-        validate=_generated_password, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Feed password from a random.RandomPassword (kept secret) or use manageMasterUserPassword."),
+        name="rds-password-not-plaintext",
+        description="The master password is generated, never written in config or code.",
+        validate=_generated_password,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Feed password from a random.RandomPassword (kept secret) or use manageMasterUserPassword.",
+    ),
 ]

@@ -15,15 +15,20 @@ def _buckets(args: StackValidationArgs):
 
 def _kms_encryption(args: StackValidationArgs, report: ReportViolation) -> None:
     for bucket, name in _buckets(args):
-        configs = on_bucket(args, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", name)
+        configs = on_bucket(
+            args, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", name
+        )
         algorithms = {
             (rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
-            for config in configs for rule in as_list(config.props.get("rules"))
+            for config in configs
+            for rule in as_list(config.props.get("rules"))
         }
         wanted = {"AES256", "aws:kms"} if is_log_bucket(bucket) else {"aws:kms", "aws:kms:dsse"}
         if not algorithms & wanted:
-            report(f"bucket {name} has no {'/'.join(sorted(wanted))} default encryption (found {sorted(filter(None, algorithms)) or 'none'})",
-                   bucket.urn)
+            report(
+                f"bucket {name} has no {'/'.join(sorted(wanted))} default encryption (found {sorted(filter(None, algorithms)) or 'none'})",
+                bucket.urn,
+            )
 
 
 def _public_access(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -37,7 +42,8 @@ def _public_access(args: StackValidationArgs, report: ReportViolation) -> None:
 def _tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
     for bucket, name in _buckets(args):
         denies = [
-            s for policy in on_bucket(args, "aws:s3/bucketPolicy:BucketPolicy", name)
+            s
+            for policy in on_bucket(args, "aws:s3/bucketPolicy:BucketPolicy", name)
             for s in statements(policy.props.get("policy"))
             if s.get("Effect") == "Deny"
             and str(((s.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")).lower() == "false"
@@ -59,11 +65,19 @@ def _lifecycle(args: StackValidationArgs, report: ReportViolation) -> None:
     for bucket, name in _buckets(args):
         if is_log_bucket(bucket):
             continue
-        rules = [rule for config in on_bucket(args, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", name)
-                 for rule in as_list(config.props.get("rules")) if rule.get("status") == "Enabled"]
+        rules = [
+            rule
+            for config in on_bucket(args, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", name)
+            for rule in as_list(config.props.get("rules"))
+            if rule.get("status") == "Enabled"
+        ]
         tmp = any((rule.get("filter") or {}).get("prefix") == "tmp/" and rule.get("expiration") for rule in rules)
         abort = any(rule.get("abortIncompleteMultipartUpload") for rule in rules)
-        missing = [what for what, ok in (("a tmp/ expiration rule", tmp), ("an abort-incomplete-multipart rule", abort)) if not ok]
+        missing = [
+            what
+            for what, ok in (("a tmp/ expiration rule", tmp), ("an abort-incomplete-multipart rule", abort))
+            if not ok
+        ]
         if missing:
             report(f"bucket {name} lifecycle lacks {' and '.join(missing)}", bucket.urn)
 
@@ -78,29 +92,47 @@ def _access_logging(args: StackValidationArgs, report: ReportViolation) -> None:
 
 POLICIES = [
     StackValidationPolicy(
-        name="s3-kms-encryption", description="Artifact buckets are encrypted with KMS by default.",
-        validate=_kms_encryption, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Add a BucketServerSideEncryptionConfiguration with sseAlgorithm aws:kms "
-                          "(access-log buckets may use AES256, which log delivery requires)."),
-    StackValidationPolicy(
-        name="s3-public-access-blocked", description="Every bucket blocks all public access.",
-        validate=_public_access, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Add a BucketPublicAccessBlock with all four flags true."),
-    StackValidationPolicy(
-        name="s3-tls-only", description="Every bucket policy denies requests made without TLS.",
-        validate=_tls_only, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Add a BucketPolicy statement: Deny s3:* when aws:SecureTransport is false."),
-    StackValidationPolicy(
-        name="s3-versioning", description="Artifact buckets are versioned.", validate=_versioning,
+        name="s3-kms-encryption",
+        description="Artifact buckets are encrypted with KMS by default.",
+        validate=_kms_encryption,
         enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Add a BucketVersioning with status Enabled."),
+        remediation_steps="Add a BucketServerSideEncryptionConfiguration with sseAlgorithm aws:kms "
+        "(access-log buckets may use AES256, which log delivery requires).",
+    ),
     StackValidationPolicy(
-        name="s3-lifecycle", description="Artifact buckets expire tmp/ and abort incomplete multipart uploads.",
-        validate=_lifecycle, enforcement_level=EnforcementLevel.MANDATORY,
+        name="s3-public-access-blocked",
+        description="Every bucket blocks all public access.",
+        validate=_public_access,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Add a BucketPublicAccessBlock with all four flags true.",
+    ),
+    StackValidationPolicy(
+        name="s3-tls-only",
+        description="Every bucket policy denies requests made without TLS.",
+        validate=_tls_only,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Add a BucketPolicy statement: Deny s3:* when aws:SecureTransport is false.",
+    ),
+    StackValidationPolicy(
+        name="s3-versioning",
+        description="Artifact buckets are versioned.",
+        validate=_versioning,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Add a BucketVersioning with status Enabled.",
+    ),
+    StackValidationPolicy(
+        name="s3-lifecycle",
+        description="Artifact buckets expire tmp/ and abort incomplete multipart uploads.",
+        validate=_lifecycle,
+        enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Add a BucketLifecycleConfiguration with a tmp/ expiration rule and an "
-                          "abortIncompleteMultipartUpload rule."),
+        "abortIncompleteMultipartUpload rule.",
+    ),
     StackValidationPolicy(
-        name="s3-access-logging", description="Artifact buckets log access to a log bucket.",
-        validate=_access_logging, enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Add a BucketLogging targeting the access-log bucket."),
+        name="s3-access-logging",
+        description="Artifact buckets log access to a log bucket.",
+        validate=_access_logging,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Add a BucketLogging targeting the access-log bucket.",
+    ),
 ]

@@ -16,7 +16,9 @@ REQUIRED_VERSION_TAGS = ("training_data", "training_commit", "approved_by")
 # Model names are products, not algorithms or versions ("xgboost-fraud-v3", "lgbm_model_final").
 BAD_MODEL_NAME = re.compile(
     r"(^|[-_])(v\d+|\d{4}|final|xgb|xgboost|lgbm|lightgbm|bert|resnet|cnn|rnn|lstm|svm|rf|randomforest|"
-    r"catboost|gbm|logreg|linear)([-_]|$)", re.IGNORECASE)
+    r"catboost|gbm|logreg|linear)([-_]|$)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,14 @@ class Finding:
     detail: str
 
 
-def audit(client: MlflowClient, *, experiment_names: list[str] | None = None, runs_per_experiment: int = 1000,
-          required_run_tags: tuple[str, ...] = REQUIRED_RUN_TAGS,
-          required_version_tags: tuple[str, ...] = REQUIRED_VERSION_TAGS) -> list[Finding]:
+def audit(
+    client: MlflowClient,
+    *,
+    experiment_names: list[str] | None = None,
+    runs_per_experiment: int = 1000,
+    required_run_tags: tuple[str, ...] = REQUIRED_RUN_TAGS,
+    required_version_tags: tuple[str, ...] = REQUIRED_VERSION_TAGS,
+) -> list[Finding]:
     findings: list[Finding] = []
     for experiment in resolve_experiments(client, experiment_names):
         if experiment.name == "Default":
@@ -40,14 +47,17 @@ def audit(client: MlflowClient, *, experiment_names: list[str] | None = None, ru
                 break
             missing = [t for t in required_run_tags if t not in run.data.tags]
             if missing:
-                findings.append(Finding("run-tags", f"{experiment.name} run {run.info.run_id}",
-                                        f"missing {', '.join(missing)}"))
+                findings.append(
+                    Finding("run-tags", f"{experiment.name} run {run.info.run_id}", f"missing {', '.join(missing)}")
+                )
     models: dict[str, set[str]] = {}
     for version in iter_model_versions(client):
         models.setdefault(version.name, set()).add(version.version)
         missing = [t for t in required_version_tags if t not in (version.tags or {})]
         if missing:
-            findings.append(Finding("version-tags", f"{version.name} v{version.version}", f"missing {', '.join(missing)}"))
+            findings.append(
+                Finding("version-tags", f"{version.name} v{version.version}", f"missing {', '.join(missing)}")
+            )
     for name, versions in sorted(models.items()):
         if BAD_MODEL_NAME.search(name):
             findings.append(Finding("model-name", name, "names a version or an algorithm; name the product"))

@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -36,15 +36,29 @@ def _libpq_args(uri: str, database: str | None = None) -> tuple[list[str], dict[
         env["PGPASSWORD"] = url.password
     if sslmode := url.query.get("sslmode"):
         env["PGSSLMODE"] = sslmode
-    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres",
-            "-d", database or url.database]
+    args = [
+        "-h",
+        url.host or "127.0.0.1",
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        url.username or "postgres",
+        "-d",
+        database or url.database,
+    ]
     return args, env
 
 
 def _connect(uri: str, database: str | None = None) -> psycopg.Connection:
     url = make_url(uri)
-    params = {"host": url.host, "port": url.port or 5432, "user": url.username, "dbname": database or url.database,
-              "autocommit": True, "connect_timeout": 10}
+    params = {
+        "host": url.host,
+        "port": url.port or 5432,
+        "user": url.username,
+        "dbname": database or url.database,
+        "autocommit": True,
+        "connect_timeout": 10,
+    }
     if url.password:
         params["password"] = url.password
     if sslmode := url.query.get("sslmode"):
@@ -54,11 +68,15 @@ def _connect(uri: str, database: str | None = None) -> psycopg.Connection:
 
 def backup_to_file(uri: str, backup_dir: Path) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = backup_dir / f"{make_url(uri).database}-{stamp}.dump"
     args, env = _libpq_args(uri)
-    result = subprocess.run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],
-                            env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0 or not target.exists() or target.stat().st_size == 0:
         target.unlink(missing_ok=True)
         raise RunbookError(f"backup failed (pg_dump exit {result.returncode}): {result.stderr.strip()}")
@@ -69,13 +87,17 @@ def snapshot_rds(instance: str, *, wait: bool = True) -> str:
     import boto3
 
     rds = boto3.client("rds", endpoint_url=os.environ.get("MLFLOW_PLATFORM_RDS_ENDPOINT_URL"))
-    snapshot = f"{instance}-pre-upgrade-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    snapshot = f"{instance}-pre-upgrade-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     try:
-        rds.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier=snapshot,
-                               Tags=[{"Key": "CreatedBy", "Value": "mlflow-platform db-upgrade"}])
+        rds.create_db_snapshot(
+            DBInstanceIdentifier=instance,
+            DBSnapshotIdentifier=snapshot,
+            Tags=[{"Key": "CreatedBy", "Value": "mlflow-platform db-upgrade"}],
+        )
         if wait:
-            rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=snapshot,
-                                                          WaiterConfig={"Delay": 15, "MaxAttempts": 240})
+            rds.get_waiter("db_snapshot_available").wait(
+                DBSnapshotIdentifier=snapshot, WaiterConfig={"Delay": 15, "MaxAttempts": 240}
+            )
     except Exception as exc:
         raise RunbookError(f"RDS snapshot of {instance} failed: {exc}") from None
     return snapshot
@@ -88,8 +110,9 @@ class UpgradeReport:
     actions: list[str] = field(default_factory=list)
 
 
-def db_upgrade(uri: str, *, backup_dir: Path | None = None, rds_instance: str | None = None,
-               dry_run: bool = False) -> UpgradeReport:
+def db_upgrade(
+    uri: str, *, backup_dir: Path | None = None, rds_instance: str | None = None, dry_run: bool = False
+) -> UpgradeReport:
     """Back up, then `mlflow db upgrade`; refuse to upgrade without a backup."""
     if not backup_dir and not rds_instance:
         raise RunbookError("db-upgrade needs a backup target: --backup-dir (pg_dump) or --rds-instance (snapshot)")
@@ -127,9 +150,14 @@ class DrillReport:
 
 def _snapshot(conn: psycopg.Connection) -> tuple[int, int, dict[str, str]]:
     runs = conn.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'").fetchone()[0]
-    versions = conn.execute("SELECT count(*) FROM model_versions WHERE current_stage != 'Deleted_Internal'").fetchone()[0]
-    champions = dict(conn.execute(
-        "SELECT name, version::text FROM registered_model_aliases WHERE alias = %s", (CHAMPION,)).fetchall())
+    versions = conn.execute("SELECT count(*) FROM model_versions WHERE current_stage != 'Deleted_Internal'").fetchone()[
+        0
+    ]
+    champions = dict(
+        conn.execute(
+            "SELECT name, version::text FROM registered_model_aliases WHERE alias = %s", (CHAMPION,)
+        ).fetchall()
+    )
     return runs, versions, champions
 
 
@@ -143,8 +171,12 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
         source.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
         args, env = _libpq_args(uri, scratch)
-        result = subprocess.run([_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(backup)],
-                                env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            [_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(backup)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             report.problems.append(f"pg_restore failed: {result.stderr.strip()}")
             return report
@@ -159,8 +191,9 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
         for name in sorted(set(source_champions) | set(champions)):
             report.champions[name] = (source_champions.get(name), champions.get(name))
             if source_champions.get(name) != champions.get(name):
-                report.problems.append(f"{name}@{CHAMPION}: v{champions.get(name)} restored, "
-                                       f"v{source_champions.get(name)} in the source")
+                report.problems.append(
+                    f"{name}@{CHAMPION}: v{champions.get(name)} restored, v{source_champions.get(name)} in the source"
+                )
         _resolve_through_mlflow(scratch_uri, champions, report)
     finally:
         if not keep:
@@ -178,6 +211,8 @@ def _resolve_through_mlflow(scratch_uri: str, champions: dict[str, str], report:
         for name, version in champions.items():
             resolved = store.get_model_version_by_alias(name, CHAMPION)
             if str(resolved.version) != version:
-                report.problems.append(f"MLflow resolves {name}@{CHAMPION} to v{resolved.version}, table says v{version}")
+                report.problems.append(
+                    f"MLflow resolves {name}@{CHAMPION} to v{resolved.version}, table says v{version}"
+                )
     finally:
         store.engine.dispose()

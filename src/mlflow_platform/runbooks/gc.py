@@ -37,26 +37,35 @@ class GcReport:
     purged: bool = False
 
 
-def gc(client: MlflowClient, *, backend_store_uri: str, tracking_uri: str, older_than: str = "30d",
-       dry_run: bool = False) -> GcReport:
+def gc(
+    client: MlflowClient, *, backend_store_uri: str, tracking_uri: str, older_than: str = "30d", dry_run: bool = False
+) -> GcReport:
     """`mlflow gc` with the tracking URI and credentials set, so proxied artifacts are deleted too."""
     cutoff = (time.time() - _seconds(older_than)) * 1000
     report = GcReport()
     experiment_ids = [e.experiment_id for e in iter_experiments(client)]
     token = None
     while experiment_ids:
-        page = client.search_runs(experiment_ids, run_view_type=ViewType.DELETED_ONLY, max_results=1000,
-                                  page_token=token)
-        report.candidates += [r.info.run_id for r in page
-                              if (r.info.end_time or r.info.start_time or 0) <= cutoff or older_than in ("0d", "0s")]
+        page = client.search_runs(
+            experiment_ids, run_view_type=ViewType.DELETED_ONLY, max_results=1000, page_token=token
+        )
+        report.candidates += [
+            r.info.run_id
+            for r in page
+            if (r.info.end_time or r.info.start_time or 0) <= cutoff or older_than in ("0d", "0s")
+        ]
         token = page.token
         if not token:
             break
     if dry_run:
         return report
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    result = subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend_store_uri,
-                             "--older-than", older_than], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend_store_uri, "--older-than", older_than],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise RunbookError(f"mlflow gc failed: {result.stderr.strip()[-2000:]}")
     report.purged = True

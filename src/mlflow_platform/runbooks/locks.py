@@ -65,15 +65,21 @@ def dynamodb_lock(table: str, key: str, *, ttl: float, timeout: float) -> Iterat
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise LockUnavailable(f"cannot use lock table {table}: {exc}") from None
             if time.monotonic() >= deadline:
-                raise LockUnavailable(f"lock {key} is held by another promotion; gave up after {timeout:.0f}s") from None
+                raise LockUnavailable(
+                    f"lock {key} is held by another promotion; gave up after {timeout:.0f}s"
+                ) from None
             time.sleep(0.2)
     try:
         yield
     finally:
         with contextlib.suppress(ClientError):
-            dynamodb.delete_item(TableName=table, Key={"lock_key": {"S": key}},
-                                 ConditionExpression="#o = :owner", ExpressionAttributeNames={"#o": "owner"},
-                                 ExpressionAttributeValues={":owner": {"S": owner}})
+            dynamodb.delete_item(
+                TableName=table,
+                Key={"lock_key": {"S": key}},
+                ConditionExpression="#o = :owner",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
 
 
 @contextlib.contextmanager

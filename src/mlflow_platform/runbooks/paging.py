@@ -12,12 +12,23 @@ from mlflow.entities.model_registry import ModelVersion
 PAGE_SIZE = 1000
 
 
-def iter_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
-              order_by: list[str] | None = None, page_size: int = PAGE_SIZE) -> Iterator[Run]:
+def iter_runs(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    page_size: int = PAGE_SIZE,
+) -> Iterator[Run]:
     token = None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=page_size, order_by=order_by, page_token=token)
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=page_size,
+            order_by=order_by,
+            page_token=token,
+        )
         yield from page
         token = page.token
         if not token:
@@ -44,8 +55,9 @@ def iter_experiments(client: MlflowClient) -> Iterator[Experiment]:
             return
 
 
-def resolve_experiments(client: MlflowClient, names: list[str] | None = None,
-                        ids: list[str] | None = None) -> list[Experiment]:
+def resolve_experiments(
+    client: MlflowClient, names: list[str] | None = None, ids: list[str] | None = None
+) -> list[Experiment]:
     """Experiments by id and/or name pattern (`/search-team/*`); none given means all."""
     if not names and not ids:
         return list(iter_experiments(client))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -23,7 +23,7 @@ CHAMPION, CHALLENGER, PREVIOUS, ROLLED_BACK = "champion", "challenger", "previou
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _actor() -> str:
@@ -39,8 +39,9 @@ def alias_version(client: MlflowClient, model: str, alias: str) -> ModelVersion 
         raise
 
 
-def resolve_candidate(client: MlflowClient, model: str, *, alias: str | None = CHALLENGER,
-                      version: str | None = None) -> ModelVersion:
+def resolve_candidate(
+    client: MlflowClient, model: str, *, alias: str | None = CHALLENGER, version: str | None = None
+) -> ModelVersion:
     if version:
         try:
             return client.get_model_version(model, version)
@@ -69,8 +70,11 @@ class GateResult:
         return not self.reasons
 
     def tags(self) -> dict[str, str]:
-        tags = {"gate.metric": self.metric, "gate.value": f"{self.candidate_value:.6g}",
-                "gate.max_regression": f"{self.max_regression:.4g}"}
+        tags = {
+            "gate.metric": self.metric,
+            "gate.value": f"{self.candidate_value:.6g}",
+            "gate.max_regression": f"{self.max_regression:.4g}",
+        }
         if self.threshold is not None:
             tags["gate.threshold"] = f"{self.threshold:.6g}"
         if self.champion_value is not None:
@@ -88,16 +92,26 @@ def _metric(client: MlflowClient, version: ModelVersion, metric: str) -> float:
     return value
 
 
-def validate(client: MlflowClient, model: str, metric: str, *, threshold: float | None = None,
-             max_regression: float = 0.02, higher_is_better: bool = True, alias: str | None = CHALLENGER,
-             version: str | None = None) -> GateResult:
+def validate(
+    client: MlflowClient,
+    model: str,
+    metric: str,
+    *,
+    threshold: float | None = None,
+    max_regression: float = 0.02,
+    higher_is_better: bool = True,
+    alias: str | None = CHALLENGER,
+    version: str | None = None,
+) -> GateResult:
     """The gate: an absolute threshold, and at most `max_regression` (relative) below the champion."""
     candidate = resolve_candidate(client, model, alias=alias, version=version)
     value = _metric(client, candidate, metric)
     result = GateResult(model, metric, candidate.version, value, threshold=threshold, max_regression=max_regression)
     better = (lambda a, b: a >= b) if higher_is_better else (lambda a, b: a <= b)
     if threshold is not None and not better(value, threshold):
-        result.reasons.append(f"{metric} {value:.6g} is {'below' if higher_is_better else 'above'} the threshold {threshold:.6g}")
+        result.reasons.append(
+            f"{metric} {value:.6g} is {'below' if higher_is_better else 'above'} the threshold {threshold:.6g}"
+        )
     champion = alias_version(client, model, CHAMPION)
     if champion is not None and champion.version != candidate.version:
         result.champion = champion.version
@@ -107,7 +121,8 @@ def validate(client: MlflowClient, model: str, metric: str, *, threshold: float 
         if not better(value, limit):
             result.reasons.append(
                 f"{metric} {value:.6g} regresses more than {max_regression:.1%} from champion "
-                f"v{champion.version} ({result.champion_value:.6g})")
+                f"v{champion.version} ({result.champion_value:.6g})"
+            )
     return result
 
 
@@ -130,10 +145,21 @@ def _source_commit(client: MlflowClient, version: ModelVersion) -> str | None:
     return None
 
 
-def promote(client: MlflowClient, model: str, metric: str, *, lock_url: str | None, threshold: float | None = None,
-            max_regression: float = 0.02, higher_is_better: bool = True, alias: str | None = CHALLENGER,
-            version: str | None = None, approved_by: str | None = None, dry_run: bool = False,
-            lock_timeout: float = 30.0) -> tuple[Change, GateResult | None]:
+def promote(
+    client: MlflowClient,
+    model: str,
+    metric: str,
+    *,
+    lock_url: str | None,
+    threshold: float | None = None,
+    max_regression: float = 0.02,
+    higher_is_better: bool = True,
+    alias: str | None = CHALLENGER,
+    version: str | None = None,
+    approved_by: str | None = None,
+    dry_run: bool = False,
+    lock_timeout: float = 30.0,
+) -> tuple[Change, GateResult | None]:
     """Gate, then under the lock: champion -> previous-champion, candidate -> champion, approval tags."""
     if lock_url is None and not dry_run:
         raise RunbookError("promote changes the registry: pass --lock redis://… or dynamodb://<table>")
@@ -144,8 +170,15 @@ def promote(client: MlflowClient, model: str, metric: str, *, lock_url: str | No
         if current is not None and current.version == candidate.version:
             change.actions.append(f"v{candidate.version} is already @{CHAMPION}: nothing to do")
             return change, None
-        gate = validate(client, model, metric, threshold=threshold, max_regression=max_regression,
-                        higher_is_better=higher_is_better, version=candidate.version)
+        gate = validate(
+            client,
+            model,
+            metric,
+            threshold=threshold,
+            max_regression=max_regression,
+            higher_is_better=higher_is_better,
+            version=candidate.version,
+        )
         if not gate.passed:
             raise RunbookError(f"gate failed for {model} v{candidate.version}: " + "; ".join(gate.reasons))
         tags = {**gate.tags(), "approved_by": approved_by or _actor(), "approved_at": _now()}
@@ -155,7 +188,9 @@ def promote(client: MlflowClient, model: str, metric: str, *, lock_url: str | No
             tags["promoted_over_version"] = current.version
             change.actions.append(f"@{PREVIOUS} -> v{current.version}")
         change.actions.append(f"@{CHAMPION} -> v{candidate.version}")
-        change.actions.append("tags on v{}: {}".format(candidate.version, ", ".join(f"{k}={v}" for k, v in tags.items())))
+        change.actions.append(
+            "tags on v{}: {}".format(candidate.version, ", ".join(f"{k}={v}" for k, v in tags.items()))
+        )
         if dry_run:
             return change, gate
         if current is not None:
@@ -170,8 +205,15 @@ def promote(client: MlflowClient, model: str, metric: str, *, lock_url: str | No
     return change, gate
 
 
-def rollback(client: MlflowClient, model: str, *, reason: str, lock_url: str | None, dry_run: bool = False,
-             lock_timeout: float = 30.0) -> Change:
+def rollback(
+    client: MlflowClient,
+    model: str,
+    *,
+    reason: str,
+    lock_url: str | None,
+    dry_run: bool = False,
+    lock_timeout: float = 30.0,
+) -> Change:
     """champion -> previous-champion's version; the bad version keeps @rolled-back and why."""
     if lock_url is None and not dry_run:
         raise RunbookError("rollback changes the registry: pass --lock redis://… or dynamodb://<table>")

@@ -31,9 +31,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def reap_stuck_runs(client: MlflowClient, *, older_than_hours: float, status: str = "FAILED",
-                    experiment_names: list[str] | None = None, experiment_ids: list[str] | None = None,
-                    dry_run: bool = False, page_size: int = PAGE_SIZE) -> RunReport:
+def reap_stuck_runs(
+    client: MlflowClient,
+    *,
+    older_than_hours: float,
+    status: str = "FAILED",
+    experiment_names: list[str] | None = None,
+    experiment_ids: list[str] | None = None,
+    dry_run: bool = False,
+    page_size: int = PAGE_SIZE,
+) -> RunReport:
     """Terminate runs RUNNING for longer than the threshold (their process died without saying)."""
     if status not in ("FAILED", "KILLED"):
         raise ValueError("status must be FAILED or KILLED")
@@ -43,9 +50,14 @@ def reap_stuck_runs(client: MlflowClient, *, older_than_hours: float, status: st
     if not experiments:
         return report
     cutoff = _now_ms() - int(older_than_hours * 3600 * 1000)
-    stuck = list(iter_runs(client, [e.experiment_id for e in experiments],
-                           f"attributes.status = 'RUNNING' AND attributes.start_time < {cutoff}",
-                           page_size=page_size))
+    stuck = list(
+        iter_runs(
+            client,
+            [e.experiment_id for e in experiments],
+            f"attributes.status = 'RUNNING' AND attributes.start_time < {cutoff}",
+            page_size=page_size,
+        )
+    )
     report.examined = len(stuck)
     report.selected = [run.info.run_id for run in stuck]
     if dry_run:
@@ -62,9 +74,17 @@ def registered_run_ids(client: MlflowClient) -> set[str]:
     return {version.run_id for version in iter_model_versions(client) if version.run_id}
 
 
-def cleanup_runs(client: MlflowClient, *, older_than_days: float, experiment_names: list[str] | None = None,
-                 experiment_ids: list[str] | None = None, dry_run: bool = True, workers: int = 8,
-                 page_size: int = PAGE_SIZE, progress: Callable[[int], None] | None = None) -> RunReport:
+def cleanup_runs(
+    client: MlflowClient,
+    *,
+    older_than_days: float,
+    experiment_names: list[str] | None = None,
+    experiment_ids: list[str] | None = None,
+    dry_run: bool = True,
+    workers: int = 8,
+    page_size: int = PAGE_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> RunReport:
     """Soft-delete finished runs that ended before the cutoff; `gc` purges them and their artifacts.
 
     Never deleted: runs tagged keep=true, runs backing a registered model version.

@@ -11,7 +11,6 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from ...config import ClusterConfig
-
 from ._common import output_policy, policy_json, tags
 from .iam import irsa_trust
 
@@ -20,14 +19,29 @@ LB_CONTROLLER_CHART_VERSION = "1.13.4"
 
 def kubeconfig(name: pulumi.Input[str], endpoint: pulumi.Input[str], ca_data: pulumi.Input[str]) -> pulumi.Output[str]:
     """A kubeconfig that authenticates with `aws eks get-token` (no static credentials)."""
-    return pulumi.Output.all(name, endpoint, ca_data).apply(lambda a: json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "eks",
-        "clusters": [{"name": "eks", "cluster": {"server": a[1], "certificate-authority-data": a[2]}}],
-        "contexts": [{"name": "eks", "context": {"cluster": "eks", "user": "eks"}}],
-        "users": [{"name": "eks", "user": {"exec": {
-            "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
-            "args": ["eks", "get-token", "--cluster-name", a[0], "--output", "json"]}}}],
-    }))
+    return pulumi.Output.all(name, endpoint, ca_data).apply(
+        lambda a: json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "eks",
+                "clusters": [{"name": "eks", "cluster": {"server": a[1], "certificate-authority-data": a[2]}}],
+                "contexts": [{"name": "eks", "context": {"cluster": "eks", "user": "eks"}}],
+                "users": [
+                    {
+                        "name": "eks",
+                        "user": {
+                            "exec": {
+                                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                                "command": "aws",
+                                "args": ["eks", "get-token", "--cluster-name", a[0], "--output", "json"],
+                            }
+                        },
+                    }
+                ],
+            }
+        )
+    )
 
 
 class Cluster(pulumi.ComponentResource):
@@ -38,9 +52,18 @@ class Cluster(pulumi.ComponentResource):
     provider: k8s.Provider
     lb_controller: pulumi.Resource | None
 
-    def __init__(self, name: str, config: ClusterConfig, environment: str, *, account_id: pulumi.Input[str],
-                 region: pulumi.Input[str], vpc_id: pulumi.Input[str], subnet_ids: pulumi.Input[list[str]],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: ClusterConfig,
+        environment: str,
+        *,
+        account_id: pulumi.Input[str],
+        region: pulumi.Input[str],
+        vpc_id: pulumi.Input[str],
+        subnet_ids: pulumi.Input[list[str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:Cluster", name, None, opts)
         self.lb_controller = None
         if config.create:
@@ -50,86 +73,188 @@ class Cluster(pulumi.ComponentResource):
             self.name_out = existing.name
             self.oidc_issuer = existing.identities[0].oidcs[0].issuer
             self.oidc_provider_arn = pulumi.Output.concat(
-                "arn:aws:iam::", account_id, ":oidc-provider/",
-                self.oidc_issuer.apply(lambda url: url.removeprefix("https://")))
+                "arn:aws:iam::",
+                account_id,
+                ":oidc-provider/",
+                self.oidc_issuer.apply(lambda url: url.removeprefix("https://")),
+            )
             self.security_group_id = existing.vpc_config.cluster_security_group_id
-            provider_args = ({"context": config.kubeconfig_context} if config.kubeconfig_context else
-                             {"kubeconfig": kubeconfig(existing.name, existing.endpoint,
-                                                       existing.certificate_authorities[0].data)})
+            provider_args = (
+                {"context": config.kubeconfig_context}
+                if config.kubeconfig_context
+                else {
+                    "kubeconfig": kubeconfig(existing.name, existing.endpoint, existing.certificate_authorities[0].data)
+                }
+            )
             self.provider = k8s.Provider(f"{name}-k8s", **provider_args, opts=pulumi.ResourceOptions(parent=self))
-        self.register_outputs({"name": self.name_out, "oidcProviderArn": self.oidc_provider_arn,
-                               "securityGroupId": self.security_group_id})
+        self.register_outputs(
+            {
+                "name": self.name_out,
+                "oidcProviderArn": self.oidc_provider_arn,
+                "securityGroupId": self.security_group_id,
+            }
+        )
 
     def _create(self, name: str, config: ClusterConfig, environment: str, *, vpc_id, subnet_ids, region) -> None:
         child = pulumi.ResourceOptions(parent=self)
         base = tags(environment, "cluster")
         cluster_name = f"mlflow-{environment}"
-        role = aws.iam.Role(f"{name}-role", name=f"mlflow-{environment}-eks", assume_role_policy=policy_json({
-            "Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"}, "Action": ["sts:AssumeRole", "sts:TagSession"]}),
-            tags=base, opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-role-policy", role=role.name,
-                                     policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=child)
+        role = aws.iam.Role(
+            f"{name}-role",
+            name=f"mlflow-{environment}-eks",
+            assume_role_policy=policy_json(
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "eks.amazonaws.com"},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"],
+                }
+            ),
+            tags=base,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-role-policy",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
+            opts=child,
+        )
         cluster = aws.eks.Cluster(
-            f"{name}-eks", name=cluster_name, role_arn=role.arn, version=config.version,
+            f"{name}-eks",
+            name=cluster_name,
+            role_arn=role.arn,
+            version=config.version,
             vpc_config={"subnet_ids": subnet_ids, "endpoint_private_access": True, "endpoint_public_access": True},
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
-            enabled_cluster_log_types=["api", "audit", "authenticator"], tags=base, opts=child)
-        node_role = aws.iam.Role(f"{name}-nodes", name=f"mlflow-{environment}-eks-nodes", assume_role_policy=policy_json({
-            "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}),
-            tags=base, opts=child)
-        for i, policy in enumerate(("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
-                                    "AmazonEC2ContainerRegistryReadOnly")):
-            aws.iam.RolePolicyAttachment(f"{name}-nodes-{i}", role=node_role.name,
-                                         policy_arn=f"arn:aws:iam::aws:policy/{policy}", opts=child)
-        aws.eks.NodeGroup(f"{name}-nodegroup", cluster_name=cluster.name, node_role_arn=node_role.arn,
-                          subnet_ids=subnet_ids, instance_types=list(config.node_instance_types),
-                          scaling_config={"min_size": config.node_min_size, "desired_size": config.node_desired_size,
-                                          "max_size": config.node_max_size},
-                          update_config={"max_unavailable": 1}, tags=base, opts=child)
+            enabled_cluster_log_types=["api", "audit", "authenticator"],
+            tags=base,
+            opts=child,
+        )
+        node_role = aws.iam.Role(
+            f"{name}-nodes",
+            name=f"mlflow-{environment}-eks-nodes",
+            assume_role_policy=policy_json(
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ),
+            tags=base,
+            opts=child,
+        )
+        for i, policy in enumerate(
+            ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
+        ):
+            aws.iam.RolePolicyAttachment(
+                f"{name}-nodes-{i}", role=node_role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}", opts=child
+            )
+        aws.eks.NodeGroup(
+            f"{name}-nodegroup",
+            cluster_name=cluster.name,
+            node_role_arn=node_role.arn,
+            subnet_ids=subnet_ids,
+            instance_types=list(config.node_instance_types),
+            scaling_config={
+                "min_size": config.node_min_size,
+                "desired_size": config.node_desired_size,
+                "max_size": config.node_max_size,
+            },
+            update_config={"max_unavailable": 1},
+            tags=base,
+            opts=child,
+        )
         issuer = cluster.identities[0].oidcs[0].issuer
-        oidc = aws.iam.OpenIdConnectProvider(f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"],
-                                             tags=base, opts=child)
+        oidc = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=base, opts=child
+        )
         self.name_out = cluster.name
         self.oidc_issuer = issuer
         self.oidc_provider_arn = oidc.arn
         self.security_group_id = cluster.vpc_config.cluster_security_group_id
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig(
-            cluster.name, cluster.endpoint, cluster.certificate_authority.data), opts=child)
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kubeconfig(cluster.name, cluster.endpoint, cluster.certificate_authority.data),
+            opts=child,
+        )
 
         controller_role = aws.iam.Role(
-            f"{name}-lbc-role", name=f"mlflow-{environment}-lb-controller",
+            f"{name}-lbc-role",
+            name=f"mlflow-{environment}-lb-controller",
             assume_role_policy=irsa_trust(oidc.arn, issuer, "kube-system", "aws-load-balancer-controller"),
-            tags=base, opts=child)
-        aws.iam.RolePolicy(f"{name}-lbc-policy", role=controller_role.id, policy=output_policy(*_LB_CONTROLLER_STATEMENTS),
-                           opts=child)
+            tags=base,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-lbc-policy", role=controller_role.id, policy=output_policy(*_LB_CONTROLLER_STATEMENTS), opts=child
+        )
         self.lb_controller = k8s.helm.v3.Release(
-            f"{name}-lb-controller", name="aws-load-balancer-controller", namespace="kube-system",
-            chart="aws-load-balancer-controller", version=LB_CONTROLLER_CHART_VERSION,
+            f"{name}-lb-controller",
+            name="aws-load-balancer-controller",
+            namespace="kube-system",
+            chart="aws-load-balancer-controller",
+            version=LB_CONTROLLER_CHART_VERSION,
             repository_opts={"repo": "https://aws.github.io/eks-charts"},
-            values={"clusterName": cluster.name, "region": region, "vpcId": vpc_id,
-                    "serviceAccount": {"create": True, "name": "aws-load-balancer-controller",
-                                       "annotations": {"eks.amazonaws.com/role-arn": controller_role.arn}}},
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider))
+            values={
+                "clusterName": cluster.name,
+                "region": region,
+                "vpcId": vpc_id,
+                "serviceAccount": {
+                    "create": True,
+                    "name": "aws-load-balancer-controller",
+                    "annotations": {"eks.amazonaws.com/role-arn": controller_role.arn},
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
 
 
 # Condensed from the controller's published IAM policy: reads, and writes limited to ELB and the
 # security-group rules it manages.
 _LB_CONTROLLER_STATEMENTS = [
-    {"Effect": "Allow", "Action": ["ec2:Describe*", "elasticloadbalancing:Describe*", "acm:ListCertificates",
-                                   "acm:DescribeCertificate", "iam:ListServerCertificates", "iam:GetServerCertificate",
-                                   "wafv2:GetWebACL*", "shield:GetSubscriptionState", "cognito-idp:DescribeUserPoolClient"],
-     "Resource": "*"},
-    {"Effect": "Allow", "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
-                                   "ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:CreateTags",
-                                   "ec2:DeleteTags"], "Resource": "*"},
-    {"Effect": "Allow", "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
-                                   "elasticloadbalancing:ModifyTargetGroup*", "elasticloadbalancing:AddTags",
-                                   "elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:DeleteTargetGroup",
-                                   "elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:DeleteLoadBalancer",
-                                   "elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener",
-                                   "elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule",
-                                   "elasticloadbalancing:ModifyListener", "elasticloadbalancing:ModifyRule",
-                                   "elasticloadbalancing:ModifyLoadBalancerAttributes",
-                                   "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets"],
-     "Resource": "*"},
+    {
+        "Effect": "Allow",
+        "Action": [
+            "ec2:Describe*",
+            "elasticloadbalancing:Describe*",
+            "acm:ListCertificates",
+            "acm:DescribeCertificate",
+            "iam:ListServerCertificates",
+            "iam:GetServerCertificate",
+            "wafv2:GetWebACL*",
+            "shield:GetSubscriptionState",
+            "cognito-idp:DescribeUserPoolClient",
+        ],
+        "Resource": "*",
+    },
+    {
+        "Effect": "Allow",
+        "Action": [
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:CreateSecurityGroup",
+            "ec2:DeleteSecurityGroup",
+            "ec2:CreateTags",
+            "ec2:DeleteTags",
+        ],
+        "Resource": "*",
+    },
+    {
+        "Effect": "Allow",
+        "Action": [
+            "elasticloadbalancing:RegisterTargets",
+            "elasticloadbalancing:DeregisterTargets",
+            "elasticloadbalancing:ModifyTargetGroup*",
+            "elasticloadbalancing:AddTags",
+            "elasticloadbalancing:CreateTargetGroup",
+            "elasticloadbalancing:DeleteTargetGroup",
+            "elasticloadbalancing:CreateLoadBalancer",
+            "elasticloadbalancing:DeleteLoadBalancer",
+            "elasticloadbalancing:CreateListener",
+            "elasticloadbalancing:DeleteListener",
+            "elasticloadbalancing:CreateRule",
+            "elasticloadbalancing:DeleteRule",
+            "elasticloadbalancing:ModifyListener",
+            "elasticloadbalancing:ModifyRule",
+            "elasticloadbalancing:ModifyLoadBalancerAttributes",
+            "elasticloadbalancing:SetSecurityGroups",
+            "elasticloadbalancing:SetSubnets",
+        ],
+        "Resource": "*",
+    },
 ]

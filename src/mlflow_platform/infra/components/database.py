@@ -7,7 +7,6 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from ...config import DatabaseConfig
-
 from ._common import tags
 
 
@@ -20,61 +19,126 @@ class Database(pulumi.ComponentResource):
     password: pulumi.Output[str]
     secret_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, config: DatabaseConfig, environment: str, *,
-                 vpc_id: pulumi.Input[str], subnet_ids: pulumi.Input[list[str]],
-                 client_security_group_id: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: DatabaseConfig,
+        environment: str,
+        *,
+        vpc_id: pulumi.Input[str],
+        subnet_ids: pulumi.Input[list[str]],
+        client_security_group_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         base = tags(environment, "database")
         identifier = f"mlflow-{environment}"
 
-        key = aws.kms.Key(f"{name}-key", description=f"mlflow {environment} database", enable_key_rotation=True,
-                          deletion_window_in_days=30, tags=base, opts=child)
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"mlflow {environment} database",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags=base,
+            opts=child,
+        )
         subnets = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=subnet_ids, tags=base, opts=child)
-        sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=vpc_id, description="PostgreSQL from the mlflow server only",
-                                   tags=base, opts=child)
-        aws.vpc.SecurityGroupIngressRule(f"{name}-from-server", security_group_id=sg.id, ip_protocol="tcp",
-                                         from_port=5432, to_port=5432,
-                                         referenced_security_group_id=client_security_group_id,
-                                         description="mlflow server pods", opts=child)
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-sg", vpc_id=vpc_id, description="PostgreSQL from the mlflow server only", tags=base, opts=child
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-from-server",
+            security_group_id=sg.id,
+            ip_protocol="tcp",
+            from_port=5432,
+            to_port=5432,
+            referenced_security_group_id=client_security_group_id,
+            description="mlflow server pods",
+            opts=child,
+        )
 
         family = f"postgres{config.engine_version.split('.')[0]}"
-        params = aws.rds.ParameterGroup(f"{name}-params", family=family, description="mlflow: TLS, slow queries", parameters=[
-            {"name": "rds.force_ssl", "value": "1"},
-            {"name": "log_min_duration_statement", "value": str(config.slow_query_ms)},
-            {"name": "shared_preload_libraries", "value": "pg_stat_statements", "apply_method": "pending-reboot"},
-            {"name": "pg_stat_statements.track", "value": "top"},
-            {"name": "max_connections", "value": str(config.effective_max_connections), "apply_method": "pending-reboot"},
-        ], tags=base, opts=child)
+        params = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=family,
+            description="mlflow: TLS, slow queries",
+            parameters=[
+                {"name": "rds.force_ssl", "value": "1"},
+                {"name": "log_min_duration_statement", "value": str(config.slow_query_ms)},
+                {"name": "shared_preload_libraries", "value": "pg_stat_statements", "apply_method": "pending-reboot"},
+                {"name": "pg_stat_statements.track", "value": "top"},
+                {
+                    "name": "max_connections",
+                    "value": str(config.effective_max_connections),
+                    "apply_method": "pending-reboot",
+                },
+            ],
+            tags=base,
+            opts=child,
+        )
 
         password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
         instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=identifier,
-            engine="postgres", engine_version=config.engine_version, instance_class=config.instance_class,
-            allocated_storage=config.allocated_storage_gb, max_allocated_storage=config.max_allocated_storage_gb,
-            storage_type="gp3", storage_encrypted=True, kms_key_id=key.arn,
-            db_name=config.tracking_database, username=config.username,
+            engine="postgres",
+            engine_version=config.engine_version,
+            instance_class=config.instance_class,
+            allocated_storage=config.allocated_storage_gb,
+            max_allocated_storage=config.max_allocated_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=key.arn,
+            db_name=config.tracking_database,
+            username=config.username,
             password=pulumi.Output.secret(password.result),
-            db_subnet_group_name=subnets.name, vpc_security_group_ids=[sg.id], parameter_group_name=params.name,
-            publicly_accessible=False, multi_az=config.multi_az, deletion_protection=config.deletion_protection,
-            backup_retention_period=config.backup_retention_days, backup_window="02:00-03:00",
-            maintenance_window="sun:03:30-sun:04:30", copy_tags_to_snapshot=True,
+            db_subnet_group_name=subnets.name,
+            vpc_security_group_ids=[sg.id],
+            parameter_group_name=params.name,
+            publicly_accessible=False,
+            multi_az=config.multi_az,
+            deletion_protection=config.deletion_protection,
+            backup_retention_period=config.backup_retention_days,
+            backup_window="02:00-03:00",
+            maintenance_window="sun:03:30-sun:04:30",
+            copy_tags_to_snapshot=True,
             skip_final_snapshot=not config.final_snapshot,
             final_snapshot_identifier=f"{identifier}-final" if config.final_snapshot else None,
             delete_automated_backups=not config.final_snapshot,
-            performance_insights_enabled=True, performance_insights_kms_key_id=key.arn,
+            performance_insights_enabled=True,
+            performance_insights_kms_key_id=key.arn,
             performance_insights_retention_period=config.performance_insights_retention_days,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
-            auto_minor_version_upgrade=True, ca_cert_identifier="rds-ca-rsa2048-g1",
-            tags=base, opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["password"]),
+            auto_minor_version_upgrade=True,
+            ca_cert_identifier="rds-ca-rsa2048-g1",
+            tags=base,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["password"]),
         )
-        secret = aws.secretsmanager.Secret(f"{name}-credentials", name=f"mlflow/{environment}/database",
-                                           kms_key_id=key.arn, recovery_window_in_days=7, tags=base, opts=child)
-        aws.secretsmanager.SecretVersion(f"{name}-credentials", secret_id=secret.id, secret_string=pulumi.Output.json_dumps({
-            "engine": "postgres", "host": instance.address, "port": instance.port, "username": config.username,
-            "password": pulumi.Output.secret(password.result), "dbname": config.tracking_database, "authDbname": config.auth_database,
-        }), opts=child)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-credentials",
+            name=f"mlflow/{environment}/database",
+            kms_key_id=key.arn,
+            recovery_window_in_days=7,
+            tags=base,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-credentials",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps(
+                {
+                    "engine": "postgres",
+                    "host": instance.address,
+                    "port": instance.port,
+                    "username": config.username,
+                    "password": pulumi.Output.secret(password.result),
+                    "dbname": config.tracking_database,
+                    "authDbname": config.auth_database,
+                }
+            ),
+            opts=child,
+        )
 
         self.address = instance.address
         self.port = instance.port

@@ -6,24 +6,29 @@ import pulumi
 import pulumi_aws as aws
 
 from ...config import GithubConfig
-
 from ._common import output_policy, policy_json, tags
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 
 
-def irsa_trust(oidc_provider_arn: pulumi.Input[str], issuer: pulumi.Input[str], namespace: str,
-               service_account: str) -> pulumi.Output[str]:
+def irsa_trust(
+    oidc_provider_arn: pulumi.Input[str], issuer: pulumi.Input[str], namespace: str, service_account: str
+) -> pulumi.Output[str]:
     """Only this Kubernetes service account may assume the role."""
     host = pulumi.Output.from_input(issuer).apply(lambda url: url.removeprefix("https://"))
-    return output_policy({
-        "Effect": "Allow", "Principal": {"Federated": oidc_provider_arn},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {
-            pulumi.Output.concat(host, ":sub"): f"system:serviceaccount:{namespace}:{service_account}",
-            pulumi.Output.concat(host, ":aud"): "sts.amazonaws.com",
-        }},
-    })
+    return output_policy(
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": oidc_provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {
+                    pulumi.Output.concat(host, ":sub"): f"system:serviceaccount:{namespace}:{service_account}",
+                    pulumi.Output.concat(host, ":aud"): "sts.amazonaws.com",
+                }
+            },
+        }
+    )
 
 
 class ServerRole(pulumi.ComponentResource):
@@ -31,25 +36,61 @@ class ServerRole(pulumi.ComponentResource):
 
     arn: pulumi.Output[str]
 
-    def __init__(self, name: str, environment: str, *, bucket_arn: pulumi.Input[str], prefix: str,
-                 kms_key_arn: pulumi.Input[str], oidc_provider_arn: pulumi.Input[str], oidc_issuer: pulumi.Input[str],
-                 namespace: str, service_account: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        environment: str,
+        *,
+        bucket_arn: pulumi.Input[str],
+        prefix: str,
+        kms_key_arn: pulumi.Input[str],
+        oidc_provider_arn: pulumi.Input[str],
+        oidc_issuer: pulumi.Input[str],
+        namespace: str,
+        service_account: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:ServerRole", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-role", name=f"mlflow-{environment}-server",
-                            assume_role_policy=irsa_trust(oidc_provider_arn, oidc_issuer, namespace, service_account),
-                            tags=tags(environment, "iam"), opts=child)
-        aws.iam.RolePolicy(f"{name}-artifacts", role=role.id, policy=output_policy(
-            {"Sid": "ListPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
-             "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}},
-            {"Sid": "ObjectsUnderPrefix", "Effect": "Allow",
-             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                        "s3:ListMultipartUploadParts"],
-             "Resource": pulumi.Output.concat(bucket_arn, f"/{prefix}/*")},
-            {"Sid": "ArtifactKey", "Effect": "Allow",
-             "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-             "Resource": kms_key_arn},
-        ), opts=child)
+        role = aws.iam.Role(
+            f"{name}-role",
+            name=f"mlflow-{environment}-server",
+            assume_role_policy=irsa_trust(oidc_provider_arn, oidc_issuer, namespace, service_account),
+            tags=tags(environment, "iam"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-artifacts",
+            role=role.id,
+            policy=output_policy(
+                {
+                    "Sid": "ListPrefix",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": bucket_arn,
+                    "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+                },
+                {
+                    "Sid": "ObjectsUnderPrefix",
+                    "Effect": "Allow",
+                    "Action": [
+                        "s3:GetObject",
+                        "s3:PutObject",
+                        "s3:DeleteObject",
+                        "s3:AbortMultipartUpload",
+                        "s3:ListMultipartUploadParts",
+                    ],
+                    "Resource": pulumi.Output.concat(bucket_arn, f"/{prefix}/*"),
+                },
+                {
+                    "Sid": "ArtifactKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                    "Resource": kms_key_arn,
+                },
+            ),
+            opts=child,
+        )
         self.arn = role.arn
         self.register_outputs({"arn": self.arn})
 
@@ -61,8 +102,15 @@ class GithubCiRoles(pulumi.ComponentResource):
     deploy_role_arn: pulumi.Output[str]
     promote_role_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, config: GithubConfig, environment: str, *, lock_table_arn: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: GithubConfig,
+        environment: str,
+        *,
+        lock_table_arn: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:GithubCiRoles", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         base = tags(environment, "ci")
@@ -72,48 +120,109 @@ class GithubCiRoles(pulumi.ComponentResource):
             provider_arn = config.oidc_provider_arn
         else:
             provider_arn = aws.iam.OpenIdConnectProvider(
-                f"{name}-oidc", url=GITHUB_OIDC_URL, client_id_lists=["sts.amazonaws.com"], tags=base, opts=child).arn
+                f"{name}-oidc", url=GITHUB_OIDC_URL, client_id_lists=["sts.amazonaws.com"], tags=base, opts=child
+            ).arn
 
         def trust(subjects: list[str]) -> pulumi.Output[str]:
-            return output_policy({
-                "Effect": "Allow", "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
-                    "StringLike": {"token.actions.githubusercontent.com:sub": subjects},
-                },
-            })
+            return output_policy(
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
+                        "StringLike": {"token.actions.githubusercontent.com:sub": subjects},
+                    },
+                }
+            )
 
-        preview = aws.iam.Role(f"{name}-preview", name=f"mlflow-{environment}-ci-preview",
-                               assume_role_policy=trust([f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/*"]),
-                               max_session_duration=3600, tags=base, opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-preview-readonly", role=preview.name,
-                                     policy_arn="arn:aws:iam::aws:policy/ReadOnlyAccess", opts=child)
+        preview = aws.iam.Role(
+            f"{name}-preview",
+            name=f"mlflow-{environment}-ci-preview",
+            assume_role_policy=trust([f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/*"]),
+            max_session_duration=3600,
+            tags=base,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-preview-readonly",
+            role=preview.name,
+            policy_arn="arn:aws:iam::aws:policy/ReadOnlyAccess",
+            opts=child,
+        )
         deploy_env = config.deploy_environment or environment
-        deploy = aws.iam.Role(f"{name}-deploy", name=f"mlflow-{environment}-ci-deploy",
-                              assume_role_policy=trust([f"repo:{repo}:environment:{deploy_env}"]),
-                              max_session_duration=3600, tags=base, opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-deploy-poweruser", role=deploy.name,
-                                     policy_arn="arn:aws:iam::aws:policy/PowerUserAccess", opts=child)
+        deploy = aws.iam.Role(
+            f"{name}-deploy",
+            name=f"mlflow-{environment}-ci-deploy",
+            assume_role_policy=trust([f"repo:{repo}:environment:{deploy_env}"]),
+            max_session_duration=3600,
+            tags=base,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-deploy-poweruser",
+            role=deploy.name,
+            policy_arn="arn:aws:iam::aws:policy/PowerUserAccess",
+            opts=child,
+        )
         # PowerUser excludes IAM; allow it only for this project's own roles and OIDC providers.
-        aws.iam.RolePolicy(f"{name}-deploy-iam", role=deploy.id, policy=policy_json({
-            "Sid": "ProjectIam", "Effect": "Allow",
-            "Action": ["iam:*Role*", "iam:*RolePolicy*", "iam:PassRole", "iam:*OpenIDConnectProvider*",
-                       "iam:GetPolicy*", "iam:ListPolicies", "iam:CreateServiceLinkedRole"],
-            "Resource": ["arn:aws:iam::*:role/mlflow-*", "arn:aws:iam::*:oidc-provider/*",
-                         "arn:aws:iam::*:policy/*", "arn:aws:iam::*:role/aws-service-role/*"],
-        }), opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-deploy-iam",
+            role=deploy.id,
+            policy=policy_json(
+                {
+                    "Sid": "ProjectIam",
+                    "Effect": "Allow",
+                    "Action": [
+                        "iam:*Role*",
+                        "iam:*RolePolicy*",
+                        "iam:PassRole",
+                        "iam:*OpenIDConnectProvider*",
+                        "iam:GetPolicy*",
+                        "iam:ListPolicies",
+                        "iam:CreateServiceLinkedRole",
+                    ],
+                    "Resource": [
+                        "arn:aws:iam::*:role/mlflow-*",
+                        "arn:aws:iam::*:oidc-provider/*",
+                        "arn:aws:iam::*:policy/*",
+                        "arn:aws:iam::*:role/aws-service-role/*",
+                    ],
+                }
+            ),
+            opts=child,
+        )
         # Model repositories promote through `mlflow-platform promote --lock dynamodb://…`: they need
         # the lock items and nothing else in AWS (the registry itself is reached over HTTPS).
         promoters = [f"repo:{r}:*" for r in (config.promotion_repositories or (repo,))]
-        promote = aws.iam.Role(f"{name}-promote", name=f"mlflow-{environment}-ci-promote",
-                               assume_role_policy=trust(promoters), max_session_duration=3600, tags=base, opts=child)
-        aws.iam.RolePolicy(f"{name}-promote-lock", role=promote.id, policy=output_policy({
-            "Sid": "PromotionLock", "Effect": "Allow",
-            "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"], "Resource": lock_table_arn,
-        }), opts=child)
+        promote = aws.iam.Role(
+            f"{name}-promote",
+            name=f"mlflow-{environment}-ci-promote",
+            assume_role_policy=trust(promoters),
+            max_session_duration=3600,
+            tags=base,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-promote-lock",
+            role=promote.id,
+            policy=output_policy(
+                {
+                    "Sid": "PromotionLock",
+                    "Effect": "Allow",
+                    "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"],
+                    "Resource": lock_table_arn,
+                }
+            ),
+            opts=child,
+        )
         self.preview_role_arn = preview.arn
         self.deploy_role_arn = deploy.arn
         self.promote_role_arn = promote.arn
-        self.register_outputs({"previewRoleArn": self.preview_role_arn, "deployRoleArn": self.deploy_role_arn,
-                               "promoteRoleArn": self.promote_role_arn})
+        self.register_outputs(
+            {
+                "previewRoleArn": self.preview_role_arn,
+                "deployRoleArn": self.deploy_role_arn,
+                "promoteRoleArn": self.promote_role_arn,
+            }
+        )

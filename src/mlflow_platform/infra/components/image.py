@@ -10,7 +10,6 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from ...config import ImageConfig
-
 from ._common import tags
 
 #: What goes into the image; its hash is the tag, so an unchanged image is never rebuilt and
@@ -22,7 +21,11 @@ def content_tag(root: Path) -> str:
     digest = hashlib.sha256()
     for entry in IMAGE_INPUTS:
         path = root / entry
-        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            if path.is_dir()
+            else [path]
+        )
         for file in files:
             digest.update(str(file.relative_to(root)).encode())
             digest.update(file.read_bytes())
@@ -32,31 +35,52 @@ def content_tag(root: Path) -> str:
 class ServerImage(pulumi.ComponentResource):
     ref: pulumi.Output[str]
 
-    def __init__(self, name: str, config: ImageConfig, environment: str, *, project_root: Path,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: ImageConfig,
+        environment: str,
+        *,
+        project_root: Path,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:ServerImage", name, None, opts)
         if config.reference:
             self.ref = pulumi.Output.from_input(config.reference)
         else:
             child = pulumi.ResourceOptions(parent=self)
             repo = aws.ecr.Repository(
-                f"{name}-repo", name=f"mlflow-platform/{environment}/server", image_tag_mutability="IMMUTABLE",
-                image_scanning_configuration={"scan_on_push": True}, encryption_configurations=[{"encryption_type": "KMS"}],
-                force_delete=False, tags=tags(environment, "image"), opts=child)
-            aws.ecr.LifecyclePolicy(f"{name}-repo-lifecycle", repository=repo.name, policy=(
-                '{"rules":[{"rulePriority":1,"description":"keep the last 20 images",'
-                '"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":20},'
-                '"action":{"type":"expire"}}]}'), opts=child)
-            token = aws.ecr.get_authorization_token_output(registry_id=repo.registry_id,
-                                                          opts=pulumi.InvokeOptions(parent=self))
+                f"{name}-repo",
+                name=f"mlflow-platform/{environment}/server",
+                image_tag_mutability="IMMUTABLE",
+                image_scanning_configuration={"scan_on_push": True},
+                encryption_configurations=[{"encryption_type": "KMS"}],
+                force_delete=False,
+                tags=tags(environment, "image"),
+                opts=child,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{name}-repo-lifecycle",
+                repository=repo.name,
+                policy=(
+                    '{"rules":[{"rulePriority":1,"description":"keep the last 20 images",'
+                    '"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":20},'
+                    '"action":{"type":"expire"}}]}'
+                ),
+                opts=child,
+            )
+            token = aws.ecr.get_authorization_token_output(
+                registry_id=repo.registry_id, opts=pulumi.InvokeOptions(parent=self)
+            )
             image = docker_build.Image(
                 f"{name}-build",
                 context={"location": str(project_root)},
                 dockerfile={"location": str(project_root / "server" / "Dockerfile")},
-                platforms=["linux/amd64"], push=True,
+                platforms=["linux/amd64"],
+                push=True,
                 tags=[pulumi.Output.concat(repo.repository_url, ":", content_tag(project_root))],
-                registries=[{"address": repo.repository_url, "username": token.user_name,
-                             "password": token.password}],
-                opts=child)
+                registries=[{"address": repo.repository_url, "username": token.user_name, "password": token.password}],
+                opts=child,
+            )
             self.ref = image.ref  # repository@sha256:digest — pods run exactly what was built
         self.register_outputs({"ref": self.ref})

@@ -6,7 +6,6 @@ import pulumi
 import pulumi_aws as aws
 
 from ...config import LoadBalancerConfig
-
 from ._common import tags
 
 
@@ -18,62 +17,134 @@ class LoadBalancer(pulumi.ComponentResource):
     target_group_arn_suffix: pulumi.Output[str]
     url: pulumi.Output[str]
 
-    def __init__(self, name: str, config: LoadBalancerConfig, environment: str, *, vpc_id: pulumi.Input[str],
-                 vpc_cidr: pulumi.Input[str], subnet_ids: pulumi.Input[list[str]], target_port: int,
-                 log_bucket: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: LoadBalancerConfig,
+        environment: str,
+        *,
+        vpc_id: pulumi.Input[str],
+        vpc_cidr: pulumi.Input[str],
+        subnet_ids: pulumi.Input[list[str]],
+        target_port: int,
+        log_bucket: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:LoadBalancer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         base = tags(environment, "load-balancer")
         assert config.hostname, "validated by StackConfig.deployment_problems"
 
-        sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=vpc_id, description="mlflow ALB: 443/80 from allowed CIDRs",
-                                   tags=base, opts=child)
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-sg", vpc_id=vpc_id, description="mlflow ALB: 443/80 from allowed CIDRs", tags=base, opts=child
+        )
         for port in (443, 80):
             for i, cidr in enumerate(config.allowed_cidrs):
-                aws.vpc.SecurityGroupIngressRule(f"{name}-in-{port}-{i}", security_group_id=sg.id, ip_protocol="tcp",
-                                                 from_port=port, to_port=port, cidr_ipv4=cidr, opts=child)
-        aws.vpc.SecurityGroupEgressRule(f"{name}-to-pods", security_group_id=sg.id, ip_protocol="tcp",
-                                        from_port=target_port, to_port=target_port, cidr_ipv4=vpc_cidr,
-                                        description="to mlflow pods (IP targets)", opts=child)
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-in-{port}-{i}",
+                    security_group_id=sg.id,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    cidr_ipv4=cidr,
+                    opts=child,
+                )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-to-pods",
+            security_group_id=sg.id,
+            ip_protocol="tcp",
+            from_port=target_port,
+            to_port=target_port,
+            cidr_ipv4=vpc_cidr,
+            description="to mlflow pods (IP targets)",
+            opts=child,
+        )
 
         alb = aws.lb.LoadBalancer(
-            f"{name}-alb", name=f"mlflow-{environment}", load_balancer_type="application",
-            internal=config.internal, subnets=subnet_ids, security_groups=[sg.id],
-            idle_timeout=config.idle_timeout_seconds, drop_invalid_header_fields=True,
+            f"{name}-alb",
+            name=f"mlflow-{environment}",
+            load_balancer_type="application",
+            internal=config.internal,
+            subnets=subnet_ids,
+            security_groups=[sg.id],
+            idle_timeout=config.idle_timeout_seconds,
+            drop_invalid_header_fields=True,
             enable_deletion_protection=config.deletion_protection,
-            access_logs={"bucket": log_bucket, "prefix": "alb", "enabled": True}, tags=base, opts=child)
+            access_logs={"bucket": log_bucket, "prefix": "alb", "enabled": True},
+            tags=base,
+            opts=child,
+        )
         target_group = aws.lb.TargetGroup(
-            f"{name}-tg", name=f"mlflow-{environment}", port=target_port, protocol="HTTP", target_type="ip",
-            vpc_id=vpc_id, deregistration_delay=30,
-            health_check={"path": "/health", "matcher": "200", "interval": 15, "timeout": 5,
-                          "healthy_threshold": 2, "unhealthy_threshold": 3},
-            tags=base, opts=child)
+            f"{name}-tg",
+            name=f"mlflow-{environment}",
+            port=target_port,
+            protocol="HTTP",
+            target_type="ip",
+            vpc_id=vpc_id,
+            deregistration_delay=30,
+            health_check={
+                "path": "/health",
+                "matcher": "200",
+                "interval": 15,
+                "timeout": 5,
+                "healthy_threshold": 2,
+                "unhealthy_threshold": 3,
+            },
+            tags=base,
+            opts=child,
+        )
 
         certificate_arn: pulumi.Input[str]
         if config.certificate_arn:
             certificate_arn = config.certificate_arn
         else:
-            cert = aws.acm.Certificate(f"{name}-cert", domain_name=config.hostname, validation_method="DNS",
-                                       tags=base, opts=child)
+            cert = aws.acm.Certificate(
+                f"{name}-cert", domain_name=config.hostname, validation_method="DNS", tags=base, opts=child
+            )
             option = cert.domain_validation_options[0]
-            record = aws.route53.Record(f"{name}-cert-validation", zone_id=config.route53_zone_id,
-                                        name=option.resource_record_name, type=option.resource_record_type,
-                                        records=[option.resource_record_value], ttl=300, allow_overwrite=True,
-                                        opts=child)
+            record = aws.route53.Record(
+                f"{name}-cert-validation",
+                zone_id=config.route53_zone_id,
+                name=option.resource_record_name,
+                type=option.resource_record_type,
+                records=[option.resource_record_value],
+                ttl=300,
+                allow_overwrite=True,
+                opts=child,
+            )
             certificate_arn = aws.acm.CertificateValidation(
-                f"{name}-cert-validated", certificate_arn=cert.arn, validation_record_fqdns=[record.fqdn],
-                opts=child).certificate_arn
+                f"{name}-cert-validated", certificate_arn=cert.arn, validation_record_fqdns=[record.fqdn], opts=child
+            ).certificate_arn
 
-        aws.lb.Listener(f"{name}-https", load_balancer_arn=alb.arn, port=443, protocol="HTTPS",
-                        ssl_policy=config.ssl_policy, certificate_arn=certificate_arn,
-                        default_actions=[{"type": "forward", "target_group_arn": target_group.arn}], opts=child)
-        aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
-                        default_actions=[{"type": "redirect", "redirect": {
-                            "protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}}], opts=child)
+        aws.lb.Listener(
+            f"{name}-https",
+            load_balancer_arn=alb.arn,
+            port=443,
+            protocol="HTTPS",
+            ssl_policy=config.ssl_policy,
+            certificate_arn=certificate_arn,
+            default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
+            opts=child,
+        )
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=[
+                {"type": "redirect", "redirect": {"protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}}
+            ],
+            opts=child,
+        )
         if config.route53_zone_id:
-            aws.route53.Record(f"{name}-dns", zone_id=config.route53_zone_id, name=config.hostname, type="A",
-                               aliases=[{"name": alb.dns_name, "zone_id": alb.zone_id,
-                                         "evaluate_target_health": True}], opts=child)
+            aws.route53.Record(
+                f"{name}-dns",
+                zone_id=config.route53_zone_id,
+                name=config.hostname,
+                type="A",
+                aliases=[{"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}],
+                opts=child,
+            )
 
         self.arn_suffix = alb.arn_suffix
         self.dns_name = alb.dns_name

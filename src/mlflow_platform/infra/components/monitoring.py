@@ -9,72 +9,158 @@ import pulumi
 import pulumi_aws as aws
 
 from ...config import MonitoringConfig
-
 from ._common import tags
 
 
 class Monitoring(pulumi.ComponentResource):
     topic_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, config: MonitoringConfig, environment: str, *, region: pulumi.Input[str],
-                 alb_arn_suffix: pulumi.Input[str], target_group_arn_suffix: pulumi.Input[str],
-                 db_identifier: pulumi.Input[str], connection_budget: int,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: MonitoringConfig,
+        environment: str,
+        *,
+        region: pulumi.Input[str],
+        alb_arn_suffix: pulumi.Input[str],
+        target_group_arn_suffix: pulumi.Input[str],
+        db_identifier: pulumi.Input[str],
+        connection_budget: int,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         base = tags(environment, "monitoring")
-        topic = aws.sns.Topic(f"{name}-alarms", name=f"mlflow-{environment}-alarms",
-                              kms_master_key_id="alias/aws/sns", tags=base, opts=child)
+        topic = aws.sns.Topic(
+            f"{name}-alarms",
+            name=f"mlflow-{environment}-alarms",
+            kms_master_key_id="alias/aws/sns",
+            tags=base,
+            opts=child,
+        )
         for i, email in enumerate(config.alarm_emails):
-            aws.sns.TopicSubscription(f"{name}-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child)
+            aws.sns.TopicSubscription(
+                f"{name}-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child
+            )
 
         alb = {"LoadBalancer": alb_arn_suffix, "TargetGroup": target_group_arn_suffix}
         db = {"DBInstanceIdentifier": db_identifier}
         common = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": base}
 
         def alarm(suffix: str, description: str, **kwargs) -> aws.cloudwatch.MetricAlarm:
-            return aws.cloudwatch.MetricAlarm(f"{name}-{suffix}", name=f"mlflow-{environment}-{suffix}",
-                                              alarm_description=description, **common, **kwargs, opts=child)
+            return aws.cloudwatch.MetricAlarm(
+                f"{name}-{suffix}",
+                name=f"mlflow-{environment}-{suffix}",
+                alarm_description=description,
+                **common,
+                **kwargs,
+                opts=child,
+            )
 
-        alarm("p95-latency", f"ALB p95 target response time above {config.p95_latency_seconds}s (the SLO)",
-              namespace="AWS/ApplicationELB", metric_name="TargetResponseTime", dimensions=alb,
-              extended_statistic="p95", period=60, evaluation_periods=5, datapoints_to_alarm=3,
-              threshold=config.p95_latency_seconds, comparison_operator="GreaterThanThreshold",
-              treat_missing_data="notBreaching")
-        alarm("5xx-rate", f"more than {config.error_rate_percent}% of requests answered 5xx",
-              evaluation_periods=5, datapoints_to_alarm=3, threshold=config.error_rate_percent,
-              comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching", metric_queries=[
-                  {"id": "rate", "expression": "100 * (FILL(t5xx, 0) + FILL(e5xx, 0)) / MAX([requests, 1])",
-                   "label": "5xx %", "return_data": True},
-                  _metric("t5xx", "HTTPCode_Target_5XX_Count", alb),
-                  _metric("e5xx", "HTTPCode_ELB_5XX_Count", {"LoadBalancer": alb_arn_suffix}),
-                  _metric("requests", "RequestCount", alb),
-              ])
-        alarm("unhealthy-hosts", "a tracking server pod fails the ALB /health check",
-              namespace="AWS/ApplicationELB", metric_name="UnHealthyHostCount", dimensions=alb, statistic="Maximum",
-              period=60, evaluation_periods=3, threshold=0, comparison_operator="GreaterThanThreshold")
-        alarm("db-free-storage", f"RDS free storage below {config.free_storage_gb} GB",
-              namespace="AWS/RDS", metric_name="FreeStorageSpace", dimensions=db, statistic="Minimum", period=300,
-              evaluation_periods=1, threshold=config.free_storage_gb * 1024**3, comparison_operator="LessThanThreshold")
-        alarm("db-cpu", f"RDS CPU above {config.cpu_percent}%", namespace="AWS/RDS", metric_name="CPUUtilization",
-              dimensions=db, statistic="Average", period=300, evaluation_periods=3, threshold=config.cpu_percent,
-              comparison_operator="GreaterThanThreshold")
-        alarm("db-connections", f"RDS connections above the server fleet's budget ({connection_budget})",
-              namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=db, statistic="Maximum", period=60,
-              evaluation_periods=3, threshold=connection_budget, comparison_operator="GreaterThanThreshold")
+        alarm(
+            "p95-latency",
+            f"ALB p95 target response time above {config.p95_latency_seconds}s (the SLO)",
+            namespace="AWS/ApplicationELB",
+            metric_name="TargetResponseTime",
+            dimensions=alb,
+            extended_statistic="p95",
+            period=60,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            threshold=config.p95_latency_seconds,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+        alarm(
+            "5xx-rate",
+            f"more than {config.error_rate_percent}% of requests answered 5xx",
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            threshold=config.error_rate_percent,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                {
+                    "id": "rate",
+                    "expression": "100 * (FILL(t5xx, 0) + FILL(e5xx, 0)) / MAX([requests, 1])",
+                    "label": "5xx %",
+                    "return_data": True,
+                },
+                _metric("t5xx", "HTTPCode_Target_5XX_Count", alb),
+                _metric("e5xx", "HTTPCode_ELB_5XX_Count", {"LoadBalancer": alb_arn_suffix}),
+                _metric("requests", "RequestCount", alb),
+            ],
+        )
+        alarm(
+            "unhealthy-hosts",
+            "a tracking server pod fails the ALB /health check",
+            namespace="AWS/ApplicationELB",
+            metric_name="UnHealthyHostCount",
+            dimensions=alb,
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=3,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+        )
+        alarm(
+            "db-free-storage",
+            f"RDS free storage below {config.free_storage_gb} GB",
+            namespace="AWS/RDS",
+            metric_name="FreeStorageSpace",
+            dimensions=db,
+            statistic="Minimum",
+            period=300,
+            evaluation_periods=1,
+            threshold=config.free_storage_gb * 1024**3,
+            comparison_operator="LessThanThreshold",
+        )
+        alarm(
+            "db-cpu",
+            f"RDS CPU above {config.cpu_percent}%",
+            namespace="AWS/RDS",
+            metric_name="CPUUtilization",
+            dimensions=db,
+            statistic="Average",
+            period=300,
+            evaluation_periods=3,
+            threshold=config.cpu_percent,
+            comparison_operator="GreaterThanThreshold",
+        )
+        alarm(
+            "db-connections",
+            f"RDS connections above the server fleet's budget ({connection_budget})",
+            namespace="AWS/RDS",
+            metric_name="DatabaseConnections",
+            dimensions=db,
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=3,
+            threshold=connection_budget,
+            comparison_operator="GreaterThanThreshold",
+        )
 
         body = pulumi.Output.all(region, alb_arn_suffix, target_group_arn_suffix, db_identifier).apply(
-            lambda a: json.dumps(_dashboard(*a, connection_budget=connection_budget,
-                                            slo=config.p95_latency_seconds)))
-        aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=f"mlflow-{environment}", dashboard_body=body,
-                                 opts=child)
+            lambda a: json.dumps(_dashboard(*a, connection_budget=connection_budget, slo=config.p95_latency_seconds))
+        )
+        aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=f"mlflow-{environment}", dashboard_body=body, opts=child
+        )
         self.topic_arn = topic.arn
         self.register_outputs({"topicArn": self.topic_arn})
 
 
 def _metric(id_: str, metric: str, dimensions: dict) -> dict:
-    return {"id": id_, "metric": {"namespace": "AWS/ApplicationELB", "metric_name": metric,
-                                  "dimensions": dimensions, "period": 60, "stat": "Sum"}}
+    return {
+        "id": id_,
+        "metric": {
+            "namespace": "AWS/ApplicationELB",
+            "metric_name": metric,
+            "dimensions": dimensions,
+            "period": 60,
+            "stat": "Sum",
+        },
+    }
 
 
 def _dashboard(region: str, alb: str, tg: str, db: str, *, connection_budget: int, slo: float) -> dict:
@@ -84,16 +170,42 @@ def _dashboard(region: str, alb: str, tg: str, db: str, *, connection_budget: in
             props["annotations"] = {"horizontal": [{"value": annotation, "label": "limit"}]}
         return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": props}
 
-    return {"widgets": [
-        widget("Latency p50/p95/p99 (s)", [
-            ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", alb, "TargetGroup", tg, {"stat": s}]
-            for s in ("p50", "p95", "p99")], 0, 0, slo),
-        widget("Requests and 5xx", [
-            ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", alb, {"stat": "Sum"}],
-            ["AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "LoadBalancer", alb, {"stat": "Sum"}]], 0, 12),
-        widget("Database connections", [["AWS/RDS", "DatabaseConnections", "DBInstanceIdentifier", db]], 6, 0,
-               connection_budget),
-        widget("Database CPU and free storage", [
-            ["AWS/RDS", "CPUUtilization", "DBInstanceIdentifier", db],
-            ["AWS/RDS", "FreeStorageSpace", "DBInstanceIdentifier", db, {"yAxis": "right"}]], 6, 12),
-    ]}
+    return {
+        "widgets": [
+            widget(
+                "Latency p50/p95/p99 (s)",
+                [
+                    ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", alb, "TargetGroup", tg, {"stat": s}]
+                    for s in ("p50", "p95", "p99")
+                ],
+                0,
+                0,
+                slo,
+            ),
+            widget(
+                "Requests and 5xx",
+                [
+                    ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", alb, {"stat": "Sum"}],
+                    ["AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "LoadBalancer", alb, {"stat": "Sum"}],
+                ],
+                0,
+                12,
+            ),
+            widget(
+                "Database connections",
+                [["AWS/RDS", "DatabaseConnections", "DBInstanceIdentifier", db]],
+                6,
+                0,
+                connection_budget,
+            ),
+            widget(
+                "Database CPU and free storage",
+                [
+                    ["AWS/RDS", "CPUUtilization", "DBInstanceIdentifier", db],
+                    ["AWS/RDS", "FreeStorageSpace", "DBInstanceIdentifier", db, {"yAxis": "right"}],
+                ],
+                6,
+                12,
+            ),
+        ]
+    }

@@ -8,7 +8,6 @@ import pulumi
 import pulumi_aws as aws
 
 from ...config import NetworkConfig
-
 from ._common import tags
 
 
@@ -18,8 +17,7 @@ class Network(pulumi.ComponentResource):
     public_subnet_ids: pulumi.Output[list[str]]
     private_subnet_ids: pulumi.Output[list[str]]
 
-    def __init__(self, name: str, config: NetworkConfig, environment: str,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, config: NetworkConfig, environment: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-platform:aws:Network", name, None, opts)
         if not config.create_vpc:
             vpc = aws.ec2.get_vpc_output(id=config.vpc_id, opts=pulumi.InvokeOptions(parent=self))
@@ -29,10 +27,13 @@ class Network(pulumi.ComponentResource):
             self.private_subnet_ids = pulumi.Output.from_input(list(config.private_subnet_ids))
         else:
             self._create(name, config, environment)
-        self.register_outputs({
-            "vpcId": self.vpc_id, "publicSubnetIds": self.public_subnet_ids,
-            "privateSubnetIds": self.private_subnet_ids,
-        })
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "publicSubnetIds": self.public_subnet_ids,
+                "privateSubnetIds": self.private_subnet_ids,
+            }
+        )
 
     def _create(self, name: str, config: NetworkConfig, environment: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
@@ -40,31 +41,65 @@ class Network(pulumi.ComponentResource):
         zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOptions(parent=self))
         network = ipaddress.ip_network(config.cidr)
         blocks = list(network.subnets(new_prefix=network.prefixlen + 4))
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=config.cidr, enable_dns_hostnames=True,
-                          enable_dns_support=True, tags={**base, "Name": f"mlflow-{environment}"}, opts=child)
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=config.cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={**base, "Name": f"mlflow-{environment}"},
+            opts=child,
+        )
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=base, opts=child)
         public_rt = aws.ec2.RouteTable(f"{name}-public", vpc_id=vpc.id, tags=base, opts=child)
-        aws.ec2.Route(f"{name}-public-default", route_table_id=public_rt.id,
-                      destination_cidr_block="0.0.0.0/0", gateway_id=igw.id, opts=child)
+        aws.ec2.Route(
+            f"{name}-public-default",
+            route_table_id=public_rt.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=child,
+        )
         public, private, nats = [], [], []
         for i in range(config.availability_zones):
             az = zones.names.apply(lambda names, i=i: names[i])
             pub = aws.ec2.Subnet(
-                f"{name}-public-{i}", vpc_id=vpc.id, cidr_block=str(blocks[i]), availability_zone=az,
-                map_public_ip_on_launch=False, tags={**base, "kubernetes.io/role/elb": "1", "Tier": "public"},
-                opts=child)
+                f"{name}-public-{i}",
+                vpc_id=vpc.id,
+                cidr_block=str(blocks[i]),
+                availability_zone=az,
+                map_public_ip_on_launch=False,
+                tags={**base, "kubernetes.io/role/elb": "1", "Tier": "public"},
+                opts=child,
+            )
             priv = aws.ec2.Subnet(
-                f"{name}-private-{i}", vpc_id=vpc.id, cidr_block=str(blocks[config.availability_zones + i]),
-                availability_zone=az, tags={**base, "kubernetes.io/role/internal-elb": "1", "Tier": "private"},
-                opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-public-{i}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child)
+                f"{name}-private-{i}",
+                vpc_id=vpc.id,
+                cidr_block=str(blocks[config.availability_zones + i]),
+                availability_zone=az,
+                tags={**base, "kubernetes.io/role/internal-elb": "1", "Tier": "private"},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{i}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child
+            )
             if config.nat_gateway_per_az or i == 0:
                 eip = aws.ec2.Eip(f"{name}-nat-{i}", domain="vpc", tags=base, opts=child)
-                nats.append(aws.ec2.NatGateway(f"{name}-nat-{i}", subnet_id=pub.id, allocation_id=eip.id,
-                                               tags=base, opts=pulumi.ResourceOptions(parent=self, depends_on=[igw])))
+                nats.append(
+                    aws.ec2.NatGateway(
+                        f"{name}-nat-{i}",
+                        subnet_id=pub.id,
+                        allocation_id=eip.id,
+                        tags=base,
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                    )
+                )
             rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=base, opts=child)
-            aws.ec2.Route(f"{name}-private-{i}-default", route_table_id=rt.id, destination_cidr_block="0.0.0.0/0",
-                          nat_gateway_id=nats[-1].id, opts=child)
+            aws.ec2.Route(
+                f"{name}-private-{i}-default",
+                route_table_id=rt.id,
+                destination_cidr_block="0.0.0.0/0",
+                nat_gateway_id=nats[-1].id,
+                opts=child,
+            )
             aws.ec2.RouteTableAssociation(f"{name}-private-{i}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
             public.append(pub.id)
             private.append(priv.id)

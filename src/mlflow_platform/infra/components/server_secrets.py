@@ -16,18 +16,37 @@ class ServerSecrets(pulumi.ComponentResource):
     admin_password: pulumi.Output[str]
     admin_secret_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, environment: str, *, admin_username: str, admin_password: str | None,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        environment: str,
+        *,
+        admin_username: str,
+        admin_password: str | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("mlflow-platform:aws:ServerSecrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.flask_secret_key = pulumi.Output.secret(
-            random.RandomPassword(f"{name}-flask-key", length=64, special=False, opts=child).result)
+            random.RandomPassword(f"{name}-flask-key", length=64, special=False, opts=child).result
+        )
         self.admin_password = pulumi.Output.secret(
-            admin_password if admin_password is not None
-            else random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=child).result)
-        secret = aws.secretsmanager.Secret(f"{name}-admin", name=f"mlflow/{environment}/admin",
-                                           recovery_window_in_days=7, tags=tags(environment, "server"), opts=child)
-        aws.secretsmanager.SecretVersion(f"{name}-admin", secret_id=secret.id, secret_string=pulumi.Output.json_dumps(
-            {"username": admin_username, "password": self.admin_password}), opts=child)
+            admin_password
+            if admin_password is not None
+            else random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=child).result
+        )
+        secret = aws.secretsmanager.Secret(
+            f"{name}-admin",
+            name=f"mlflow/{environment}/admin",
+            recovery_window_in_days=7,
+            tags=tags(environment, "server"),
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-admin",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps({"username": admin_username, "password": self.admin_password}),
+            opts=child,
+        )
         self.admin_secret_arn = secret.arn
         self.register_outputs({"adminSecretArn": self.admin_secret_arn})
