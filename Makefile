@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test test-fast smoke check clean bench drills
+.PHONY: install local status env down purge test test-fast lint format smoke check clean bench drills
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test: install             ## every test; starts and stops its own platform on fr
 
 test-fast: install        ## the tests that start no server (seconds)
 	$(BIN)/pytest -m "not platform"
+
+lint: install             ## ruff lint + format check (also part of make test)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install           ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 smoke: install            ## the smoke suite against MLFLOW_TRACKING_URI (+ credentials)
 	$(BIN)/pytest smoke_tests

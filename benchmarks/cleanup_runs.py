@@ -71,7 +71,8 @@ def main() -> None:
     )
     print(f"         would delete  {len(dry.selected):>8}  spared {dry.spared}")
     print(
-        f"execute: deleted       {done.changed:>8}  in {real_seconds:6.1f} s  ({done.changed / real_seconds:,.0f} runs/s, "
+        f"execute: deleted       {done.changed:>8}  in {real_seconds:6.1f} s  "
+        f"({done.changed / real_seconds:,.0f} runs/s, "
         f"{args.workers} parallel requests, basic-auth on)"
     )
 

@@ -10,6 +10,7 @@ their outcomes (tests/test_fault_drills.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -75,10 +76,8 @@ def heal(platform: LocalPlatform) -> float:
 def _kill(pid: int | None) -> None:
     if pid:
         os.kill(pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(10)
-        except psutil.Error:
-            pass
 
 
 def postgres_killed_while_logging(platform: LocalPlatform, *, calls: int = 400) -> DrillResult:
@@ -201,10 +200,8 @@ def kill_everything(platform: LocalPlatform) -> None:
         if any(marker in part for part in parts) and proc.pid != os.getpid():
             victims.append(proc)
     for proc in victims:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(victims, timeout=10)
 
 

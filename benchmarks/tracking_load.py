@@ -850,7 +850,7 @@ def markdown_summary(report: dict, clients: int = 32) -> str:
     variants = report["variants"]
     ops = list(dict.fromkeys(r["operation"] for v in variants.values() for r in v["results"]))
     lines = ["| server | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]
-    for key, v in variants.items():
+    for v in variants.values():
         rows = {r["operation"]: r for r in v["results"] if r["clients"] == clients}
         cells = []
         for op in ops:

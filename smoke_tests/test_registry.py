@@ -1,5 +1,7 @@
 """Registry: log, register, tag, promote challenger -> champion, load by alias and predict."""
 
+import contextlib
+
 import mlflow
 import pandas as pd
 import pytest
@@ -42,10 +44,8 @@ def model_name(target: Target, client: MlflowClient, pytestconfig):
     name = f"smoke-ranker-{target.session_id}"
     yield name
     if not pytestconfig.getoption("keep_data"):
-        try:
+        with contextlib.suppress(MlflowException):
             client.delete_registered_model(name)
-        except MlflowException:
-            pass
 
 
 def test_register_promote_and_load_by_alias(client: MlflowClient, experiment_id: str, model_name: str) -> None:

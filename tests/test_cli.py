@@ -141,3 +141,51 @@ def test_plan_prod_shows_the_runbook_cronjobs() -> None:
     result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
     for name in ("runbooks-reap-stuck-runs", "runbooks-cleanup-runs", "runbooks-gc"):
         assert name in result.output
+
+
+def _command(*args: str, env: dict | None = None, cwd: Path | None = None):
+    """The installed command, as a user runs it (through its entry point, not CliRunner)."""
+    import os
+    import subprocess
+    import sys
+
+    program = Path(sys.executable).parent / "mlflow-platform"
+    return subprocess.run([str(program), *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def test_an_unreachable_tracking_uri_fails_fast_in_one_line(tmp_path: Path) -> None:
+    from mlflow_platform.local.processes import free_port
+
+    result = _command("audit", "--tracking-uri", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot reach http://127.0.0.1:" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_rejected_credentials_name_the_user_and_the_uri(platform, tmp_path: Path) -> None:
+    env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "not-the-password"}
+    for runbook in (["audit"], ["cleanup-runs"], ["reap-stuck-runs", "--dry-run"]):
+        result = _command(*runbook, "--tracking-uri", platform.tracking_uri(), env=env, cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{platform.tracking_uri()} refused user 'admin' (401)" in result.stderr
+        assert "local env" in result.stderr
+
+
+def test_an_unknown_stack_lists_the_known_ones() -> None:
+    result = _command("plan", "--stack", "prd")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no stack named 'prd'; the stacks are: dev, prod, staging" in result.stderr
+
+
+def test_help_keeps_its_defaults() -> None:
+    result = runner.invoke(app, ["local", "up", "--help"], env={"COLUMNS": "200"})
+    assert "Tracking server port [default: 5000]." in result.output
+    assert "[default: 9101]" in result.output
+
+
+def test_an_arn_with_secret_in_it_prints_verbatim() -> None:
+    from mlflow_platform.cli.output import out
+
+    with out.capture() as captured:
+        out.print("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-prod-admin-AbCdEf")
+    assert ":secret:mlflow-prod-admin" in captured.get()

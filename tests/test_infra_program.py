@@ -354,7 +354,7 @@ def test_runbook_cronjobs_are_scheduled_hardened_and_dry_run_unless_enabled() ->
     assert set(cronjobs) == {"mlflow-reap-stuck-runs", "mlflow-cleanup-runs", "mlflow-gc"}
     runbooks = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml").config.runbooks
     assert cronjobs["mlflow-reap-stuck-runs"]["spec"]["schedule"] == runbooks.reap_schedule == "17 * * * *"
-    for name, cron in cronjobs.items():
+    for cron in cronjobs.values():
         spec = cron["spec"]
         assert spec["concurrencyPolicy"] == "Forbid" and spec["successfulJobsHistoryLimit"] == 3
         pod = spec["jobTemplate"]["spec"]["template"]["spec"]

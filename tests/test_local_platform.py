@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -138,7 +139,7 @@ def test_a_stale_pid_that_now_names_a_stranger_is_left_alone(tmp_path: Path) -> 
         state_dir = tmp_path / "state"
         state_dir.mkdir()
         (state_dir / "state.json").write_text(
-            '{"ports": {}, "pids": {"tracking": %d, "s3": %d}}' % (stranger.pid, stranger.pid)
+            json.dumps({"ports": {}, "pids": {"tracking": stranger.pid, "s3": stranger.pid}})
         )
         stale = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
         assert {row.name: row.pid for row in stale.status()}["tracking"] is None

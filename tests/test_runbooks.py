@@ -136,9 +136,11 @@ def test_a_lock_that_cannot_be_had_fails_cleanly_and_changes_nothing(client: Mlf
     name = unique("ranker")
     v1, v2 = register(client, name, [0.80, 0.81])
     promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
-    with lock_for(redis_url, f"{name}:champion", ttl=30, timeout=1):  # another promotion holds it
-        with pytest.raises(LockUnavailable, match="held by another promotion"):
-            promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url, lock_timeout=0.5)
+    with (
+        lock_for(redis_url, f"{name}:champion", ttl=30, timeout=1),  # another promotion holds it
+        pytest.raises(LockUnavailable, match="held by another promotion"),
+    ):
+        promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url, lock_timeout=0.5)
     assert aliases(client, name) == {"champion": v1}
 
 
@@ -185,9 +187,12 @@ def test_dynamodb_lock_through_the_local_aws_api(client: MlflowClient, aws_api: 
         KeySchema=[{"AttributeName": "lock_key", "KeyType": "HASH"}],
     )
     url = f"dynamodb://{table}"
-    with lock_for(url, "m:champion", ttl=30, timeout=1), pytest.raises(LockUnavailable):
-        with lock_for(url, "m:champion", ttl=30, timeout=0.5):
-            pass
+    with (
+        lock_for(url, "m:champion", ttl=30, timeout=1),
+        pytest.raises(LockUnavailable),
+        lock_for(url, "m:champion", ttl=30, timeout=0.5),
+    ):
+        pass
     with lock_for(url, "m:champion", ttl=30, timeout=1):  # released: free again
         pass
     with lock_for(url, "m:expiring", ttl=1, timeout=1):

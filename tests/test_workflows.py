@@ -77,8 +77,8 @@ def test_workflow_stacks_equal_the_stack_files() -> None:
 def test_a_new_stack_file_without_workflow_entries_is_named_with_what_to_add() -> None:
     problems = workflow_stack_problems(stack_files() | {"qa"})
     assert (
-        "stacks/Pulumi.qa.yaml is not in pull-request.yml jobs.offline-plan.strategy.matrix.stack: add `qa` to that list"
-        in problems
+        "stacks/Pulumi.qa.yaml is not in pull-request.yml jobs.offline-plan.strategy.matrix.stack: "
+        "add `qa` to that list" in problems
     )
     assert any("deploy.yml" in p and "calling deploy-stack.yml with `stack: qa`" in p for p in problems)
     assert len(problems) == 4

@@ -61,92 +61,132 @@ def _short_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:17]
 
 
+def _named(inputs: dict[str, Any], name: str, key: str = "name") -> str:
+    return inputs.get(key, name)
+
+
+def _rds(name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    rid = inputs.get("identifier", name)
+    host = f"{rid}.c{_short_id(name)[:10]}.{REGION}.rds.amazonaws.com"
+    return rid, {
+        "address": host,
+        "endpoint": f"{host}:5432",
+        "port": 5432,
+        "arn": _arn("rds", f"db:{rid}"),
+        "resourceId": f"db-{_short_id(name).upper()}",
+    }
+
+
+def _load_balancer(name: str, inputs: dict[str, Any]) -> tuple[None, dict[str, Any]]:
+    suffix = f"app/{_named(inputs, name)}/{_short_id(name)[:16]}"
+    return None, {
+        "arn": _arn("elasticloadbalancing", f"loadbalancer/{suffix}"),
+        "arnSuffix": suffix,
+        "dnsName": f"{_named(inputs, name)}-{_short_id(name)[:10]}.{REGION}.elb.amazonaws.com",
+        "zoneId": "Z32O12XQLNTSW2",
+    }
+
+
+def _target_group(name: str, inputs: dict[str, Any]) -> tuple[None, dict[str, Any]]:
+    suffix = f"targetgroup/{_named(inputs, name)}/{_short_id(name)[:16]}"
+    return None, {"arn": _arn("elasticloadbalancing", suffix), "arnSuffix": suffix}
+
+
+def _certificate(name: str, inputs: dict[str, Any]) -> tuple[None, dict[str, Any]]:
+    domain = inputs.get("domainName", "example.com")
+    record = {
+        "domainName": domain,
+        "resourceRecordName": f"_x1.{domain}.",
+        "resourceRecordType": "CNAME",
+        "resourceRecordValue": "_x2.acm-validations.aws.",
+    }
+    return None, {"arn": _arn("acm", f"certificate/{_short_id(name)}"), "domainValidationOptions": [record]}
+
+
+def _eks(name: str, inputs: dict[str, Any]) -> tuple[None, dict[str, Any]]:
+    issuer = f"https://oidc.eks.{REGION}.amazonaws.com/id/{_short_id(name).upper()}"
+    return None, {
+        "arn": _arn("eks", f"cluster/{_named(inputs, name)}"),
+        "endpoint": f"https://{_short_id(name)}.eks.amazonaws.com",
+        "certificateAuthority": {"data": "LS0tLS1CRUdJTi0tLS0t"},
+        "identities": [{"oidcs": [{"issuer": issuer}]}],
+        "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{_short_id(name + 'c')}"},
+    }
+
+
+def _image(name: str, inputs: dict[str, Any]) -> tuple[None, dict[str, Any]]:
+    tag = (inputs.get("tags") or [f"{name}:latest"])[0]
+    digest = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
+    return None, {"digest": digest, "ref": f"{tag.rsplit(':', 1)[0]}@{digest}"}
+
+
+def _bucket(name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    rid = inputs.get("bucket") or name
+    return rid, {
+        "bucket": rid,
+        "arn": f"arn:aws:s3:::{rid}",
+        "bucketRegionalDomainName": f"{rid}.s3.{REGION}.amazonaws.com",
+    }
+
+
+def _kms_key(name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    rid = f"{_short_id(name)}-0000-4000-8000-{_short_id(name + 'k')[:12]}"
+    return rid, {"keyId": rid, "arn": _arn("kms", f"key/{rid}")}
+
+
+#: Realistic outputs per resource type: ``(name, inputs) -> (physical id or None, outputs)``.
+_MOCK_OUTPUTS: dict[str, Any] = {
+    "aws:ec2/vpc:Vpc": lambda n, i: (f"vpc-{_short_id(n)}", {}),
+    "aws:ec2/subnet:Subnet": lambda n, i: (f"subnet-{_short_id(n)}", {}),
+    "aws:ec2/securityGroup:SecurityGroup": lambda n, i: (f"sg-{_short_id(n)}", {}),
+    "aws:s3/bucket:Bucket": _bucket,
+    "aws:kms/key:Key": _kms_key,
+    "aws:rds/instance:Instance": _rds,
+    "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
+    "aws:lb/targetGroup:TargetGroup": _target_group,
+    "aws:acm/certificate:Certificate": _certificate,
+    "aws:eks/cluster:Cluster": _eks,
+    "aws:ecr/repository:Repository": lambda n, i: (
+        None,
+        {
+            "repositoryUrl": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{_named(i, n)}",
+            "arn": _arn("ecr", f"repository/{_named(i, n)}"),
+        },
+    ),
+    "docker-build:index:Image": _image,
+    "random:index/randomPassword:RandomPassword": lambda n, i: (
+        None,
+        {"result": hashlib.sha256(n.encode()).hexdigest()[: int(i.get("length", 32))]},
+    ),
+    "aws:iam/openIdConnectProvider:OpenIdConnectProvider": lambda n, i: (
+        None,
+        {"arn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{i.get('url', '').removeprefix('https://')}"},
+    ),
+    "aws:iam/role:Role": lambda n, i: (
+        None,
+        {"arn": f"arn:aws:iam::{ACCOUNT}:role/{_named(i, n)}", "name": _named(i, n)},
+    ),
+    "aws:iam/policy:Policy": lambda n, i: (None, {"arn": f"arn:aws:iam::{ACCOUNT}:policy/{_named(i, n)}"}),
+    "aws:dynamodb/table:Table": lambda n, i: (None, {"arn": _arn("dynamodb", f"table/{_named(i, n)}")}),
+    "aws:sns/topic:Topic": lambda n, i: (None, {"arn": _arn("sns", _named(i, n))}),
+    "aws:secretsmanager/secret:Secret": lambda n, i: (
+        None,
+        {"arn": _arn("secretsmanager", f"secret:{_named(i, n)}-AbCdEf")},
+    ),
+    "aws:cloudwatch/dashboard:Dashboard": lambda n, i: (
+        None,
+        {"dashboardArn": f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/{_named(i, n, 'dashboardName')}"},
+    ),
+}
+
+
 def _mock_state(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Realistic outputs for the resource types the program creates."""
-    rid = f"{name}-{_short_id(name)[:8]}"
-    out = dict(inputs)
     service = typ.split(":")[1].split("/")[0] if typ.startswith("aws:") else ""
-    if typ == "aws:ec2/vpc:Vpc":
-        rid = f"vpc-{_short_id(name)}"
-    elif typ == "aws:ec2/subnet:Subnet":
-        rid = f"subnet-{_short_id(name)}"
-    elif typ == "aws:ec2/securityGroup:SecurityGroup":
-        rid = f"sg-{_short_id(name)}"
-    elif typ == "aws:s3/bucket:Bucket":
-        rid = inputs.get("bucket") or name
-        out.update(bucket=rid, arn=f"arn:aws:s3:::{rid}", bucketRegionalDomainName=f"{rid}.s3.{REGION}.amazonaws.com")
-    elif typ == "aws:kms/key:Key":
-        rid = f"{_short_id(name)}-0000-4000-8000-{_short_id(name + 'k')[:12]}"
-        out.update(keyId=rid, arn=_arn("kms", f"key/{rid}"))
-    elif typ == "aws:rds/instance:Instance":
-        rid = inputs.get("identifier", name)
-        host = f"{rid}.c{_short_id(name)[:10]}.{REGION}.rds.amazonaws.com"
-        out.update(
-            address=host,
-            endpoint=f"{host}:5432",
-            port=5432,
-            arn=_arn("rds", f"db:{rid}"),
-            resourceId=f"db-{_short_id(name).upper()}",
-        )
-    elif typ == "aws:lb/loadBalancer:LoadBalancer":
-        suffix = f"app/{inputs.get('name', name)}/{_short_id(name)[:16]}"
-        out.update(
-            arn=_arn("elasticloadbalancing", f"loadbalancer/{suffix}"),
-            arnSuffix=suffix,
-            dnsName=f"{inputs.get('name', name)}-{_short_id(name)[:10]}.{REGION}.elb.amazonaws.com",
-            zoneId="Z32O12XQLNTSW2",
-        )
-    elif typ == "aws:lb/targetGroup:TargetGroup":
-        suffix = f"targetgroup/{inputs.get('name', name)}/{_short_id(name)[:16]}"
-        out.update(arn=_arn("elasticloadbalancing", suffix), arnSuffix=suffix)
-    elif typ == "aws:acm/certificate:Certificate":
-        domain = inputs.get("domainName", "example.com")
-        out.update(
-            arn=_arn("acm", f"certificate/{_short_id(name)}"),
-            domainValidationOptions=[
-                {
-                    "domainName": domain,
-                    "resourceRecordName": f"_x1.{domain}.",
-                    "resourceRecordType": "CNAME",
-                    "resourceRecordValue": "_x2.acm-validations.aws.",
-                }
-            ],
-        )
-    elif typ == "aws:eks/cluster:Cluster":
-        issuer = f"https://oidc.eks.{REGION}.amazonaws.com/id/{_short_id(name).upper()}"
-        out.update(
-            arn=_arn("eks", f"cluster/{inputs.get('name', name)}"),
-            endpoint=f"https://{_short_id(name)}.eks.amazonaws.com",
-            certificateAuthority={"data": "LS0tLS1CRUdJTi0tLS0t"},
-            identities=[{"oidcs": [{"issuer": issuer}]}],
-            vpcConfig={**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{_short_id(name + 'c')}"},
-        )
-    elif typ == "aws:ecr/repository:Repository":
-        out.update(
-            repositoryUrl=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{inputs.get('name', name)}",
-            arn=_arn("ecr", f"repository/{inputs.get('name', name)}"),
-        )
-    elif typ == "docker-build:index:Image":
-        tag = (inputs.get("tags") or [f"{name}:latest"])[0]
-        digest = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
-        out.update(digest=digest, ref=f"{tag.rsplit(':', 1)[0]}@{digest}")
-    elif typ == "random:index/randomPassword:RandomPassword":
-        out.update(result=hashlib.sha256(name.encode()).hexdigest()[: int(inputs.get("length", 32))])
-    elif typ.startswith("aws:iam/openIdConnectProvider"):
-        out.update(arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/{inputs.get('url', '').removeprefix('https://')}")
-    elif typ.startswith("aws:iam/role:Role"):
-        out.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{inputs.get('name', name)}", name=inputs.get("name", name))
-    elif typ.startswith("aws:iam/policy:Policy"):
-        out.update(arn=f"arn:aws:iam::{ACCOUNT}:policy/{inputs.get('name', name)}")
-    elif typ == "aws:dynamodb/table:Table":
-        out.update(arn=_arn("dynamodb", f"table/{inputs.get('name', name)}"))
-    elif typ == "aws:sns/topic:Topic":
-        out.update(arn=_arn("sns", inputs.get("name", name)))
-    elif typ == "aws:secretsmanager/secret:Secret":
-        out.update(arn=_arn("secretsmanager", f"secret:{inputs.get('name', name)}-AbCdEf"))
-    elif typ == "aws:cloudwatch/dashboard:Dashboard":
-        out.update(dashboardArn=f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/{inputs.get('dashboardName', name)}")
-    elif service and "arn" not in out:
+    rid, updates = _MOCK_OUTPUTS.get(typ, lambda n, i: (None, {}))(name, inputs)
+    rid = rid or f"{name}-{_short_id(name)[:8]}"
+    out = {**inputs, **updates}
+    if service and "arn" not in out and typ not in _MOCK_OUTPUTS:
         out["arn"] = _arn(service, f"{name}")
     if service:
         out.setdefault("name", rid)  # Pulumi auto-names what the program leaves unnamed
@@ -203,7 +243,7 @@ def _mask(raw: Any, plain: Any) -> Any:
         return {k: _mask(v, plain.get(k) if isinstance(plain, dict) else None) for k, v in raw.items()}
     if isinstance(raw, list):
         plain = plain if isinstance(plain, list) else [None] * len(raw)
-        return [_mask(r, p) for r, p in zip(raw, plain)]
+        return [_mask(r, p) for r, p in zip(raw, plain, strict=True)]
     return raw
 
 

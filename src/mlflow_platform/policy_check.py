@@ -89,7 +89,7 @@ def evaluate(capture: Capture, policies: list[Policy], config: dict[str, Any] | 
             continue
         policy_config = _policy_config(policy, given)
 
-        def reporter(default_resource: str):
+        def reporter(default_resource: str, policy: Policy = policy, level: EnforcementLevel = level):
             def report(message: str, urn: str | None = None) -> None:
                 violations.append(
                     Violation(

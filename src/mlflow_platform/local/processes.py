@@ -6,6 +6,7 @@ it forked (gunicorn workers, the MLflow job runner) and nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -154,10 +155,8 @@ def stop_group(pid: int | None, marker: Path, *, timeout: float = 15.0) -> None:
     members = [p for p in group_members(pid) if _mentions(p, str(marker))]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for proc in members:
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
-            except psutil.Error:
-                pass
         _, members = psutil.wait_procs(members, timeout=timeout if sig == signal.SIGTERM else 5)
         if not members:
             return

@@ -102,7 +102,8 @@ def _no_inline_secrets(args: ResourceValidationArgs, report: ReportViolation) ->
         for env in as_list(container.get("env")):
             if SECRET_NAME.search(env.get("name", "")) and "value" in env and "valueFrom" not in env:
                 report(
-                    f"container {container.get('name')} has {env['name']} inline; reference a Secret (valueFrom.secretKeyRef)"
+                    f"container {container.get('name')} has {env['name']} inline; "
+                    "reference a Secret (valueFrom.secretKeyRef)"
                 )
 
 

@@ -207,7 +207,9 @@ POLICIES = [
         validate=_connection_budget,
         enforcement_level=EnforcementLevel.MANDATORY,
         config_schema=PolicyConfigSchema(properties={"reservedConnections": {"type": "integer", "default": 10}}),
-        remediation_steps="Lower database.poolSize/maxOverflow or server.workers/maxReplicas, or use a larger instance.",
+        remediation_steps=(
+            "Lower database.poolSize/maxOverflow or server.workers/maxReplicas, or use a larger instance."
+        ),
     ),
     StackValidationPolicy(
         name="mlflow-allowed-hosts",

@@ -25,10 +25,8 @@ def _kms_encryption(args: StackValidationArgs, report: ReportViolation) -> None:
         }
         wanted = {"AES256", "aws:kms"} if is_log_bucket(bucket) else {"aws:kms", "aws:kms:dsse"}
         if not algorithms & wanted:
-            report(
-                f"bucket {name} has no {'/'.join(sorted(wanted))} default encryption (found {sorted(filter(None, algorithms)) or 'none'})",
-                bucket.urn,
-            )
+            found = sorted(filter(None, algorithms)) or "none"
+            report(f"bucket {name} has no {'/'.join(sorted(wanted))} default encryption (found {found})", bucket.urn)
 
 
 def _public_access(args: StackValidationArgs, report: ReportViolation) -> None:

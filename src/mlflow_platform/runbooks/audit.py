@@ -38,27 +38,36 @@ def audit(
 ) -> list[Finding]:
     findings: list[Finding] = []
     for experiment in resolve_experiments(client, experiment_names):
-        if experiment.name == "Default":
-            continue
-        if not EXPERIMENT_NAME.match(experiment.name):
-            findings.append(Finding("experiment-name", experiment.name, "not /{team}/{project}/{experiment-type}"))
-        for i, run in enumerate(iter_runs(client, [experiment.experiment_id])):
-            if i >= runs_per_experiment:
-                break
-            missing = [t for t in required_run_tags if t not in run.data.tags]
-            if missing:
-                findings.append(
-                    Finding("run-tags", f"{experiment.name} run {run.info.run_id}", f"missing {', '.join(missing)}")
-                )
-    models: dict[str, set[str]] = {}
+        if experiment.name != "Default":
+            findings += _experiment_findings(client, experiment, runs_per_experiment, required_run_tags)
+    return findings + _model_findings(client, required_version_tags)
+
+
+def _experiment_findings(client: MlflowClient, experiment, limit: int, required: tuple[str, ...]) -> list[Finding]:
+    findings = []
+    if not EXPERIMENT_NAME.match(experiment.name):
+        findings.append(Finding("experiment-name", experiment.name, "not /{team}/{project}/{experiment-type}"))
+    for i, run in enumerate(iter_runs(client, [experiment.experiment_id])):
+        if i >= limit:
+            break
+        missing = [t for t in required if t not in run.data.tags]
+        if missing:
+            findings.append(
+                Finding("run-tags", f"{experiment.name} run {run.info.run_id}", f"missing {', '.join(missing)}")
+            )
+    return findings
+
+
+def _model_findings(client: MlflowClient, required: tuple[str, ...]) -> list[Finding]:
+    findings, models = [], set()
     for version in iter_model_versions(client):
-        models.setdefault(version.name, set()).add(version.version)
-        missing = [t for t in required_version_tags if t not in (version.tags or {})]
+        models.add(version.name)
+        missing = [t for t in required if t not in (version.tags or {})]
         if missing:
             findings.append(
                 Finding("version-tags", f"{version.name} v{version.version}", f"missing {', '.join(missing)}")
             )
-    for name, versions in sorted(models.items()):
+    for name in sorted(models):
         if BAD_MODEL_NAME.search(name):
             findings.append(Finding("model-name", name, "names a version or an algorithm; name the product"))
         for alias, version in client.get_registered_model(name).aliases.items():

@@ -1,0 +1,84 @@
+"""Database runbooks: backup-first schema upgrade and the restore drill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..runbooks import RunbookError
+from .connect import database_uri, local_platform
+from .options import DryRun, Local
+from .output import fail, out, print_actions
+
+PANEL = "Runbooks"
+app = typer.Typer()
+
+
+@app.command("db-upgrade", rich_help_panel=PANEL)
+def db_upgrade_command(
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Tracking database (password via PGPASSWORD)."),
+    ] = None,
+    backup_dir: Annotated[Path | None, typer.Option(help="pg_dump target directory.")] = None,
+    rds_instance: Annotated[str | None, typer.Option(help="Take an RDS snapshot of this instance instead.")] = None,
+    dry_run: DryRun = False,
+    local: Local = False,
+) -> None:
+    """Back up (pg_dump locally, an RDS snapshot on AWS), then `mlflow db upgrade`; no backup,
+    no upgrade.
+
+    Example: mlflow-platform db-upgrade --local   |   mlflow-platform db-upgrade --rds-instance mlflow-prod
+    """
+    from ..runbooks.database import db_upgrade
+
+    uri = database_uri(backend_store_uri, local)
+    if local and backup_dir is None and rds_instance is None:
+        backup_dir = local_platform().backup_dir
+    try:
+        report = db_upgrade(uri, backup_dir=backup_dir, rds_instance=rds_instance, dry_run=dry_run)
+    except RunbookError as exc:
+        raise fail(str(exc) + "; the schema was not touched") from None
+    print_actions("db-upgrade", report.actions, dry_run)
+    if report.upgraded:
+        out.print(f"[bold green]upgraded[/] after backup {escape(str(report.backup))}")
+
+
+@app.command("restore-drill", rich_help_panel=PANEL)
+def restore_drill_command(
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Source database (password via PGPASSWORD)."),
+    ] = None,
+    backup_dir: Annotated[Path | None, typer.Option(help="Where the backups are.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch database.")] = False,
+    local: Local = False,
+) -> None:
+    """Restore the newest backup into a scratch database and check that runs, model versions and
+    champion aliases resolve there as in the source.
+
+    Example: mlflow-platform restore-drill --local
+    """
+    from ..runbooks.database import restore_drill
+
+    uri = database_uri(backend_store_uri, local)
+    backup_dir = backup_dir or (local_platform().backup_dir if local else None)
+    if backup_dir is None:
+        raise fail("pass --backup-dir (or --local)")
+    try:
+        report = restore_drill(uri, backup_dir, keep=keep)
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    table = Table("", "source", "restored", title=f"restore drill of {Path(report.backup).name}")
+    table.add_row("active runs", str(report.runs[0]), str(report.runs[1]))
+    table.add_row("model versions", str(report.model_versions[0]), str(report.model_versions[1]))
+    for name, (source, restored) in report.champions.items():
+        table.add_row(f"{escape(name)}@champion", f"v{source}", f"v{restored}")
+    out.print(table)
+    if not report.passed:
+        raise fail("restore drill failed: " + "; ".join(report.problems))
+    out.print("[bold green]restore drill passed[/]")

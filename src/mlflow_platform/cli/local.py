@@ -1,0 +1,144 @@
+"""`mlflow-platform local …`: run the platform on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..config import ConfigError
+from ..local.platform import DEFAULT_PORTS, LocalPlatform, Ports, default_state_dir
+from ..local.processes import PlatformError
+from .connect import platform_for
+from .options import StackFile, StateDir
+from .output import err, fail, out
+
+app = typer.Typer(
+    help="Run the platform on this machine: embedded PostgreSQL, SeaweedFS (S3), the tracking server.",
+    no_args_is_help=True,
+)
+
+
+@app.command("up")
+def up_command(
+    port: Annotated[
+        int | None, typer.Option(help=f"Tracking server port \\[default: {DEFAULT_PORTS['tracking']}].")
+    ] = None,
+    postgres_port: Annotated[
+        int | None, typer.Option(help=f"PostgreSQL port \\[default: {DEFAULT_PORTS['postgres']}].")
+    ] = None,
+    s3_port: Annotated[int | None, typer.Option(help=f"Local S3 API port \\[default: {DEFAULT_PORTS['s3']}].")] = None,
+    s3_internal_port: Annotated[
+        int | None,
+        typer.Option(
+            help=f"First of 7 consecutive ports SeaweedFS uses internally \\[default: {DEFAULT_PORTS['s3_internal']}]."
+        ),
+    ] = None,
+    state_dir: StateDir = None,
+    stack_file: StackFile = None,
+) -> None:
+    """Start (or heal) the platform and print how to reach it. Safe to run again.
+
+    Example: mlflow-platform local up --port 5050
+    """
+    platform = platform_for(state_dir, stack_file)
+    ports = None
+    try:
+        if any(p is not None for p in (port, postgres_port, s3_port, s3_internal_port)):
+            current = platform.state.ports
+            ports = Ports(
+                tracking=port or current.tracking,
+                postgres=postgres_port or current.postgres,
+                s3=s3_port or current.s3,
+                s3_internal=s3_internal_port or current.s3_internal,
+            )
+        elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False))
+        env = platform.client_env()
+    except (ConfigError, PlatformError) as exc:
+        raise fail(str(exc)) from None
+    out.print(f"\n[bold green]MLflow is up[/] in {elapsed:.1f}s: {env['MLFLOW_TRACKING_URI']}")
+    out.print(f"  username: {env['MLFLOW_TRACKING_USERNAME']}")
+    out.print(f"  password: {env['MLFLOW_TRACKING_PASSWORD']}", highlight=False)
+    out.print(f'  use it:   eval "$({_env_command(platform)})"', highlight=False, soft_wrap=True)
+
+
+def _env_command(platform: LocalPlatform) -> str:
+    """The exact command that prints this platform's exports, runnable from any folder."""
+    import shlex
+    import shutil
+    import sys
+
+    program = Path(sys.argv[0])
+    program = (
+        program.resolve()
+        if program.name == "mlflow-platform" and program.exists()
+        else Path(shutil.which("mlflow-platform") or Path(sys.executable).parent / "mlflow-platform")
+    )
+    words = [str(program), "local", "env"]
+    if platform.state_dir != default_state_dir().expanduser().resolve():
+        words += ["--state-dir", str(platform.state_dir)]
+    return shlex.join(words)
+
+
+@app.command("down")
+def down_command(
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete all data, logs and secrets.")] = False,
+    state_dir: StateDir = None,
+    stack_file: StackFile = None,
+) -> None:
+    """Stop every component. Data survives unless --purge.
+
+    Example: mlflow-platform local down --purge
+    """
+    platform = platform_for(state_dir, stack_file)
+    try:
+        platform.down(purge=purge, log=lambda line: out.print(line, highlight=False))
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("status")
+def status_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
+    """Show each component's pid, port and health; exit 1 if any is unhealthy."""
+    platform = platform_for(state_dir, stack_file)
+    if not platform.started_before:
+        raise fail(
+            f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
+            + ("" if state_dir else " (or pass --state-dir)")
+        )
+    table = Table("component", "pid", "port", "healthy", "detail")
+    try:
+        rows = platform.status()
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+    for row in rows:
+        table.add_row(
+            row.name, str(row.pid or "-"), str(row.port), "[green]yes[/]" if row.healthy else "[red]no[/]", row.detail
+        )
+    out.print(table)
+    if not all(row.healthy for row in rows):
+        raise typer.Exit(code=1)
+
+
+@app.command("env")
+def env_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
+    """Print shell exports for the tracking URI and credentials.
+
+    Example: eval "$(mlflow-platform local env)"
+    """
+    platform = platform_for(state_dir, stack_file)
+    if not platform.started_before:
+        raise fail(
+            f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`"
+            + ("" if state_dir else ", or pass --state-dir")
+        )
+    try:
+        lines = platform.export_lines()
+        running = platform.state.pids.get("tracking")
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+    if not running:
+        err.print("warning: the platform is stopped; run `mlflow-platform local up` before using it", highlight=False)
+    typer.echo(lines)

@@ -1,0 +1,127 @@
+"""Model registry runbooks: gate, promote under a lock, roll back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..runbooks import RunbookError
+from .connect import mlflow_client
+from .options import DryRun, Local, Lock, TrackingUri
+from .output import fail, out, print_actions
+
+PANEL = "Runbooks"
+app = typer.Typer()
+
+
+@app.command("validate", rich_help_panel=PANEL)
+def validate_command(
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    metric: Annotated[str, typer.Option(help="Run metric the gate reads (e.g. val_ndcg_at_10).")],
+    threshold: Annotated[float | None, typer.Option(help="Absolute floor (ceiling with --lower-is-better).")] = None,
+    max_regression: Annotated[float, typer.Option(help="Allowed relative regression vs @champion.")] = 0.02,
+    lower_is_better: Annotated[bool, typer.Option("--lower-is-better", help="For losses and errors.")] = False,
+    alias: Annotated[str, typer.Option(help="Candidate alias.")] = "challenger",
+    version: Annotated[str | None, typer.Option(help="Candidate version (instead of the alias).")] = None,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """Gate a candidate: exit 0 if it passes, 1 if not (for CI).
+
+    Example: mlflow-platform validate search-ranker --metric val_ndcg_at_10 --threshold 0.82
+    """
+    from ..runbooks.registry import validate
+
+    client = mlflow_client(tracking_uri, local)
+    try:
+        gate = validate(
+            client,
+            model,
+            metric,
+            threshold=threshold,
+            max_regression=max_regression,
+            higher_is_better=not lower_is_better,
+            alias=alias,
+            version=version,
+        )
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    table = Table("", "version", metric)
+    table.add_row("candidate", gate.candidate, f"{gate.candidate_value:.6g}")
+    if gate.champion:
+        table.add_row("champion", gate.champion, f"{gate.champion_value:.6g}")
+    out.print(table)
+    if not gate.passed:
+        raise fail("gate failed: " + "; ".join(gate.reasons))
+    out.print(f"[bold green]PASS[/] {escape(model)} v{gate.candidate}")
+
+
+@app.command("promote", rich_help_panel=PANEL)
+def promote_command(
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    metric: Annotated[str, typer.Option(help="Run metric the gate reads.")],
+    lock: Lock = None,
+    threshold: Annotated[float | None, typer.Option(help="Absolute floor for the metric.")] = None,
+    max_regression: Annotated[float, typer.Option(help="Allowed relative regression vs @champion.")] = 0.02,
+    lower_is_better: Annotated[bool, typer.Option("--lower-is-better")] = False,
+    alias: Annotated[str, typer.Option(help="Candidate alias.")] = "challenger",
+    version: Annotated[str | None, typer.Option(help="Candidate version (instead of the alias).")] = None,
+    approved_by: Annotated[str | None, typer.Option(help="Who approves \\[default: CI actor or user].")] = None,
+    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for the lock.")] = 30.0,
+    dry_run: DryRun = False,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """Gate the candidate, then under the lock: old champion -> previous-champion, candidate ->
+    champion, approval tags (who, when, gate figures, source commit). Re-running is a no-op.
+
+    Example: mlflow-platform promote search-ranker --metric val_ndcg_at_10 --threshold 0.82 --lock dynamodb://mlflow-locks
+    """
+    from ..runbooks.registry import promote
+
+    client = mlflow_client(tracking_uri, local)
+    try:
+        change, _ = promote(
+            client,
+            model,
+            metric,
+            lock_url=lock,
+            threshold=threshold,
+            max_regression=max_regression,
+            higher_is_better=not lower_is_better,
+            alias=alias,
+            version=version,
+            approved_by=approved_by,
+            dry_run=dry_run,
+            lock_timeout=lock_timeout,
+        )
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    print_actions(f"promote {model}", change.actions, dry_run and not change.actions[0].endswith("nothing to do"))
+
+
+@app.command("rollback", rich_help_panel=PANEL)
+def rollback_command(
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str, typer.Option(help="Why (kept as a tag on the rolled-back version).")],
+    lock: Lock = None,
+    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for the lock.")] = 30.0,
+    dry_run: DryRun = False,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """Point champion back at previous-champion; the bad version gets @rolled-back and the reason.
+
+    Example: mlflow-platform rollback search-ranker --reason "ndcg dropped in prod" --lock redis://redis:6379/0
+    """
+    from ..runbooks.registry import rollback
+
+    client = mlflow_client(tracking_uri, local)
+    try:
+        change = rollback(client, model, reason=reason, lock_url=lock, dry_run=dry_run, lock_timeout=lock_timeout)
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    print_actions(f"rollback {model}", change.actions, dry_run)

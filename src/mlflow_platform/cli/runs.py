@@ -1,0 +1,158 @@
+"""Run hygiene runbooks: reap stuck runs, clean up, purge, audit."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..runbooks import RunbookError
+from .connect import database_uri, mlflow_client
+from .options import DryRun, ExperimentIds, Experiments, Local, TrackingUri
+from .output import err, fail, out
+
+PANEL = "Runbooks"
+app = typer.Typer()
+
+
+@app.command("reap-stuck-runs", rich_help_panel=PANEL)
+def reap_stuck_runs_command(
+    older_than_hours: Annotated[float, typer.Option(help="RUNNING longer than this is stuck.")] = 24.0,
+    status: Annotated[str, typer.Option(help="End state: FAILED or KILLED.")] = "FAILED",
+    experiment: Experiments = None,
+    experiment_id: ExperimentIds = None,
+    dry_run: DryRun = False,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """Terminate runs whose process died while RUNNING (all pages, all chosen experiments).
+
+    Example: mlflow-platform reap-stuck-runs --older-than-hours 24 --status KILLED -e "/search-team/*"
+    """
+    from ..runbooks.runs import reap_stuck_runs
+
+    if status not in ("FAILED", "KILLED"):
+        raise fail("--status must be FAILED or KILLED")
+    client = mlflow_client(tracking_uri, local)
+    report = reap_stuck_runs(
+        client,
+        older_than_hours=older_than_hours,
+        status=status,
+        experiment_names=experiment,
+        experiment_ids=experiment_id,
+        dry_run=dry_run,
+    )
+    verb = "would terminate" if dry_run else f"terminated as {status}"
+    out.print(f"{len(report.selected)} stuck run(s) in {report.experiments} experiment(s): {verb}")
+    for run_id in report.selected[:50]:
+        out.print(f"  {run_id}")
+
+
+@app.command("cleanup-runs", rich_help_panel=PANEL)
+def cleanup_runs_command(
+    older_than_days: Annotated[float, typer.Option(help="Delete finished runs that ended before this.")] = 90.0,
+    experiment: Experiments = None,
+    experiment_id: ExperimentIds = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--execute", help="Dry run unless --execute.")] = True,
+    workers: Annotated[int, typer.Option(help="Parallel delete requests.")] = 8,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """Soft-delete old finished runs; never keep=true runs nor runs backing a model version
+    (asked of the registry). Dry run by default; `gc` purges what was deleted.
+
+    Example: mlflow-platform cleanup-runs --older-than-days 60 -e "/search-team/*" --execute
+    """
+    from ..runbooks.runs import cleanup_runs
+
+    client = mlflow_client(tracking_uri, local)
+    with Progress(
+        TextColumn("deleting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=dry_run,
+    ) as progress:
+        task = progress.add_task("delete", total=None)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        report = cleanup_runs(
+            client,
+            older_than_days=older_than_days,
+            experiment_names=experiment,
+            experiment_ids=experiment_id,
+            dry_run=dry_run,
+            workers=workers,
+            progress=advance,
+        )
+    table = Table("", "runs", title="cleanup-runs" + (" (dry run)" if dry_run else ""))
+    table.add_row("experiments", str(report.experiments))
+    table.add_row("finished before cutoff", str(report.examined))
+    for reason, count in sorted(report.spared.items()):
+        table.add_row(f"spared: {reason}", str(count))
+    table.add_row("would delete" if dry_run else "deleted", str(len(report.selected) if dry_run else report.changed))
+    out.print(table)
+
+
+@app.command("gc", rich_help_panel=PANEL)
+def gc_command(
+    older_than: Annotated[str, typer.Option(help="Purge runs deleted this long ago (30d, 12h).")] = "30d",
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Tracking database (password via PGPASSWORD)."),
+    ] = None,
+    dry_run: DryRun = False,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """`mlflow gc` with the tracking URI and credentials set, so artifacts of deleted runs are
+    purged through the proxy too.
+
+    Example: mlflow-platform gc --older-than 30d --backend-store-uri postgresql+psycopg://mlflow@db/mlflow
+    """
+    from ..runbooks.gc import gc
+
+    client = mlflow_client(tracking_uri, local)
+    try:
+        report = gc(
+            client,
+            backend_store_uri=database_uri(backend_store_uri, local),
+            tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
+            older_than=older_than,
+            dry_run=dry_run,
+        )
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    verb = "would purge" if dry_run else "purged"
+    out.print(f"{verb} {len(report.candidates)} deleted run(s) older than {older_than}, with their artifacts")
+
+
+@app.command("audit", rich_help_panel=PANEL)
+def audit_command(
+    experiment: Experiments = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when anything is found.")] = False,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+) -> None:
+    """Report naming and metadata problems: experiment names, run tags, model names, version
+    tags, aliases pointing at deleted versions.
+
+    Example: mlflow-platform audit -e "/search-team/*" --strict
+    """
+    from ..runbooks.audit import audit
+
+    findings = audit(mlflow_client(tracking_uri, local), experiment_names=experiment)
+    table = Table("kind", "subject", "detail", title=f"audit: {len(findings)} finding(s)")
+    for finding in findings:
+        table.add_row(finding.kind, escape(finding.subject), escape(finding.detail))
+    out.print(table)
+    if strict and findings:
+        raise typer.Exit(code=1)

@@ -1,0 +1,177 @@
+"""Stack files: `config check` and the offline `plan` with the policy pack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import ConfigError, load_stack_file
+from ..local.platform import find_project_root
+from ..local.processes import PlatformError
+from ..server_spec import Endpoints, render_server
+from .output import err, fail, out
+
+config_app = typer.Typer(help="Validate stack files and show what they render.", no_args_is_help=True)
+app = typer.Typer()
+
+
+def _stack_path(stack: str) -> Path:
+    """A stack name (dev, staging, prod) or a stack file; an unknown name lists the known ones."""
+    path = Path(stack)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise PlatformError(f"no stack file {path}")
+        return path
+    stacks = find_project_root() / "stacks"
+    found = stacks / f"Pulumi.{stack}.yaml"
+    if not found.exists():
+        known = sorted(p.name.split(".")[1] for p in stacks.glob("Pulumi.*.yaml"))
+        raise PlatformError(f"no stack named {stack!r}; the stacks are: {', '.join(known)} (or pass a stack file)")
+    return found
+
+
+@config_app.command("check")
+def check_command(stack: Annotated[str, typer.Argument(help="Stack name (dev, staging, prod) or a file.")]) -> None:
+    """Validate a stack file and print its connection budget and rendered server command.
+
+    Example: mlflow-platform config check prod
+    """
+    try:
+        loaded = load_stack_file(_stack_path(stack))
+    except (ConfigError, PlatformError) as exc:
+        raise fail(str(exc)) from None
+    c = loaded.config
+    max_conn = c.database.effective_max_connections
+    out.print(f"[bold]{c.environment}[/]: valid")
+    out.print(
+        f"  connection budget {c.connection_budget} of max_connections {max_conn} "
+        f"(- {c.database.reserved_connections} reserved)"
+    )
+    spec = render_server(c, Endpoints(db_host="<database endpoint>", bucket=c.artifacts.bucket or "<bucket>"))
+    out.print("  argv: " + " ".join(spec.argv), highlight=False, soft_wrap=True)
+    for var in spec.env:
+        value = var.value if var.secret is None else f"<secret {var.secret.secret}/{var.secret.key}>"
+        out.print(f"  env {var.name}={value}", highlight=False)
+
+
+_NOISE = {"tags", "tagsAll", "__defaults", "apiVersion", "kind"}
+
+
+def _summary(inputs: dict, width: int = 60) -> str:
+    """The settings worth reading in a preview: top-level scalars, shortened."""
+    parts = []
+    for key, value in sorted(inputs.items()):
+        if key in _NOISE or isinstance(value, (dict, list)) or value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        text = str(value)
+        parts.append(f"{key}={text if len(text) <= width else text[: width - 1] + '…'}")
+    return ", ".join(parts)
+
+
+@app.command("plan")
+def plan_command(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name (dev, staging, prod) or a stack file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print [{type, name, parent, inputs}] instead.")] = False,
+    policies: Annotated[
+        bool, typer.Option("--policies/--no-policies", help="Run the policy pack over the plan.")
+    ] = True,
+) -> None:
+    """Preview a stack offline: run the Pulumi program under mocks, show what it would create, and
+    run the policy pack over it (exit 1 on a mandatory violation).
+
+    No Pulumi CLI, no cloud credentials; secrets are masked. It checks the program and the stack
+    config; only a real `pulumi preview` sees the cloud's current state.
+
+    Example: mlflow-platform plan --stack prod
+    """
+    import json as jsonlib
+
+    import pulumi
+    from rich.tree import Tree
+
+    from ..plan import run
+
+    try:
+        root = find_project_root()
+        capture = run(_stack_path(stack), project_root=root)
+    except (ConfigError, PlatformError) as exc:
+        raise fail(str(exc)) from None
+    except pulumi.RunError as exc:
+        raise fail(str(exc)) from None
+    violations = _run_policies(root, capture, stack) if policies else []
+    if as_json:
+        typer.echo(
+            jsonlib.dumps(
+                [{"type": r.type, "name": r.name, "parent": r.parent, "inputs": r.display} for r in capture.resources],
+                indent=2,
+                default=str,
+            )
+        )
+        _exit_on_mandatory(violations, quiet=True)
+        return
+    tree = Tree(f"[bold]{capture.outputs.get('environment', stack)}[/]: {len(capture.resources)} resources")
+    nodes = {}
+    pending = list(capture.resources)
+    for _ in range(len(pending) + 1):  # parents first, whatever order registration took
+        rest = []
+        for r in pending:
+            if r.parent is None or r.parent in nodes:
+                anchor = tree if r.parent is None else nodes[r.parent]
+                nodes[r.name] = anchor.add(f"[cyan]{r.type}[/] {escape(r.name)}  [dim]{escape(_summary(r.display))}[/]")
+            else:
+                rest.append(r)
+        pending = rest
+        if not pending:
+            break
+    out.print(tree, highlight=False)
+    outputs = Table("output", "value")
+    for key, value in capture.outputs.items():
+        outputs.add_row(key, escape(str(value)))
+    out.print(outputs)
+    if policies:
+        _print_violations(violations)
+        _exit_on_mandatory(violations)
+
+
+def _run_policies(root: Path, capture, stack: str):
+    from ..policy_check import evaluate, load_policies, load_policy_config
+
+    name = Path(stack).name.split(".")[1] if Path(stack).name.startswith("Pulumi.") else stack
+    pack = load_policies()
+    return evaluate(capture, pack, load_policy_config(root, name))
+
+
+def _print_violations(violations) -> None:
+
+    if not violations:
+        out.print("[bold green]policy pack: no violations[/]")
+        return
+    table = Table(title="policy pack")
+    table.add_column("level", no_wrap=True)
+    table.add_column("rule", no_wrap=True)
+    for column in ("resource", "violation", "remediation"):
+        table.add_column(column)
+    for v in violations:
+        table.add_row(
+            "[red]mandatory[/]" if v.mandatory else "[yellow]advisory[/]",
+            v.policy,
+            escape(v.resource),
+            escape(v.message),
+            escape(v.remediation),
+        )
+    out.print(table)
+
+
+def _exit_on_mandatory(violations, quiet: bool = False) -> None:
+    mandatory = [v for v in violations if v.mandatory]
+    if mandatory:
+        if quiet:
+            for v in mandatory:
+                err.print(f"policy {v.policy}: {v.resource}: {v.message}", highlight=False, soft_wrap=True)
+        raise fail(f"{len(mandatory)} mandatory policy violation(s)")
