@@ -150,8 +150,9 @@ def _command(*args: str, env: dict | None = None, cwd: Path | None = None):
     import sys
 
     program = Path(sys.executable).parent / "mlflow-platform"
-    return subprocess.run([str(program), *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(program), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env={**os.environ, **(env or {})}
+    )
 
 
 def test_an_unreachable_tracking_uri_fails_fast_in_one_line(tmp_path: Path) -> None:
