@@ -33,7 +33,8 @@ def violations(capture: plan.Capture, stack: str, rule: str) -> list[policy_chec
 
 
 def changed(stack: str, type_: str, edit, name: str | None = None) -> plan.Capture:
-    """A deep copy of the stack's capture with one resource edited (or removed if edit returns None)."""
+    """A deep copy of the stack's capture with one resource edited in place by ``edit``, or removed
+    when ``edit`` returns False (None, what an in-place edit returns, keeps it)."""
     capture = copy.deepcopy(captured(stack))
     target = capture.one(type_, name)
     result = edit(target)

@@ -431,6 +431,11 @@ class StackConfig(BaseModel):
         return ENGINES_WITH_AUTH if self.server.basic_auth else ENGINES_WITHOUT_AUTH
 
     @property
+    def namespace(self) -> str:
+        """The Kubernetes namespace: the cluster section's, or the default when it has none."""
+        return self.cluster.namespace if self.cluster else ClusterConfig.model_fields["namespace"].default
+
+    @property
     def connection_budget(self) -> int:
         """Connections the server fleet may open at its peak."""
         s, d = self.server, self.database

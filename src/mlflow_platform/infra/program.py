@@ -25,7 +25,7 @@ from .components.network import Network
 from .components.promotion_lock import PromotionLock
 from .components.scheduled_runbooks import ScheduledRunbooks
 from .components.server_secrets import ServerSecrets
-from .components.tracking_server import APP, TrackingServer
+from .components.tracking_server import APP, TrackingServer, TrackingServerArgs
 
 
 def load_config() -> StackConfig:
@@ -121,18 +121,20 @@ def main(project_root: Path | None = None) -> dict:
     tracking = TrackingServer(
         "tracking",
         config,
-        image=image.ref,
-        db_host=database.address,
-        bucket=store.bucket_name,
-        role_arn=server_role.arn,
-        db_password=database.password,
-        flask_secret_key=secrets.flask_secret_key,
-        admin_password=secrets.admin_password,
-        target_group_arn=lb.target_group_arn,
-        alb_security_group_id=lb.security_group_id,
-        vpc_cidr=network.vpc_cidr,
-        provider=cluster.provider,
-        depends_on=[r for r in (cluster.lb_controller,) if r is not None],
+        TrackingServerArgs(
+            image=image.ref,
+            db_host=database.address,
+            bucket=store.bucket_name,
+            role_arn=server_role.arn,
+            db_password=database.password,
+            flask_secret_key=secrets.flask_secret_key,
+            admin_password=secrets.admin_password,
+            target_group_arn=lb.target_group_arn,
+            alb_security_group_id=lb.security_group_id,
+            vpc_cidr=network.vpc_cidr,
+            provider=cluster.provider,
+            depends_on=[r for r in (cluster.lb_controller,) if r is not None],
+        ),
     )
     ScheduledRunbooks(
         "runbooks",

@@ -29,18 +29,46 @@ class ArtifactStore(pulumi.ComponentResource):
         base = tags(environment, "artifact-store")
         self.prefix = config.prefix
 
+        key = self._key(name, environment, child)
+        logs = self._log_bucket(name, config, environment, account_id, base, child)
+        bucket = self._artifact_bucket(name, config, environment, account_id, base, key, logs, child)
+
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.kms_key_arn = key.arn
+        self.log_bucket_name = logs.bucket
+        self.register_outputs(
+            {
+                "bucketName": self.bucket_name,
+                "bucketArn": self.bucket_arn,
+                "kmsKeyArn": self.kms_key_arn,
+                "logBucketName": self.log_bucket_name,
+            }
+        )
+
+    def _key(self, name: str, environment: str, child: pulumi.ResourceOptions) -> aws.kms.Key:
         key = aws.kms.Key(
             f"{name}-key",
             description=f"mlflow {environment} artifacts",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            tags=base,
+            tags=tags(environment, "artifact-store"),
             opts=child,
         )
         aws.kms.Alias(
             f"{name}-key-alias", name=f"alias/mlflow-{environment}-artifacts", target_key_id=key.key_id, opts=child
         )
+        return key
 
+    def _log_bucket(
+        self,
+        name: str,
+        config: ArtifactStoreConfig,
+        environment: str,
+        account_id: pulumi.Input[str],
+        base: dict,
+        child: pulumi.ResourceOptions,
+    ) -> aws.s3.Bucket:
         logs = aws.s3.Bucket(
             f"{name}-logs",
             bucket=pulumi.Output.concat("mlflow-", environment, "-logs-", account_id),
@@ -86,7 +114,19 @@ class ArtifactStore(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        return logs
 
+    def _artifact_bucket(
+        self,
+        name: str,
+        config: ArtifactStoreConfig,
+        environment: str,
+        account_id: pulumi.Input[str],
+        base: dict,
+        key: aws.kms.Key,
+        logs: aws.s3.Bucket,
+        child: pulumi.ResourceOptions,
+    ) -> aws.s3.Bucket:
         bucket = aws.s3.Bucket(
             f"{name}-bucket",
             bucket=config.bucket or pulumi.Output.concat("mlflow-", environment, "-artifacts-", account_id),
@@ -101,37 +141,7 @@ class ArtifactStore(pulumi.ComponentResource):
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
-            rules=[
-                {
-                    "id": "tier-artifacts",
-                    "status": "Enabled",
-                    "filter": {"prefix": f"{config.prefix}/"},
-                    "transitions": [
-                        {"days": config.infrequent_access_days, "storage_class": "STANDARD_IA"},
-                        {"days": config.glacier_days, "storage_class": "GLACIER"},
-                    ],
-                },
-                {
-                    "id": "expire-tmp",
-                    "status": "Enabled",
-                    "filter": {"prefix": "tmp/"},
-                    "expiration": {"days": config.tmp_expiration_days},
-                },
-                {
-                    "id": "expire-noncurrent-versions",
-                    "status": "Enabled",
-                    "filter": {},
-                    "noncurrent_version_expiration": {"noncurrent_days": config.noncurrent_version_expiration_days},
-                },
-                {
-                    "id": "abort-incomplete-multipart",
-                    "status": "Enabled",
-                    "filter": {},
-                    "abort_incomplete_multipart_upload": {
-                        "days_after_initiation": config.abort_incomplete_multipart_days
-                    },
-                },
-            ],
+            rules=_artifact_lifecycle_rules(config),
             opts=child,
         )
         aws.s3.BucketLogging(
@@ -140,19 +150,7 @@ class ArtifactStore(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-policy", bucket=bucket.id, policy=output_policy(_deny_insecure_transport(bucket.arn)), opts=child
         )
-
-        self.bucket_name = bucket.bucket
-        self.bucket_arn = bucket.arn
-        self.kms_key_arn = key.arn
-        self.log_bucket_name = logs.bucket
-        self.register_outputs(
-            {
-                "bucketName": self.bucket_name,
-                "bucketArn": self.bucket_arn,
-                "kmsKeyArn": self.kms_key_arn,
-                "logBucketName": self.log_bucket_name,
-            }
-        )
+        return bucket
 
     def _harden(self, name: str, bucket: aws.s3.Bucket, sse: dict) -> None:
         child = pulumi.ResourceOptions(parent=self)
@@ -190,3 +188,36 @@ def _deny_insecure_transport(arn: pulumi.Output[str]) -> dict:
         "Resource": [arn, pulumi.Output.concat(arn, "/*")],
         "Condition": {"Bool": {"aws:SecureTransport": "false"}},
     }
+
+
+def _artifact_lifecycle_rules(config: ArtifactStoreConfig) -> list[dict]:
+    """The guide's tiering (IA, then Glacier) under the prefix, tmp/ expiry, old versions, stale uploads."""
+    return [
+        {
+            "id": "tier-artifacts",
+            "status": "Enabled",
+            "filter": {"prefix": f"{config.prefix}/"},
+            "transitions": [
+                {"days": config.infrequent_access_days, "storage_class": "STANDARD_IA"},
+                {"days": config.glacier_days, "storage_class": "GLACIER"},
+            ],
+        },
+        {
+            "id": "expire-tmp",
+            "status": "Enabled",
+            "filter": {"prefix": "tmp/"},
+            "expiration": {"days": config.tmp_expiration_days},
+        },
+        {
+            "id": "expire-noncurrent-versions",
+            "status": "Enabled",
+            "filter": {},
+            "noncurrent_version_expiration": {"noncurrent_days": config.noncurrent_version_expiration_days},
+        },
+        {
+            "id": "abort-incomplete-multipart",
+            "status": "Enabled",
+            "filter": {},
+            "abort_incomplete_multipart_upload": {"days_after_initiation": config.abort_incomplete_multipart_days},
+        },
+    ]

@@ -12,7 +12,8 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from ...config import StackConfig
-from ...server_spec import DB_PASSWORD, SERVER_SECRET, database_url
+from ...server_spec import ADMIN_PASSWORD, DB_PASSWORD, SERVER_SECRET, database_url
+from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, labels, metadata, secret_env
 from .tracking_server import APP, TrackingServer, endpoints_for
 
 OPS_USER = "mlflow-ops"
@@ -34,12 +35,8 @@ class ScheduledRunbooks(pulumi.ComponentResource):
     ):
         super().__init__("mlflow-platform:k8s:ScheduledRunbooks", name, None, opts)
         r = config.runbooks
-        ns = config.cluster.namespace if config.cluster else "mlflow"
-        labels = {
-            "app.kubernetes.io/name": "mlflow-runbooks",
-            "app.kubernetes.io/part-of": "mlflow-platform",
-            "app.kubernetes.io/instance": config.environment,
-        }
+        ns = config.namespace
+        pod_labels = labels("mlflow-runbooks", config.environment)
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server.deployment])
 
         password = random.RandomPassword(
@@ -47,7 +44,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         )
         k8s.core.v1.Secret(
             f"{name}-ops-secret",
-            metadata={"name": OPS_SECRET, "namespace": ns, "labels": labels},
+            metadata=metadata(OPS_SECRET, ns, pod_labels),
             type="Opaque",
             string_data={"username": OPS_USER, "password": pulumi.Output.secret(password.result)},
             opts=child,
@@ -55,17 +52,11 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         base_env = [
             {"name": "MLFLOW_TRACKING_URI", "value": server.in_cluster_url},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
-            {"name": "HOME", "value": "/home/mlflow"},
+            {"name": "HOME", "value": HOME},
         ]
         as_ops = [
-            {
-                "name": "MLFLOW_TRACKING_USERNAME",
-                "valueFrom": {"secretKeyRef": {"name": OPS_SECRET, "key": "username"}},
-            },
-            {
-                "name": "MLFLOW_TRACKING_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": OPS_SECRET, "key": "password"}},
-            },
+            secret_env("MLFLOW_TRACKING_USERNAME", OPS_SECRET, "username"),
+            secret_env("MLFLOW_TRACKING_PASSWORD", OPS_SECRET, "password"),
         ]
 
         def pod(command: list, env: list) -> dict:
@@ -73,7 +64,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
                 "restartPolicy": "Never",
                 "serviceAccountName": APP,
                 "automountServiceAccountToken": False,
-                "securityContext": server.pod_security,
+                "securityContext": POD_SECURITY,
                 "containers": [
                     {
                         "name": "runbook",
@@ -84,37 +75,28 @@ class ScheduledRunbooks(pulumi.ComponentResource):
                             "requests": {"cpu": "100m", "memory": "384Mi"},
                             "limits": {"cpu": "1", "memory": "1Gi"},
                         },
-                        "securityContext": server.container_security,
-                        "volumeMounts": [
-                            {"name": "tmp", "mountPath": "/tmp"},
-                            {"name": "home", "mountPath": "/home/mlflow"},
-                        ],
+                        "securityContext": CONTAINER_SECURITY,
+                        "volumeMounts": SCRATCH_MOUNTS,
                     }
                 ],
-                "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}],
+                "volumes": SCRATCH_VOLUMES,
             }
 
         # The ops user, created (or its password re-set) by the admin once the server answers.
         k8s.batch.v1.Job(
             f"{name}-ops-user",
-            metadata={"name": "mlflow-ensure-ops-user", "namespace": ns, "labels": labels},
+            metadata=metadata("mlflow-ensure-ops-user", ns, pod_labels),
             spec={
                 "backoffLimit": 6,
                 "activeDeadlineSeconds": 900,
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": pod_labels},
                     "spec": pod(
                         ["mlflow-platform", "ensure-user", "--username", OPS_USER, "--admin"],
                         [
                             {"name": "MLFLOW_TRACKING_USERNAME", "value": config.server.admin_username},
-                            {
-                                "name": "MLFLOW_TRACKING_PASSWORD",
-                                "valueFrom": {"secretKeyRef": {"name": SERVER_SECRET, "key": "admin-password"}},
-                            },
-                            {
-                                "name": "MLFLOW_PLATFORM_USER_PASSWORD",
-                                "valueFrom": {"secretKeyRef": {"name": OPS_SECRET, "key": "password"}},
-                            },
+                            secret_env("MLFLOW_TRACKING_PASSWORD", SERVER_SECRET, ADMIN_PASSWORD.key),
+                            secret_env("MLFLOW_PLATFORM_USER_PASSWORD", OPS_SECRET, "password"),
                         ],
                     ),
                 },
@@ -163,17 +145,14 @@ class ScheduledRunbooks(pulumi.ComponentResource):
                 ["mlflow-platform", "gc", "--older-than", r.gc_older_than],
                 [
                     {"name": "MLFLOW_BACKEND_STORE_URI", "value": backend_uri},
-                    {
-                        "name": "PGPASSWORD",
-                        "valueFrom": {"secretKeyRef": {"name": SERVER_SECRET, "key": DB_PASSWORD.key}},
-                    },
+                    secret_env("PGPASSWORD", SERVER_SECRET, DB_PASSWORD.key),
                 ],
             ),
         }
         for job_name, (schedule, command, extra_env) in jobs.items():
             k8s.batch.v1.CronJob(
                 f"{name}-{job_name}",
-                metadata={"name": f"mlflow-{job_name}", "namespace": ns, "labels": labels},
+                metadata=metadata(f"mlflow-{job_name}", ns, pod_labels),
                 spec={
                     "schedule": schedule,
                     "timeZone": "Etc/UTC",
@@ -186,7 +165,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
                             "backoffLimit": 1,
                             "activeDeadlineSeconds": 3 * 3600,
                             "template": {
-                                "metadata": {"labels": {**labels, "app.kubernetes.io/component": job_name}},
+                                "metadata": {"labels": {**pod_labels, "app.kubernetes.io/component": job_name}},
                                 "spec": pod(command, as_ops + extra_env),
                             },
                         }

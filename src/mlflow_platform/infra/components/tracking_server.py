@@ -9,6 +9,7 @@ TargetGroupBinding that registers pod IPs with the ALB target group.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -20,15 +21,14 @@ from ...server_spec import (
     FLASK_SECRET_KEY,
     SERVER_SECRET,
     Endpoints,
-    EnvVar,
     ServerSpec,
     render_migration,
     render_server,
 )
+from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, k8s_env, labels, metadata
 
 AUTH_DIR = "/etc/mlflow/auth"
 APP = "mlflow-server"
-UID = 10001
 
 
 def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
@@ -37,23 +37,30 @@ def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
 
 
 def endpoints_for(config: StackConfig, db_host: str, bucket: str) -> Endpoints:
-    namespace = config.cluster.namespace if config.cluster else "mlflow"
     return Endpoints(
         db_host=db_host,
         bucket=bucket,
         auth_config_path=f"{AUTH_DIR}/basic_auth.ini",
-        extra_allowed_hosts=in_cluster_hosts(namespace),
+        extra_allowed_hosts=in_cluster_hosts(config.namespace),
     )
 
 
-def k8s_env(env: tuple[EnvVar, ...]) -> list[dict]:
-    """Plain values inline; secrets only as secretKeyRef (never their values)."""
-    return [
-        {"name": e.name, "value": e.value}
-        if e.secret is None
-        else {"name": e.name, "valueFrom": {"secretKeyRef": {"name": e.secret.secret, "key": e.secret.key}}}
-        for e in env
-    ]
+@dataclass
+class TrackingServerArgs:
+    """What the server needs from the other components."""
+
+    image: pulumi.Input[str]
+    db_host: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    role_arn: pulumi.Input[str]
+    db_password: pulumi.Input[str]
+    flask_secret_key: pulumi.Input[str]
+    admin_password: pulumi.Input[str]
+    target_group_arn: pulumi.Input[str]
+    alb_security_group_id: pulumi.Input[str]
+    vpc_cidr: pulumi.Input[str]
+    provider: k8s.Provider
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class TrackingServer(pulumi.ComponentResource):
@@ -61,295 +68,266 @@ class TrackingServer(pulumi.ComponentResource):
     service_name: pulumi.Output[str]
     deployment: k8s.apps.v1.Deployment
     in_cluster_url: str
-    pod_security: dict
-    container_security: dict
 
     def __init__(
-        self,
-        name: str,
-        config: StackConfig,
-        *,
-        image: pulumi.Input[str],
-        db_host: pulumi.Input[str],
-        bucket: pulumi.Input[str],
-        role_arn: pulumi.Input[str],
-        db_password: pulumi.Input[str],
-        flask_secret_key: pulumi.Input[str],
-        admin_password: pulumi.Input[str],
-        target_group_arn: pulumi.Input[str],
-        alb_security_group_id: pulumi.Input[str],
-        vpc_cidr: pulumi.Input[str],
-        provider: k8s.Provider,
-        depends_on: list[pulumi.Resource] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, config: StackConfig, args: TrackingServerArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("mlflow-platform:k8s:TrackingServer", name, None, opts)
-        s = config.server
-        ns_name = config.cluster.namespace if config.cluster else "mlflow"
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
-        labels = {
-            "app.kubernetes.io/name": APP,
-            "app.kubernetes.io/part-of": "mlflow-platform",
-            "app.kubernetes.io/instance": config.environment,
+        self._name, self._config, self._args = name, config, args
+        self._ns = config.namespace
+        self._labels = labels(APP, config.environment)
+        namespace = self._namespace()
+        self._ns_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace])
+        spec = self._render(primary=False)
+        self._auth_ini = spec.apply(lambda sp: sp.auth_ini or "")
+        prerequisites = [*self._identity(), self._migration_job()]
+        self.deployment = self._deployment(
+            f"{name}-deployment", APP, config.server.replicas, spec, "server", prerequisites
+        )
+        if config.server.job_execution:  # MLflow's job runner and periodic tasks: exactly one replica
+            self._deployment(f"{name}-primary", f"{APP}-jobs", 1, self._render(primary=True), "jobs", prerequisites)
+        self._availability()
+        service = self._service()
+        self._network_policy()
+        self._target_group_binding(service)
+        self.in_cluster_url = f"http://{in_cluster_hosts(self._ns)[0]}"
+        self.namespace = namespace.metadata["name"]
+        self.service_name = service.metadata["name"]
+        self.register_outputs({"namespace": self.namespace, "service": self.service_name})
+
+    def _meta(self, k8s_name: str, **extra) -> dict:
+        return metadata(k8s_name, self._ns, self._labels, **extra)
+
+    def _render(self, primary: bool) -> pulumi.Output[ServerSpec]:
+        config = self._config
+        return pulumi.Output.all(self._args.db_host, self._args.bucket).apply(
+            lambda a: render_server(config, endpoints_for(config, a[0], a[1]), primary=primary)
+        )
+
+    def _namespace(self) -> k8s.core.v1.Namespace:
+        restricted = {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
         }
-
-        def render(primary: bool) -> pulumi.Output[ServerSpec]:
-            return pulumi.Output.all(db_host, bucket).apply(
-                lambda a: render_server(config, endpoints_for(config, a[0], a[1]), primary=primary)
-            )
-
-        spec = render(primary=False)
-        migration = pulumi.Output.all(db_host, bucket).apply(
-            lambda a: render_migration(config, Endpoints(db_host=a[0], bucket=a[1]))
+        return k8s.core.v1.Namespace(
+            f"{self._name}-ns",
+            metadata={"name": self._ns, "labels": restricted},
+            opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider),
         )
 
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-ns",
-            metadata={
-                "name": ns_name,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
-            },
-            opts=child,
-        )
-        ns_opts = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[namespace])
-        meta = lambda n, **extra: {"name": n, "namespace": ns_name, "labels": labels, **extra}  # noqa: E731
-
+    def _identity(self) -> list[pulumi.Resource]:
+        """The IRSA service account, the server Secret and the auth ini ConfigMap."""
+        a, name = self._args, self._name
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
-            metadata=meta(APP, annotations={"eks.amazonaws.com/role-arn": role_arn}),
+            metadata=self._meta(APP, annotations={"eks.amazonaws.com/role-arn": a.role_arn}),
             automount_service_account_token=False,
-            opts=ns_opts,
+            opts=self._ns_opts,
         )
-        secret = k8s.core.v1.Secret(
+        self._secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata=meta(SERVER_SECRET),
+            metadata=self._meta(SERVER_SECRET),
             type="Opaque",
             string_data={
-                DB_PASSWORD.key: pulumi.Output.secret(db_password),
-                FLASK_SECRET_KEY.key: pulumi.Output.secret(flask_secret_key),
-                ADMIN_PASSWORD.key: pulumi.Output.secret(admin_password),
+                DB_PASSWORD.key: pulumi.Output.secret(a.db_password),
+                FLASK_SECRET_KEY.key: pulumi.Output.secret(a.flask_secret_key),
+                ADMIN_PASSWORD.key: pulumi.Output.secret(a.admin_password),
             },
-            opts=ns_opts,
+            opts=self._ns_opts,
         )
-        auth_ini = spec.apply(lambda sp: sp.auth_ini or "")
         config_map = k8s.core.v1.ConfigMap(
-            f"{name}-auth", metadata=meta("mlflow-auth"), data={"basic_auth.ini": auth_ini}, opts=ns_opts
+            f"{name}-auth",
+            metadata=self._meta("mlflow-auth"),
+            data={"basic_auth.ini": self._auth_ini},
+            opts=self._ns_opts,
         )
+        return [account, self._secret, config_map]
 
-        pod_security = {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        }
-        container_security = {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        }
-        scratch = [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}]
-        scratch_mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": "/home/mlflow"}]
-
-        # The Job's name carries a hash of what it runs, so each new image or schema step re-runs it;
-        # pulumi-kubernetes waits for the Job to complete before the Deployment below changes.
-        job_hash = pulumi.Output.all(image, migration.apply(lambda m: list(m.argv))).apply(
-            lambda a: hashlib.sha256(repr(a).encode()).hexdigest()[:8]
+    def _migration_job(self) -> k8s.batch.v1.Job:
+        """The Job's name carries a hash of what it runs, so each new image or schema step re-runs it;
+        pulumi-kubernetes waits for the Job to complete before the Deployment changes."""
+        a, config = self._args, self._config
+        migration = pulumi.Output.all(a.db_host, a.bucket).apply(
+            lambda v: render_migration(config, Endpoints(db_host=v[0], bucket=v[1]))
         )
-        job = k8s.batch.v1.Job(
-            f"{name}-migrate",
-            metadata=job_hash.apply(lambda h: meta(f"mlflow-db-migrate-{h}")),
+        job_hash = pulumi.Output.all(a.image, migration.apply(lambda m: list(m.argv))).apply(
+            lambda v: hashlib.sha256(repr(v).encode()).hexdigest()[:8]
+        )
+        container = {
+            "name": "migrate",
+            "image": a.image,
+            "command": migration.apply(lambda m: list(m.argv)),
+            "env": migration.apply(lambda m: k8s_env(m.env)),
+            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "securityContext": CONTAINER_SECURITY,
+            "volumeMounts": SCRATCH_MOUNTS,
+        }
+        pod = {
+            "restartPolicy": "Never",
+            "serviceAccountName": APP,
+            "automountServiceAccountToken": False,
+            "securityContext": POD_SECURITY,
+            "containers": [container],
+            "volumes": SCRATCH_VOLUMES,
+        }
+        return k8s.batch.v1.Job(
+            f"{self._name}-migrate",
+            metadata=job_hash.apply(lambda h: self._meta(f"mlflow-db-migrate-{h}")),
             spec={
                 "backoffLimit": 2,
                 "activeDeadlineSeconds": 1800,
                 "template": {
-                    "metadata": {"labels": {**labels, "app.kubernetes.io/component": "migration"}},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "serviceAccountName": APP,
-                        "automountServiceAccountToken": False,
-                        "securityContext": pod_security,
-                        "containers": [
-                            {
-                                "name": "migrate",
-                                "image": image,
-                                "command": migration.apply(lambda m: list(m.argv)),
-                                "env": migration.apply(lambda m: k8s_env(m.env)),
-                                "resources": {
-                                    "requests": {"cpu": "100m", "memory": "512Mi"},
-                                    "limits": {"cpu": "1", "memory": "1Gi"},
-                                },
-                                "securityContext": container_security,
-                                "volumeMounts": scratch_mounts,
-                            }
-                        ],
-                        "volumes": scratch,
-                    },
+                    "metadata": {"labels": {**self._labels, "app.kubernetes.io/component": "migration"}},
+                    "spec": pod,
                 },
             },
             opts=pulumi.ResourceOptions(
-                parent=self, provider=provider, depends_on=[secret, *(depends_on or [])], delete_before_replace=True
+                parent=self, provider=a.provider, depends_on=[self._secret, *a.depends_on], delete_before_replace=True
             ),
         )
 
-        def deployment(
-            resource_name: str, k8s_name: str, replicas: int, pod_spec: pulumi.Output[ServerSpec], role: str
-        ) -> k8s.apps.v1.Deployment:
-            selector = {**labels, "app.kubernetes.io/component": role}
-            probe = {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": 5}
-            return k8s.apps.v1.Deployment(
-                resource_name,
-                metadata=meta(k8s_name),
-                spec={
-                    "replicas": replicas,
-                    "selector": {"matchLabels": selector},
-                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                    "template": {
-                        "metadata": {
-                            "labels": selector,
-                            "annotations": {
-                                "checksum/auth-ini": auth_ini.apply(lambda t: hashlib.sha256(t.encode()).hexdigest())
-                            },
-                        },
-                        "spec": {
-                            "serviceAccountName": APP,
-                            "automountServiceAccountToken": False,
-                            "securityContext": pod_security,
-                            "terminationGracePeriodSeconds": s.graceful_timeout_seconds + 15,
-                            "topologySpreadConstraints": [
-                                {
-                                    "maxSkew": 1,
-                                    "topologyKey": key,
-                                    "whenUnsatisfiable": "ScheduleAnyway",
-                                    "labelSelector": {"matchLabels": selector},
-                                }
-                                for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-                            ],
-                            "containers": [
-                                {
-                                    "name": "mlflow",
-                                    "image": image,
-                                    "command": pod_spec.apply(lambda sp: list(sp.argv)),
-                                    "env": pod_spec.apply(
-                                        lambda sp: k8s_env(sp.env) + [{"name": "HOME", "value": "/home/mlflow"}]
-                                    ),
-                                    "ports": [{"name": "http", "containerPort": s.port}],
-                                    "resources": {
-                                        "requests": {"cpu": s.cpu_request, "memory": s.memory_request},
-                                        "limits": {"cpu": s.cpu_limit, "memory": s.memory_limit},
-                                    },
-                                    "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 36},
-                                    "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
-                                    "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
-                                    # Let the ALB deregister the pod before gunicorn stops accepting.
-                                    "lifecycle": {"preStop": {"sleep": {"seconds": 10}}},
-                                    "securityContext": container_security,
-                                    "volumeMounts": [
-                                        {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-                                        *scratch_mounts,
-                                    ],
-                                }
-                            ],
-                            "volumes": [{"name": "auth", "configMap": {"name": "mlflow-auth"}}, *scratch],
-                        },
-                    },
+    def _server_container(self, pod_spec: pulumi.Output[ServerSpec]) -> dict:
+        s = self._config.server
+        probe = {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": 5}
+        return {
+            "name": "mlflow",
+            "image": self._args.image,
+            "command": pod_spec.apply(lambda sp: list(sp.argv)),
+            "env": pod_spec.apply(lambda sp: k8s_env(sp.env) + [{"name": "HOME", "value": HOME}]),
+            "ports": [{"name": "http", "containerPort": s.port}],
+            "resources": {
+                "requests": {"cpu": s.cpu_request, "memory": s.memory_request},
+                "limits": {"cpu": s.cpu_limit, "memory": s.memory_limit},
+            },
+            "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 36},
+            "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
+            "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
+            # Let the ALB deregister the pod before gunicorn stops accepting.
+            "lifecycle": {"preStop": {"sleep": {"seconds": 10}}},
+            "securityContext": CONTAINER_SECURITY,
+            "volumeMounts": [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}, *SCRATCH_MOUNTS],
+        }
+
+    def _deployment(
+        self,
+        resource_name: str,
+        k8s_name: str,
+        replicas: int,
+        pod_spec: pulumi.Output[ServerSpec],
+        role: str,
+        prerequisites: list[pulumi.Resource],
+    ) -> k8s.apps.v1.Deployment:
+        selector = {**self._labels, "app.kubernetes.io/component": role}
+        spread = [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ]
+        checksum = self._auth_ini.apply(lambda t: hashlib.sha256(t.encode()).hexdigest())
+        pod = {
+            "serviceAccountName": APP,
+            "automountServiceAccountToken": False,
+            "securityContext": POD_SECURITY,
+            "terminationGracePeriodSeconds": self._config.server.graceful_timeout_seconds + 15,
+            "topologySpreadConstraints": spread,
+            "containers": [self._server_container(pod_spec)],
+            "volumes": [{"name": "auth", "configMap": {"name": "mlflow-auth"}}, *SCRATCH_VOLUMES],
+        }
+        return k8s.apps.v1.Deployment(
+            resource_name,
+            metadata=self._meta(k8s_name),
+            spec={
+                "replicas": replicas,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": selector, "annotations": {"checksum/auth-ini": checksum}},
+                    "spec": pod,
                 },
-                opts=pulumi.ResourceOptions(
-                    parent=self, provider=provider, depends_on=[job, secret, config_map, account]
-                ),
-            )
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider, depends_on=prerequisites),
+        )
 
-        server = deployment(f"{name}-deployment", APP, s.replicas, spec, "server")
-        if s.job_execution:  # MLflow's job runner and periodic tasks: exactly one replica
-            deployment(f"{name}-primary", f"{APP}-jobs", 1, render(primary=True), "jobs")
-
+    def _availability(self) -> None:
+        """PodDisruptionBudget and HorizontalPodAutoscaler for the serving Deployment."""
+        s = self._config.server
         k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=meta(APP),
+            f"{self._name}-pdb",
+            metadata=self._meta(APP),
             spec={
                 "minAvailable": 1 if s.replicas > 1 else 0,
-                "selector": {"matchLabels": {**labels, "app.kubernetes.io/component": "server"}},
+                "selector": {"matchLabels": {**self._labels, "app.kubernetes.io/component": "server"}},
             },
-            opts=ns_opts,
+            opts=self._ns_opts,
         )
+        cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": s.target_cpu_percent}}
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            f"{name}-hpa",
-            metadata=meta(APP),
+            f"{self._name}-hpa",
+            metadata=self._meta(APP),
             spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
                 "minReplicas": s.replicas,
                 "maxReplicas": s.replica_ceiling,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": s.target_cpu_percent},
-                        },
-                    }
-                ],
+                "metrics": [{"type": "Resource", "resource": cpu}],
             },
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server]),
+            opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider, depends_on=[self.deployment]),
         )
-        service = k8s.core.v1.Service(
-            f"{name}-svc",
-            metadata=meta(APP),
+
+    def _service(self) -> k8s.core.v1.Service:
+        return k8s.core.v1.Service(
+            f"{self._name}-svc",
+            metadata=self._meta(APP),
             spec={
                 "type": "ClusterIP",
-                "selector": {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": config.environment},
+                "selector": {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": self._config.environment},
                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
             },
-            opts=ns_opts,
+            opts=self._ns_opts,
         )
+
+    def _network_policy(self) -> None:
+        port, vpc_cidr = self._config.server.port, self._args.vpc_cidr
+        dns = {
+            "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        }
         k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta(APP),
+            f"{self._name}-netpol",
+            metadata=self._meta(APP),
             spec={
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": APP}},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [
-                    {"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"port": s.port, "protocol": "TCP"}]}
-                ],
+                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"port": port, "protocol": "TCP"}]}],
                 "egress": [
-                    {
-                        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                    },
+                    dns,
                     {"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"port": 5432, "protocol": "TCP"}]},
                     # S3 and STS (IRSA) over HTTPS; no other egress.
                     {"ports": [{"port": 443, "protocol": "TCP"}]},
                 ],
             },
-            opts=ns_opts,
-        )
-        k8s.apiextensions.CustomResource(
-            f"{name}-tgb",
-            api_version="elbv2.k8s.aws/v1beta1",
-            kind="TargetGroupBinding",
-            metadata=meta(APP),
-            spec={
-                "serviceRef": {"name": APP, "port": 80},
-                "targetGroupARN": target_group_arn,
-                "targetType": "ip",
-                "networking": {
-                    "ingress": [
-                        {
-                            "from": [{"securityGroup": {"groupID": alb_security_group_id}}],
-                            "ports": [{"protocol": "TCP", "port": s.port}],
-                        }
-                    ]
-                },
-            },
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[service, *(depends_on or [])]),
+            opts=self._ns_opts,
         )
 
-        self.deployment = server
-        self.in_cluster_url = f"http://{in_cluster_hosts(ns_name)[0]}"
-        self.pod_security, self.container_security = pod_security, container_security
-        self.namespace = namespace.metadata["name"]
-        self.service_name = service.metadata["name"]
-        self.register_outputs({"namespace": self.namespace, "service": self.service_name})
+    def _target_group_binding(self, service: k8s.core.v1.Service) -> None:
+        a = self._args
+        from_alb = {
+            "from": [{"securityGroup": {"groupID": a.alb_security_group_id}}],
+            "ports": [{"protocol": "TCP", "port": self._config.server.port}],
+        }
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-tgb",
+            api_version="elbv2.k8s.aws/v1beta1",
+            kind="TargetGroupBinding",
+            metadata=self._meta(APP),
+            spec={
+                "serviceRef": {"name": APP, "port": 80},
+                "targetGroupARN": a.target_group_arn,
+                "targetType": "ip",
+                "networking": {"ingress": [from_alb]},
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=a.provider, depends_on=[service, *a.depends_on]),
+        )
