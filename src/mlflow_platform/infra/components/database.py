@@ -43,6 +43,32 @@ class Database(pulumi.ComponentResource):
             tags=base,
             opts=child,
         )
+        subnets, sg = self._network(name, vpc_id, subnet_ids, client_security_group_id, base, child)
+
+        params = self._parameter_group(name, config, base, child)
+
+        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
+        instance = self._instance(name, config, identifier, key, subnets, sg, params, password, base)
+        secret = self._credentials(name, config, environment, key, instance, password, base, child)
+
+        self.address = instance.address
+        self.port = instance.port
+        self.instance_identifier = instance.identifier
+        self.instance_arn = instance.arn
+        self.security_group_id = sg.id
+        self.password = pulumi.Output.secret(password.result)
+        self.secret_arn = secret.arn
+        self.register_outputs({"address": self.address, "instanceArn": self.instance_arn, "secretArn": self.secret_arn})
+
+    def _network(
+        self,
+        name: str,
+        vpc_id: pulumi.Input[str],
+        subnet_ids: pulumi.Input[list[str]],
+        client_security_group_id: pulumi.Input[str],
+        base: dict,
+        child: pulumi.ResourceOptions,
+    ) -> tuple[aws.rds.SubnetGroup, aws.ec2.SecurityGroup]:
         subnets = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=subnet_ids, tags=base, opts=child)
         sg = aws.ec2.SecurityGroup(
             f"{name}-sg", vpc_id=vpc_id, description="PostgreSQL from the mlflow server only", tags=base, opts=child
@@ -57,7 +83,11 @@ class Database(pulumi.ComponentResource):
             description="mlflow server pods",
             opts=child,
         )
+        return subnets, sg
 
+    def _parameter_group(
+        self, name: str, config: DatabaseConfig, base: dict, child: pulumi.ResourceOptions
+    ) -> aws.rds.ParameterGroup:
         family = f"postgres{config.engine_version.split('.')[0]}"
         params = aws.rds.ParameterGroup(
             f"{name}-params",
@@ -77,8 +107,20 @@ class Database(pulumi.ComponentResource):
             tags=base,
             opts=child,
         )
+        return params
 
-        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
+    def _instance(
+        self,
+        name: str,
+        config: DatabaseConfig,
+        identifier: str,
+        key: aws.kms.Key,
+        subnets: aws.rds.SubnetGroup,
+        sg: aws.ec2.SecurityGroup,
+        params: aws.rds.ParameterGroup,
+        password: random.RandomPassword,
+        base: dict,
+    ) -> aws.rds.Instance:
         instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=identifier,
@@ -115,6 +157,19 @@ class Database(pulumi.ComponentResource):
             tags=base,
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["password"]),
         )
+        return instance
+
+    def _credentials(
+        self,
+        name: str,
+        config: DatabaseConfig,
+        environment: str,
+        key: aws.kms.Key,
+        instance: aws.rds.Instance,
+        password: random.RandomPassword,
+        base: dict,
+        child: pulumi.ResourceOptions,
+    ) -> aws.secretsmanager.Secret:
         secret = aws.secretsmanager.Secret(
             f"{name}-credentials",
             name=f"mlflow/{environment}/database",
@@ -139,12 +194,4 @@ class Database(pulumi.ComponentResource):
             ),
             opts=child,
         )
-
-        self.address = instance.address
-        self.port = instance.port
-        self.instance_identifier = instance.identifier
-        self.instance_arn = instance.arn
-        self.security_group_id = sg.id
-        self.password = pulumi.Output.secret(password.result)
-        self.secret_arn = secret.arn
-        self.register_outputs({"address": self.address, "instanceArn": self.instance_arn, "secretArn": self.secret_arn})
+        return secret
