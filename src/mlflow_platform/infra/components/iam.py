@@ -112,62 +112,87 @@ class GithubCiRoles(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:GithubCiRoles", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        base = tags(environment, "ci")
+        self._name, self._env = name, environment
+        self._child, self._base = pulumi.ResourceOptions(parent=self), tags(environment, "ci")
         repo = config.repository
-        provider_arn: pulumi.Input[str]
-        if config.oidc_provider_arn:
-            provider_arn = config.oidc_provider_arn
-        else:
-            provider_arn = aws.iam.OpenIdConnectProvider(
-                f"{name}-oidc", url=GITHUB_OIDC_URL, client_id_lists=["sts.amazonaws.com"], tags=base, opts=child
+        self._provider_arn = (
+            config.oidc_provider_arn
+            or aws.iam.OpenIdConnectProvider(
+                f"{name}-oidc",
+                url=GITHUB_OIDC_URL,
+                client_id_lists=["sts.amazonaws.com"],
+                tags=self._base,
+                opts=self._child,
             ).arn
-
-        def trust(subjects: list[str]) -> pulumi.Output[str]:
-            return output_policy(
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
-                        "StringLike": {"token.actions.githubusercontent.com:sub": subjects},
-                    },
-                }
-            )
-
-        preview = aws.iam.Role(
-            f"{name}-preview",
-            name=f"mlflow-{environment}-ci-preview",
-            assume_role_policy=trust([f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/*"]),
-            max_session_duration=3600,
-            tags=base,
-            opts=child,
         )
+        preview = self._role("preview", [f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/*"])
         aws.iam.RolePolicyAttachment(
             f"{name}-preview-readonly",
             role=preview.name,
             policy_arn="arn:aws:iam::aws:policy/ReadOnlyAccess",
-            opts=child,
+            opts=self._child,
         )
-        deploy_env = config.deploy_environment or environment
-        deploy = aws.iam.Role(
-            f"{name}-deploy",
-            name=f"mlflow-{environment}-ci-deploy",
-            assume_role_policy=trust([f"repo:{repo}:environment:{deploy_env}"]),
+        deploy = self._role("deploy", [f"repo:{repo}:environment:{config.deploy_environment or environment}"])
+        self._deploy_permissions(deploy)
+        # Model repositories promote through `mlflow-platform promote --lock dynamodb://…`: they need
+        # the lock items and nothing else in AWS (the registry itself is reached over HTTPS).
+        promote = self._role("promote", [f"repo:{r}:*" for r in (config.promotion_repositories or (repo,))])
+        aws.iam.RolePolicy(
+            f"{name}-promote-lock",
+            role=promote.id,
+            policy=output_policy(
+                {
+                    "Sid": "PromotionLock",
+                    "Effect": "Allow",
+                    "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"],
+                    "Resource": lock_table_arn,
+                }
+            ),
+            opts=self._child,
+        )
+        self.preview_role_arn = preview.arn
+        self.deploy_role_arn = deploy.arn
+        self.promote_role_arn = promote.arn
+        self.register_outputs(
+            {
+                "previewRoleArn": self.preview_role_arn,
+                "deployRoleArn": self.deploy_role_arn,
+                "promoteRoleArn": self.promote_role_arn,
+            }
+        )
+
+    def _role(self, purpose: str, subjects: list[str]) -> aws.iam.Role:
+        """A role GitHub Actions may assume from the given token subjects (repo, ref, environment)."""
+        trust = output_policy(
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": self._provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
+                    "StringLike": {"token.actions.githubusercontent.com:sub": subjects},
+                },
+            }
+        )
+        return aws.iam.Role(
+            f"{self._name}-{purpose}",
+            name=f"mlflow-{self._env}-ci-{purpose}",
+            assume_role_policy=trust,
             max_session_duration=3600,
-            tags=base,
-            opts=child,
+            tags=self._base,
+            opts=self._child,
         )
+
+    def _deploy_permissions(self, deploy: aws.iam.Role) -> None:
         aws.iam.RolePolicyAttachment(
-            f"{name}-deploy-poweruser",
+            f"{self._name}-deploy-poweruser",
             role=deploy.name,
             policy_arn="arn:aws:iam::aws:policy/PowerUserAccess",
-            opts=child,
+            opts=self._child,
         )
         # PowerUser excludes IAM; allow it only for this project's own roles and OIDC providers.
         aws.iam.RolePolicy(
-            f"{name}-deploy-iam",
+            f"{self._name}-deploy-iam",
             role=deploy.id,
             policy=policy_json(
                 {
@@ -190,39 +215,5 @@ class GithubCiRoles(pulumi.ComponentResource):
                     ],
                 }
             ),
-            opts=child,
-        )
-        # Model repositories promote through `mlflow-platform promote --lock dynamodb://…`: they need
-        # the lock items and nothing else in AWS (the registry itself is reached over HTTPS).
-        promoters = [f"repo:{r}:*" for r in (config.promotion_repositories or (repo,))]
-        promote = aws.iam.Role(
-            f"{name}-promote",
-            name=f"mlflow-{environment}-ci-promote",
-            assume_role_policy=trust(promoters),
-            max_session_duration=3600,
-            tags=base,
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-promote-lock",
-            role=promote.id,
-            policy=output_policy(
-                {
-                    "Sid": "PromotionLock",
-                    "Effect": "Allow",
-                    "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"],
-                    "Resource": lock_table_arn,
-                }
-            ),
-            opts=child,
-        )
-        self.preview_role_arn = preview.arn
-        self.deploy_role_arn = deploy.arn
-        self.promote_role_arn = promote.arn
-        self.register_outputs(
-            {
-                "previewRoleArn": self.preview_role_arn,
-                "deployRoleArn": self.deploy_role_arn,
-                "promoteRoleArn": self.promote_role_arn,
-            }
+            opts=self._child,
         )
