@@ -31,37 +31,73 @@ class LoadBalancer(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:LoadBalancer", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        base = tags(environment, "load-balancer")
+        self._name, self._child = name, pulumi.ResourceOptions(parent=self)
+        self._base = tags(environment, "load-balancer")
         assert config.hostname, "validated by StackConfig.deployment_problems"
 
+        sg = self._security_group(config, vpc_id, vpc_cidr, target_port)
+
+        alb, target_group = self._alb_and_target_group(
+            config, environment, sg, vpc_id, subnet_ids, target_port, log_bucket
+        )
+
+        certificate_arn = self._certificate(config)
+
+        self._listeners_and_dns(config, alb, target_group, certificate_arn)
+
+        self.arn_suffix = alb.arn_suffix
+        self.dns_name = alb.dns_name
+        self.security_group_id = sg.id
+        self.target_group_arn = target_group.arn
+        self.target_group_arn_suffix = target_group.arn_suffix
+        self.url = pulumi.Output.from_input(f"https://{config.hostname}")
+        self.register_outputs({"dnsName": self.dns_name, "url": self.url, "targetGroupArn": self.target_group_arn})
+
+    def _security_group(
+        self, config: LoadBalancerConfig, vpc_id: pulumi.Input[str], vpc_cidr: pulumi.Input[str], target_port: int
+    ) -> aws.ec2.SecurityGroup:
         sg = aws.ec2.SecurityGroup(
-            f"{name}-sg", vpc_id=vpc_id, description="mlflow ALB: 443/80 from allowed CIDRs", tags=base, opts=child
+            f"{self._name}-sg",
+            vpc_id=vpc_id,
+            description="mlflow ALB: 443/80 from allowed CIDRs",
+            tags=self._base,
+            opts=self._child,
         )
         for port in (443, 80):
             for i, cidr in enumerate(config.allowed_cidrs):
                 aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-in-{port}-{i}",
+                    f"{self._name}-in-{port}-{i}",
                     security_group_id=sg.id,
                     ip_protocol="tcp",
                     from_port=port,
                     to_port=port,
                     cidr_ipv4=cidr,
-                    opts=child,
+                    opts=self._child,
                 )
         aws.vpc.SecurityGroupEgressRule(
-            f"{name}-to-pods",
+            f"{self._name}-to-pods",
             security_group_id=sg.id,
             ip_protocol="tcp",
             from_port=target_port,
             to_port=target_port,
             cidr_ipv4=vpc_cidr,
             description="to mlflow pods (IP targets)",
-            opts=child,
+            opts=self._child,
         )
+        return sg
 
+    def _alb_and_target_group(
+        self,
+        config: LoadBalancerConfig,
+        environment: str,
+        sg: aws.ec2.SecurityGroup,
+        vpc_id: pulumi.Input[str],
+        subnet_ids: pulumi.Input[list[str]],
+        target_port: int,
+        log_bucket: pulumi.Input[str],
+    ) -> tuple[aws.lb.LoadBalancer, aws.lb.TargetGroup]:
         alb = aws.lb.LoadBalancer(
-            f"{name}-alb",
+            f"{self._name}-alb",
             name=f"mlflow-{environment}",
             load_balancer_type="application",
             internal=config.internal,
@@ -71,11 +107,11 @@ class LoadBalancer(pulumi.ComponentResource):
             drop_invalid_header_fields=True,
             enable_deletion_protection=config.deletion_protection,
             access_logs={"bucket": log_bucket, "prefix": "alb", "enabled": True},
-            tags=base,
-            opts=child,
+            tags=self._base,
+            opts=self._child,
         )
         target_group = aws.lb.TargetGroup(
-            f"{name}-tg",
+            f"{self._name}-tg",
             name=f"mlflow-{environment}",
             port=target_port,
             protocol="HTTP",
@@ -90,66 +126,75 @@ class LoadBalancer(pulumi.ComponentResource):
                 "healthy_threshold": 2,
                 "unhealthy_threshold": 3,
             },
-            tags=base,
-            opts=child,
+            tags=self._base,
+            opts=self._child,
         )
+        return alb, target_group
 
+    def _certificate(self, config: LoadBalancerConfig) -> pulumi.Input[str]:
         certificate_arn: pulumi.Input[str]
         if config.certificate_arn:
             certificate_arn = config.certificate_arn
         else:
             cert = aws.acm.Certificate(
-                f"{name}-cert", domain_name=config.hostname, validation_method="DNS", tags=base, opts=child
+                f"{self._name}-cert",
+                domain_name=config.hostname,
+                validation_method="DNS",
+                tags=self._base,
+                opts=self._child,
             )
             option = cert.domain_validation_options[0]
             record = aws.route53.Record(
-                f"{name}-cert-validation",
+                f"{self._name}-cert-validation",
                 zone_id=config.route53_zone_id,
                 name=option.resource_record_name,
                 type=option.resource_record_type,
                 records=[option.resource_record_value],
                 ttl=300,
                 allow_overwrite=True,
-                opts=child,
+                opts=self._child,
             )
             certificate_arn = aws.acm.CertificateValidation(
-                f"{name}-cert-validated", certificate_arn=cert.arn, validation_record_fqdns=[record.fqdn], opts=child
+                f"{self._name}-cert-validated",
+                certificate_arn=cert.arn,
+                validation_record_fqdns=[record.fqdn],
+                opts=self._child,
             ).certificate_arn
+        return certificate_arn
 
+    def _listeners_and_dns(
+        self,
+        config: LoadBalancerConfig,
+        alb: aws.lb.LoadBalancer,
+        target_group: aws.lb.TargetGroup,
+        certificate_arn: pulumi.Input[str],
+    ) -> None:
         aws.lb.Listener(
-            f"{name}-https",
+            f"{self._name}-https",
             load_balancer_arn=alb.arn,
             port=443,
             protocol="HTTPS",
             ssl_policy=config.ssl_policy,
             certificate_arn=certificate_arn,
             default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
-            opts=child,
+            opts=self._child,
         )
         aws.lb.Listener(
-            f"{name}-http",
+            f"{self._name}-http",
             load_balancer_arn=alb.arn,
             port=80,
             protocol="HTTP",
             default_actions=[
                 {"type": "redirect", "redirect": {"protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}}
             ],
-            opts=child,
+            opts=self._child,
         )
         if config.route53_zone_id:
             aws.route53.Record(
-                f"{name}-dns",
+                f"{self._name}-dns",
                 zone_id=config.route53_zone_id,
                 name=config.hostname,
                 type="A",
                 aliases=[{"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}],
-                opts=child,
+                opts=self._child,
             )
-
-        self.arn_suffix = alb.arn_suffix
-        self.dns_name = alb.dns_name
-        self.security_group_id = sg.id
-        self.target_group_arn = target_group.arn
-        self.target_group_arn_suffix = target_group.arn_suffix
-        self.url = pulumi.Output.from_input(f"https://{config.hostname}")
-        self.register_outputs({"dnsName": self.dns_name, "url": self.url, "targetGroupArn": self.target_group_arn})
