@@ -43,20 +43,35 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child
             )
 
+        self._name, self._env, self._child = name, environment, child
+        self._common = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": base}
+        self._alb_alarms(config, alb_arn_suffix, target_group_arn_suffix)
+        self._db_alarms(config, db_identifier, connection_budget)
+
+        body = pulumi.Output.all(region, alb_arn_suffix, target_group_arn_suffix, db_identifier).apply(
+            lambda a: json.dumps(_dashboard(*a, connection_budget=connection_budget, slo=config.p95_latency_seconds))
+        )
+        aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=f"mlflow-{environment}", dashboard_body=body, opts=child
+        )
+        self.topic_arn = topic.arn
+        self.register_outputs({"topicArn": self.topic_arn})
+
+    def _alarm(self, suffix: str, description: str, **kwargs) -> aws.cloudwatch.MetricAlarm:
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{suffix}",
+            name=f"mlflow-{self._env}-{suffix}",
+            alarm_description=description,
+            **self._common,
+            **kwargs,
+            opts=self._child,
+        )
+
+    def _alb_alarms(
+        self, config: MonitoringConfig, alb_arn_suffix: pulumi.Input[str], target_group_arn_suffix: pulumi.Input[str]
+    ) -> None:
         alb = {"LoadBalancer": alb_arn_suffix, "TargetGroup": target_group_arn_suffix}
-        db = {"DBInstanceIdentifier": db_identifier}
-        common = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": base}
-
-        def alarm(suffix: str, description: str, **kwargs) -> aws.cloudwatch.MetricAlarm:
-            return aws.cloudwatch.MetricAlarm(
-                f"{name}-{suffix}",
-                name=f"mlflow-{environment}-{suffix}",
-                alarm_description=description,
-                **common,
-                **kwargs,
-                opts=child,
-            )
-
+        alarm = self._alarm
         alarm(
             "p95-latency",
             f"ALB p95 target response time above {config.p95_latency_seconds}s (the SLO)",
@@ -103,6 +118,10 @@ class Monitoring(pulumi.ComponentResource):
             threshold=0,
             comparison_operator="GreaterThanThreshold",
         )
+
+    def _db_alarms(self, config: MonitoringConfig, db_identifier: pulumi.Input[str], connection_budget: int) -> None:
+        db = {"DBInstanceIdentifier": db_identifier}
+        alarm = self._alarm
         alarm(
             "db-free-storage",
             f"RDS free storage below {config.free_storage_gb} GB",
@@ -139,15 +158,6 @@ class Monitoring(pulumi.ComponentResource):
             threshold=connection_budget,
             comparison_operator="GreaterThanThreshold",
         )
-
-        body = pulumi.Output.all(region, alb_arn_suffix, target_group_arn_suffix, db_identifier).apply(
-            lambda a: json.dumps(_dashboard(*a, connection_budget=connection_budget, slo=config.p95_latency_seconds))
-        )
-        aws.cloudwatch.Dashboard(
-            f"{name}-dashboard", dashboard_name=f"mlflow-{environment}", dashboard_body=body, opts=child
-        )
-        self.topic_arn = topic.arn
-        self.register_outputs({"topicArn": self.topic_arn})
 
 
 def _metric(id_: str, metric: str, dimensions: dict) -> dict:
