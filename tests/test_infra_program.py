@@ -389,3 +389,13 @@ def test_admin_credentials_go_to_secrets_manager_not_to_outputs() -> None:
     assert admin["username"] == "admin" and len(admin["password"]) == 32
     assert capture.outputs["adminSecretArn"].startswith("arn:aws:secretsmanager:")
     assert admin["password"] not in json.dumps(capture.outputs)
+
+
+def test_the_created_clusters_lb_controller_waits_for_nodes_and_its_iam_policy() -> None:
+    """The controller's webhooks use failurePolicy: Fail, so a Service or TargetGroupBinding created
+    while no controller pod runs is rejected: the release must follow the node group and its policy.
+    (aws-load-balancer-controller chart: the mutating and validating webhook configurations.)"""
+    dev = captured("dev")
+    release = dev.one("kubernetes:helm.sh/v3:Release")
+    assert dev.one("aws:eks/nodeGroup:NodeGroup").urn in release.dependencies
+    assert dev.one("aws:iam/rolePolicy:RolePolicy", "cluster-lbc-policy").urn in release.dependencies

@@ -36,6 +36,8 @@ class Resource:
     display: dict[str, Any] = field(default_factory=dict)
     #: input name -> URNs of the resources whose outputs feed it (as the engine records them)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    #: URNs this resource waits for: explicit ``depends_on`` plus property dependencies
+    dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -296,10 +298,11 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
                 response.urn,
                 None if parent_type.endswith("pulumi:pulumi:Stack") else parent.rsplit("::", 1)[-1] or None,
                 {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns},
+                list(request.dependencies),
             )
             return response
 
-    links: dict[tuple[str, str], tuple[str, str | None, dict[str, list[str]]]] = {}
+    links: dict[tuple[str, str], tuple[str, str | None, dict[str, list[str]], list[str]]] = {}
 
     stack = stack_file.name.split(".")[1] if stack_file.name.startswith("Pulumi.") else stack_file.stem
     values, secret_keys = stack_config_values(stack_file, overrides)
@@ -322,8 +325,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
         loop.close()
         asyncio.set_event_loop(None)
     for resource in capture.resources:
-        resource.urn, resource.parent, resource.property_dependencies = links.get(
-            (resource.type, resource.name), ("", None, {})
+        resource.urn, resource.parent, resource.property_dependencies, resource.dependencies = links.get(
+            (resource.type, resource.name), ("", None, {}, [])
         )
     return capture
 

@@ -95,10 +95,9 @@ class Cluster(pulumi.ComponentResource):
             }
         )
 
-    def _create(self, name: str, config: ClusterConfig, environment: str, *, vpc_id, subnet_ids, region) -> None:
-        child = pulumi.ResourceOptions(parent=self)
-        base = tags(environment, "cluster")
-        cluster_name = f"mlflow-{environment}"
+    def _control_plane(
+        self, name: str, config: ClusterConfig, environment: str, subnet_ids, base: dict, child: pulumi.ResourceOptions
+    ) -> aws.eks.Cluster:
         role = aws.iam.Role(
             f"{name}-role",
             name=f"mlflow-{environment}-eks",
@@ -120,7 +119,7 @@ class Cluster(pulumi.ComponentResource):
         )
         cluster = aws.eks.Cluster(
             f"{name}-eks",
-            name=cluster_name,
+            name=f"mlflow-{environment}",
             role_arn=role.arn,
             version=config.version,
             vpc_config={"subnet_ids": subnet_ids, "endpoint_private_access": True, "endpoint_public_access": True},
@@ -129,6 +128,18 @@ class Cluster(pulumi.ComponentResource):
             tags=base,
             opts=child,
         )
+        return cluster
+
+    def _node_group(
+        self,
+        name: str,
+        config: ClusterConfig,
+        environment: str,
+        cluster: aws.eks.Cluster,
+        subnet_ids,
+        base: dict,
+        child: pulumi.ResourceOptions,
+    ) -> aws.eks.NodeGroup:
         node_role = aws.iam.Role(
             f"{name}-nodes",
             name=f"mlflow-{environment}-eks-nodes",
@@ -144,7 +155,7 @@ class Cluster(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(
                 f"{name}-nodes-{i}", role=node_role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}", opts=child
             )
-        aws.eks.NodeGroup(
+        nodes = aws.eks.NodeGroup(
             f"{name}-nodegroup",
             cluster_name=cluster.name,
             node_role_arn=node_role.arn,
@@ -159,31 +170,33 @@ class Cluster(pulumi.ComponentResource):
             tags=base,
             opts=child,
         )
-        issuer = cluster.identities[0].oidcs[0].issuer
-        oidc = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=base, opts=child
-        )
-        self.name_out = cluster.name
-        self.oidc_issuer = issuer
-        self.oidc_provider_arn = oidc.arn
-        self.security_group_id = cluster.vpc_config.cluster_security_group_id
-        self.provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=kubeconfig(cluster.name, cluster.endpoint, cluster.certificate_authority.data),
-            opts=child,
-        )
+        return nodes
 
+    def _lb_controller(
+        self,
+        name: str,
+        environment: str,
+        cluster: aws.eks.Cluster,
+        oidc: aws.iam.OpenIdConnectProvider,
+        nodes: aws.eks.NodeGroup,
+        region,
+        vpc_id,
+        base: dict,
+        child: pulumi.ResourceOptions,
+    ) -> k8s.helm.v3.Release:
         controller_role = aws.iam.Role(
             f"{name}-lbc-role",
             name=f"mlflow-{environment}-lb-controller",
-            assume_role_policy=irsa_trust(oidc.arn, issuer, "kube-system", "aws-load-balancer-controller"),
+            assume_role_policy=irsa_trust(oidc.arn, self.oidc_issuer, "kube-system", "aws-load-balancer-controller"),
             tags=base,
             opts=child,
         )
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{name}-lbc-policy", role=controller_role.id, policy=output_policy(*_LB_CONTROLLER_STATEMENTS), opts=child
         )
-        self.lb_controller = k8s.helm.v3.Release(
+        # Its webhooks (failurePolicy: Fail) reject Services and TargetGroupBindings while it is not
+        # running: it needs nodes to run on and its IAM permissions before the server is deployed.
+        return k8s.helm.v3.Release(
             f"{name}-lb-controller",
             name="aws-load-balancer-controller",
             namespace="kube-system",
@@ -200,8 +213,31 @@ class Cluster(pulumi.ComponentResource):
                     "annotations": {"eks.amazonaws.com/role-arn": controller_role.arn},
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[nodes, policy]),
         )
+
+    def _create(self, name: str, config: ClusterConfig, environment: str, *, vpc_id, subnet_ids, region) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        base = tags(environment, "cluster")
+        cluster = self._control_plane(name, config, environment, subnet_ids, base, child)
+
+        nodes = self._node_group(name, config, environment, cluster, subnet_ids, base, child)
+
+        issuer = cluster.identities[0].oidcs[0].issuer
+        oidc = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=base, opts=child
+        )
+        self.name_out = cluster.name
+        self.oidc_issuer = issuer
+        self.oidc_provider_arn = oidc.arn
+        self.security_group_id = cluster.vpc_config.cluster_security_group_id
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kubeconfig(cluster.name, cluster.endpoint, cluster.certificate_authority.data),
+            opts=child,
+        )
+
+        self.lb_controller = self._lb_controller(name, environment, cluster, oidc, nodes, region, vpc_id, base, child)
 
 
 # Condensed from the controller's published IAM policy: reads, and writes limited to ELB and the
