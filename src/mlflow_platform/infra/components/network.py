@@ -61,49 +61,65 @@ class Network(pulumi.ComponentResource):
         public, private, nats = [], [], []
         for i in range(config.availability_zones):
             az = zones.names.apply(lambda names, i=i: names[i])
-            pub = aws.ec2.Subnet(
-                f"{name}-public-{i}",
-                vpc_id=vpc.id,
-                cidr_block=str(blocks[i]),
-                availability_zone=az,
-                map_public_ip_on_launch=False,
-                tags={**base, "kubernetes.io/role/elb": "1", "Tier": "public"},
-                opts=child,
-            )
-            priv = aws.ec2.Subnet(
-                f"{name}-private-{i}",
-                vpc_id=vpc.id,
-                cidr_block=str(blocks[config.availability_zones + i]),
-                availability_zone=az,
-                tags={**base, "kubernetes.io/role/internal-elb": "1", "Tier": "private"},
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{i}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child
-            )
-            if config.nat_gateway_per_az or i == 0:
-                eip = aws.ec2.Eip(f"{name}-nat-{i}", domain="vpc", tags=base, opts=child)
-                nats.append(
-                    aws.ec2.NatGateway(
-                        f"{name}-nat-{i}",
-                        subnet_id=pub.id,
-                        allocation_id=eip.id,
-                        tags=base,
-                        opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
-                    )
-                )
-            rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=base, opts=child)
-            aws.ec2.Route(
-                f"{name}-private-{i}-default",
-                route_table_id=rt.id,
-                destination_cidr_block="0.0.0.0/0",
-                nat_gateway_id=nats[-1].id,
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(f"{name}-private-{i}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
+            pub, priv = self._zone(name, i, az, config, vpc, blocks, igw, public_rt, nats, base)
             public.append(pub.id)
             private.append(priv.id)
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
         self.public_subnet_ids = pulumi.Output.all(*public)
         self.private_subnet_ids = pulumi.Output.all(*private)
+
+    def _zone(
+        self,
+        name: str,
+        i: int,
+        az: pulumi.Output[str],
+        config: NetworkConfig,
+        vpc: aws.ec2.Vpc,
+        blocks: list,
+        igw: aws.ec2.InternetGateway,
+        public_rt: aws.ec2.RouteTable,
+        nats: list,
+        base: dict,
+    ) -> tuple[aws.ec2.Subnet, aws.ec2.Subnet]:
+        """One AZ: a public and a private subnet, NAT (per AZ, or the first one shared) and routes."""
+        child = pulumi.ResourceOptions(parent=self)
+        pub = aws.ec2.Subnet(
+            f"{name}-public-{i}",
+            vpc_id=vpc.id,
+            cidr_block=str(blocks[i]),
+            availability_zone=az,
+            map_public_ip_on_launch=False,
+            tags={**base, "kubernetes.io/role/elb": "1", "Tier": "public"},
+            opts=child,
+        )
+        priv = aws.ec2.Subnet(
+            f"{name}-private-{i}",
+            vpc_id=vpc.id,
+            cidr_block=str(blocks[config.availability_zones + i]),
+            availability_zone=az,
+            tags={**base, "kubernetes.io/role/internal-elb": "1", "Tier": "private"},
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(f"{name}-public-{i}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child)
+        if config.nat_gateway_per_az or i == 0:
+            eip = aws.ec2.Eip(f"{name}-nat-{i}", domain="vpc", tags=base, opts=child)
+            nats.append(
+                aws.ec2.NatGateway(
+                    f"{name}-nat-{i}",
+                    subnet_id=pub.id,
+                    allocation_id=eip.id,
+                    tags=base,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                )
+            )
+        rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=base, opts=child)
+        aws.ec2.Route(
+            f"{name}-private-{i}-default",
+            route_table_id=rt.id,
+            destination_cidr_block="0.0.0.0/0",
+            nat_gateway_id=nats[-1].id,
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(f"{name}-private-{i}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
+        return pub, priv
