@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -63,24 +64,71 @@ def _decode(raw):
         return raw
 
 
+@dataclass
+class Foundation:
+    """The AWS layer the Kubernetes workloads stand on."""
+
+    network: Network
+    cluster: Cluster
+    store: ArtifactStore
+    database: Database
+    server_role: ServerRole
+    lb: LoadBalancer
+
+
 def main(project_root: Path | None = None) -> dict:
     config = load_config()
     env = config.environment
-    assert config.cluster is not None  # deployment_problems guarantees it
-    identity = aws.get_caller_identity_output()
     region = aws.get_region_output().region
+    base = foundation(config, aws.get_caller_identity_output().account_id, region)
+    image = ServerImage("image", config.image, env, project_root=project_root or Path.cwd())
+    secrets = ServerSecrets(
+        "server-secrets",
+        env,
+        admin_username=config.server.admin_username,
+        admin_password=config.admin_password.get_secret_value() if config.admin_password else None,
+    )
+    tracking = tracking_server(config, base, image, secrets)
+    ScheduledRunbooks(
+        "runbooks",
+        config,
+        server=tracking,
+        image=image.ref,
+        db_host=base.database.address,
+        bucket=base.store.bucket_name,
+        provider=base.cluster.provider,
+    )
+    monitoring = Monitoring(
+        "monitoring",
+        config.monitoring,
+        env,
+        region=region,
+        alb_arn_suffix=base.lb.arn_suffix,
+        target_group_arn_suffix=base.lb.target_group_arn_suffix,
+        db_identifier=base.database.instance_identifier,
+        connection_budget=config.connection_budget,
+    )
+    lock = PromotionLock("promotion-lock", env)
+    outputs = stack_outputs(config, base, image, secrets, monitoring, lock)
+    for name, value in outputs.items():
+        pulumi.export(name, value)
+    return outputs
 
+
+def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulumi.Output[str]) -> Foundation:
+    env = config.environment
+    assert config.cluster is not None  # deployment_problems guarantees it
     network = Network("network", config.network, env)
     cluster = Cluster(
         "cluster",
         config.cluster,
         env,
-        account_id=identity.account_id,
+        account_id=account_id,
         region=region,
         vpc_id=network.vpc_id,
         subnet_ids=network.private_subnet_ids,
     )
-    store = ArtifactStore("artifacts", config.artifacts, env, account_id=identity.account_id)
+    store = ArtifactStore("artifacts", config.artifacts, env, account_id=account_id)
     database = Database(
         "database",
         config.database,
@@ -97,10 +145,9 @@ def main(project_root: Path | None = None) -> dict:
         kms_key_arn=store.kms_key_arn,
         oidc_provider_arn=cluster.oidc_provider_arn,
         oidc_issuer=cluster.oidc_issuer,
-        namespace=config.cluster.namespace,
+        namespace=config.namespace,
         service_account=APP,
     )
-    image = ServerImage("image", config.image, env, project_root=project_root or Path.cwd())
     lb = LoadBalancer(
         "lb",
         config.load_balancer,
@@ -111,63 +158,52 @@ def main(project_root: Path | None = None) -> dict:
         target_port=config.server.port,
         log_bucket=store.log_bucket_name,
     )
+    return Foundation(network, cluster, store, database, server_role, lb)
 
-    secrets = ServerSecrets(
-        "server-secrets",
-        env,
-        admin_username=config.server.admin_username,
-        admin_password=config.admin_password.get_secret_value() if config.admin_password else None,
-    )
-    tracking = TrackingServer(
+
+def tracking_server(
+    config: StackConfig, base: Foundation, image: ServerImage, secrets: ServerSecrets
+) -> TrackingServer:
+    return TrackingServer(
         "tracking",
         config,
         TrackingServerArgs(
             image=image.ref,
-            db_host=database.address,
-            bucket=store.bucket_name,
-            role_arn=server_role.arn,
-            db_password=database.password,
+            db_host=base.database.address,
+            bucket=base.store.bucket_name,
+            role_arn=base.server_role.arn,
+            db_password=base.database.password,
             flask_secret_key=secrets.flask_secret_key,
             admin_password=secrets.admin_password,
-            target_group_arn=lb.target_group_arn,
-            alb_security_group_id=lb.security_group_id,
-            vpc_cidr=network.vpc_cidr,
-            provider=cluster.provider,
-            depends_on=[r for r in (cluster.lb_controller,) if r is not None],
+            target_group_arn=base.lb.target_group_arn,
+            alb_security_group_id=base.lb.security_group_id,
+            vpc_cidr=base.network.vpc_cidr,
+            provider=base.cluster.provider,
+            depends_on=[r for r in (base.cluster.lb_controller,) if r is not None],
         ),
     )
-    ScheduledRunbooks(
-        "runbooks",
-        config,
-        server=tracking,
-        image=image.ref,
-        db_host=database.address,
-        bucket=store.bucket_name,
-        provider=cluster.provider,
-    )
-    monitoring = Monitoring(
-        "monitoring",
-        config.monitoring,
-        env,
-        region=region,
-        alb_arn_suffix=lb.arn_suffix,
-        target_group_arn_suffix=lb.target_group_arn_suffix,
-        db_identifier=database.instance_identifier,
-        connection_budget=config.connection_budget,
-    )
 
-    lock = PromotionLock("promotion-lock", env)
 
+def stack_outputs(
+    config: StackConfig,
+    base: Foundation,
+    image: ServerImage,
+    secrets: ServerSecrets,
+    monitoring: Monitoring,
+    lock: PromotionLock,
+) -> dict:
+    """What `pulumi stack output` shows: endpoints and ARNs, never a secret value."""
+    store = base.store
     outputs: dict = {
-        "environment": env,
-        "trackingUrl": lb.url,
-        "loadBalancerDnsName": lb.dns_name,
+        "environment": config.environment,
+        "trackingUrl": base.lb.url,
+        "loadBalancerDnsName": base.lb.dns_name,
         "bucketName": store.bucket_name,
         "artifactRoot": pulumi.Output.concat("s3://", store.bucket_name, f"/{config.artifacts.prefix}"),
-        "databaseEndpoint": database.address,
-        "databaseSecretArn": database.secret_arn,
+        "databaseEndpoint": base.database.address,
+        "databaseSecretArn": base.database.secret_arn,
         "adminSecretArn": secrets.admin_secret_arn,
-        "serverRoleArn": server_role.arn,
+        "serverRoleArn": base.server_role.arn,
         "alarmTopicArn": monitoring.topic_arn,
         "image": image.ref,
         "promotionLock": pulumi.Output.concat("dynamodb://", lock.table_name),
@@ -175,12 +211,10 @@ def main(project_root: Path | None = None) -> dict:
         "maxConnections": config.database.effective_max_connections,
     }
     if config.github.repository:
-        ci = GithubCiRoles("ci", config.github, env, lock_table_arn=lock.table_arn)
+        ci = GithubCiRoles("ci", config.github, config.environment, lock_table_arn=lock.table_arn)
         outputs.update(
             ciPreviewRoleArn=ci.preview_role_arn,
             ciDeployRoleArn=ci.deploy_role_arn,
             ciPromoteRoleArn=ci.promote_role_arn,
         )
-    for name, value in outputs.items():
-        pulumi.export(name, value)
     return outputs
