@@ -20,14 +20,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("platform") / "state"
-    local = LocalPlatform(state_dir=state_dir, stack_file=LOCAL_STACK)
+def platform():
+    """Not under pytest's own temp root: any other pytest process run as the same user resets that
+    root to 0700, which takes the data directory away from PostgreSQL's user when run as root."""
+    work = Path(tempfile.mkdtemp(prefix="mlflow-platform-tests-"))
+    local = LocalPlatform(state_dir=work / "state", stack_file=LOCAL_STACK)
     try:
         local.up(Ports.free(), log=lambda _: None)
         yield local
     finally:
         local.down(purge=True, log=lambda _: None)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

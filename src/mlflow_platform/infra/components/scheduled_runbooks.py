@@ -34,72 +34,68 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:k8s:ScheduledRunbooks", name, None, opts)
-        r = config.runbooks
-        ns = config.namespace
-        pod_labels = labels("mlflow-runbooks", config.environment)
-        child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server.deployment])
-
-        password = random.RandomPassword(
-            f"{name}-ops-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
-        )
-        k8s.core.v1.Secret(
-            f"{name}-ops-secret",
-            metadata=metadata(OPS_SECRET, ns, pod_labels),
-            type="Opaque",
-            string_data={"username": OPS_USER, "password": pulumi.Output.secret(password.result)},
-            opts=child,
-        )
-        base_env = [
+        self._name, self._ns, self._image = name, config.namespace, image
+        self._labels = labels("mlflow-runbooks", config.environment)
+        self._base_env = [
             {"name": "MLFLOW_TRACKING_URI", "value": server.in_cluster_url},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": HOME},
         ]
-        as_ops = [
-            secret_env("MLFLOW_TRACKING_USERNAME", OPS_SECRET, "username"),
-            secret_env("MLFLOW_TRACKING_PASSWORD", OPS_SECRET, "password"),
+        self._child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server.deployment])
+        self._ops_user(config, server, provider)
+        if config.runbooks.enabled:
+            backend_uri = pulumi.Output.all(db_host, bucket).apply(
+                lambda a: database_url(config, endpoints_for(config, a[0], a[1]), config.database.tracking_database)
+            )
+            for job_name, (schedule, command, extra_env) in _schedules(config, backend_uri).items():
+                self._cronjob(job_name, schedule, command, extra_env)
+        self.register_outputs({})
+
+    def _pod(self, command: list, env: list) -> dict:
+        container = {
+            "name": "runbook",
+            "image": self._image,
+            "command": command,
+            "env": self._base_env + env,
+            "resources": {"requests": {"cpu": "100m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "securityContext": CONTAINER_SECURITY,
+            "volumeMounts": SCRATCH_MOUNTS,
+        }
+        return {
+            "restartPolicy": "Never",
+            "serviceAccountName": APP,
+            "automountServiceAccountToken": False,
+            "securityContext": POD_SECURITY,
+            "containers": [container],
+            "volumes": SCRATCH_VOLUMES,
+        }
+
+    def _ops_user(self, config: StackConfig, server: TrackingServer, provider: k8s.Provider) -> None:
+        """The ops user's Secret, and a Job that creates the user (or re-sets its password) as the
+        admin once the server answers."""
+        password = random.RandomPassword(
+            f"{self._name}-ops-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        k8s.core.v1.Secret(
+            f"{self._name}-ops-secret",
+            metadata=metadata(OPS_SECRET, self._ns, self._labels),
+            type="Opaque",
+            string_data={"username": OPS_USER, "password": pulumi.Output.secret(password.result)},
+            opts=self._child,
+        )
+        as_admin = [
+            {"name": "MLFLOW_TRACKING_USERNAME", "value": config.server.admin_username},
+            secret_env("MLFLOW_TRACKING_PASSWORD", SERVER_SECRET, ADMIN_PASSWORD.key),
+            secret_env("MLFLOW_PLATFORM_USER_PASSWORD", OPS_SECRET, "password"),
         ]
-
-        def pod(command: list, env: list) -> dict:
-            return {
-                "restartPolicy": "Never",
-                "serviceAccountName": APP,
-                "automountServiceAccountToken": False,
-                "securityContext": POD_SECURITY,
-                "containers": [
-                    {
-                        "name": "runbook",
-                        "image": image,
-                        "command": command,
-                        "env": base_env + env,
-                        "resources": {
-                            "requests": {"cpu": "100m", "memory": "384Mi"},
-                            "limits": {"cpu": "1", "memory": "1Gi"},
-                        },
-                        "securityContext": CONTAINER_SECURITY,
-                        "volumeMounts": SCRATCH_MOUNTS,
-                    }
-                ],
-                "volumes": SCRATCH_VOLUMES,
-            }
-
-        # The ops user, created (or its password re-set) by the admin once the server answers.
+        command = ["mlflow-platform", "ensure-user", "--username", OPS_USER, "--admin"]
         k8s.batch.v1.Job(
-            f"{name}-ops-user",
-            metadata=metadata("mlflow-ensure-ops-user", ns, pod_labels),
+            f"{self._name}-ops-user",
+            metadata=metadata("mlflow-ensure-ops-user", self._ns, self._labels),
             spec={
                 "backoffLimit": 6,
                 "activeDeadlineSeconds": 900,
-                "template": {
-                    "metadata": {"labels": pod_labels},
-                    "spec": pod(
-                        ["mlflow-platform", "ensure-user", "--username", OPS_USER, "--admin"],
-                        [
-                            {"name": "MLFLOW_TRACKING_USERNAME", "value": config.server.admin_username},
-                            secret_env("MLFLOW_TRACKING_PASSWORD", SERVER_SECRET, ADMIN_PASSWORD.key),
-                            secret_env("MLFLOW_PLATFORM_USER_PASSWORD", OPS_SECRET, "password"),
-                        ],
-                    ),
-                },
+                "template": {"metadata": {"labels": self._labels}, "spec": self._pod(command, as_admin)},
             },
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -109,68 +105,60 @@ class ScheduledRunbooks(pulumi.ComponentResource):
                 delete_before_replace=True,
             ),
         )
-        if not r.enabled:
-            self.register_outputs({})
-            return
 
-        backend_uri = pulumi.Output.all(db_host, bucket).apply(
-            lambda a: database_url(config, endpoints_for(config, a[0], a[1]), config.database.tracking_database)
-        )
-        jobs = {
-            "reap-stuck-runs": (
-                r.reap_schedule,
-                [
-                    "mlflow-platform",
-                    "reap-stuck-runs",
-                    "--older-than-hours",
-                    str(r.reap_older_than_hours),
-                    "--status",
-                    "FAILED",
-                ],
-                [],
-            ),
-            "cleanup-runs": (
-                r.cleanup_schedule,
-                [
-                    "mlflow-platform",
-                    "cleanup-runs",
-                    "--older-than-days",
-                    str(r.cleanup_older_than_days),
-                    "--execute" if r.cleanup_execute else "--dry-run",
-                ],
-                [],
-            ),
-            "gc": (
-                r.gc_schedule,
-                ["mlflow-platform", "gc", "--older-than", r.gc_older_than],
-                [
-                    {"name": "MLFLOW_BACKEND_STORE_URI", "value": backend_uri},
-                    secret_env("PGPASSWORD", SERVER_SECRET, DB_PASSWORD.key),
-                ],
-            ),
+    def _cronjob(self, job_name: str, schedule: str, command: list, extra_env: list) -> None:
+        as_ops = [
+            secret_env("MLFLOW_TRACKING_USERNAME", OPS_SECRET, "username"),
+            secret_env("MLFLOW_TRACKING_PASSWORD", OPS_SECRET, "password"),
+        ]
+        template = {
+            "metadata": {"labels": {**self._labels, "app.kubernetes.io/component": job_name}},
+            "spec": self._pod(command, as_ops + extra_env),
         }
-        for job_name, (schedule, command, extra_env) in jobs.items():
-            k8s.batch.v1.CronJob(
-                f"{name}-{job_name}",
-                metadata=metadata(f"mlflow-{job_name}", ns, pod_labels),
-                spec={
-                    "schedule": schedule,
-                    "timeZone": "Etc/UTC",
-                    "concurrencyPolicy": "Forbid",
-                    "startingDeadlineSeconds": 600,
-                    "successfulJobsHistoryLimit": 3,
-                    "failedJobsHistoryLimit": 3,
-                    "jobTemplate": {
-                        "spec": {
-                            "backoffLimit": 1,
-                            "activeDeadlineSeconds": 3 * 3600,
-                            "template": {
-                                "metadata": {"labels": {**pod_labels, "app.kubernetes.io/component": job_name}},
-                                "spec": pod(command, as_ops + extra_env),
-                            },
-                        }
-                    },
-                },
-                opts=child,
-            )
-        self.register_outputs({})
+        k8s.batch.v1.CronJob(
+            f"{self._name}-{job_name}",
+            metadata=metadata(f"mlflow-{job_name}", self._ns, self._labels),
+            spec={
+                "schedule": schedule,
+                "timeZone": "Etc/UTC",
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 600,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {"spec": {"backoffLimit": 1, "activeDeadlineSeconds": 3 * 3600, "template": template}},
+            },
+            opts=self._child,
+        )
+
+
+def _schedules(config: StackConfig, backend_uri: pulumi.Output[str]) -> dict[str, tuple[str, list, list]]:
+    """CronJob name -> (schedule, command, extra environment)."""
+    r = config.runbooks
+    cleanup_mode = "--execute" if r.cleanup_execute else "--dry-run"
+    return {
+        "reap-stuck-runs": (
+            r.reap_schedule,
+            [
+                "mlflow-platform",
+                "reap-stuck-runs",
+                "--older-than-hours",
+                str(r.reap_older_than_hours),
+                "--status",
+                "FAILED",
+            ],
+            [],
+        ),
+        "cleanup-runs": (
+            r.cleanup_schedule,
+            ["mlflow-platform", "cleanup-runs", "--older-than-days", str(r.cleanup_older_than_days), cleanup_mode],
+            [],
+        ),
+        "gc": (
+            r.gc_schedule,
+            ["mlflow-platform", "gc", "--older-than", r.gc_older_than],
+            [
+                {"name": "MLFLOW_BACKEND_STORE_URI", "value": backend_uri},
+                secret_env("PGPASSWORD", SERVER_SECRET, DB_PASSWORD.key),
+            ],
+        ),
+    }
