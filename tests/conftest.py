@@ -3,6 +3,10 @@ control-plane API (moto) for DynamoDB and RDS, and the paths tests read."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from mlflow_platform.local.platform import LocalPlatform, Ports
