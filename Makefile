@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test test-fast lint format smoke check clean bench drills
+.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench drills
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ lint: install             ## ruff lint + format check (also part of make test)
 
 format: install           ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+schema: install           ## regenerate stacks/stack.schema.json from the config model
+	$(BIN)/python -m mlflow_platform.schema
 
 smoke: install            ## the smoke suite against MLFLOW_TRACKING_URI (+ credentials)
 	$(BIN)/pytest smoke_tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,27 @@ def test_runbook_schedules_accept_macros_and_names() -> None:
         base_values(runbooks={"reapSchedule": "@hourly", "gcSchedule": "0 5 * * SUN"}), source="test"
     )
     assert (config.runbooks.reap_schedule, config.runbooks.gc_schedule) == ("@hourly", "0 5 * * SUN")
+
+
+def test_the_stack_file_schema_is_current_and_every_stack_file_follows_it() -> None:
+    import jsonschema
+
+    from mlflow_platform.schema import SCHEMA_FILE, schema_text
+
+    path = ROOT / "stacks" / SCHEMA_FILE
+    assert path.read_text() == schema_text(), "run `make schema` and commit stacks/stack.schema.json"
+    schema = json.loads(schema_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for stack in sorted((ROOT / "stacks").glob("*.yaml")):
+        assert stack.read_text().startswith("# yaml-language-server: $schema="), f"{stack.name}: no $schema line"
+        assert [e.message for e in validator.iter_errors(yaml.safe_load(stack.read_text()))] == [], stack.name
+    typo = {"config": {"mlflow-platform:environment": "dev", "mlflow-platform:servr": {}}}
+    assert not validator.is_valid(typo)
+
+
+def test_sections_come_from_the_model() -> None:
+    from mlflow_platform.config import _SECTIONS, SECRET_KEYS, StackConfig
+
+    assert set(_SECTIONS.values()) | set(SECRET_KEYS.values()) == set(StackConfig.model_fields)
+    assert SECRET_KEYS == {"adminPassword": "admin_password"}

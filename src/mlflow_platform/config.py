@@ -470,8 +470,9 @@ class StackConfig(BaseModel):
             )
         return problems
 
-    def cross_field_problems(self) -> list[tuple[str, str]]:
-        s, d, lb = self.server, self.database, self.load_balancer
+    def _budget_problems(self) -> list[tuple[str, str]]:
+        """The connection budget must fit the database's max_connections less the reserve."""
+        s, d = self.server, self.database
         problems: list[tuple[str, str]] = []
         max_conn = d.effective_max_connections
         if max_conn is None:
@@ -497,6 +498,11 @@ class StackConfig(BaseModel):
                         "maxOverflow or server.workers/maxReplicas, or use a larger database.instanceClass",
                     )
                 )
+        return problems
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        s, d, lb = self.server, self.database, self.load_balancer
+        problems = self._budget_problems()
         if s.keep_alive_seconds <= lb.idle_timeout_seconds:
             problems.append(
                 (
@@ -547,21 +553,25 @@ class _CrossFieldError(ValueError):
         super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
 
 
-#: Top-level stack-file keys (without the ``mlflow-platform:`` namespace) and model fields.
-_SECTIONS = {
-    "environment": "environment",
-    "server": "server",
-    "database": "database",
-    "artifacts": "artifacts",
-    "loadBalancer": "load_balancer",
-    "network": "network",
-    "cluster": "cluster",
-    "image": "image",
-    "monitoring": "monitoring",
-    "github": "github",
-    "runbooks": "runbooks",
-}
-SECRET_KEYS = {"adminPassword": "admin_password"}
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+#: Stack-file keys (without the ``mlflow-platform:`` namespace) -> StackConfig fields, from the model.
+SECRET_KEYS = {to_camel(n): n for n, f in StackConfig.model_fields.items() if _is_secret(f.annotation)}
+_SECTIONS = {to_camel(n): n for n in StackConfig.model_fields if n not in SECRET_KEYS.values()}
+
+
+def section_models() -> dict[str, type[_Section]]:
+    """The stack file's sections (camelCase key -> model), in the model's order."""
+    models = {}
+    for name, field in StackConfig.model_fields.items():
+        annotation = field.annotation
+        candidates = (annotation, *getattr(annotation, "__args__", ()))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, _Section)), None)
+        if model is not None:
+            models[to_camel(name)] = model
+    return models
 
 
 @dataclass(frozen=True)

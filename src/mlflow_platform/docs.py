@@ -4,32 +4,7 @@ from __future__ import annotations
 
 from pydantic.alias_generators import to_camel
 
-from .config import (
-    PROJECT,
-    ArtifactStoreConfig,
-    ClusterConfig,
-    DatabaseConfig,
-    GithubConfig,
-    ImageConfig,
-    LoadBalancerConfig,
-    MonitoringConfig,
-    NetworkConfig,
-    RunbooksConfig,
-    ServerConfig,
-)
-
-SECTIONS = (
-    ("server", ServerConfig),
-    ("database", DatabaseConfig),
-    ("artifacts", ArtifactStoreConfig),
-    ("loadBalancer", LoadBalancerConfig),
-    ("network", NetworkConfig),
-    ("cluster", ClusterConfig),
-    ("image", ImageConfig),
-    ("monitoring", MonitoringConfig),
-    ("github", GithubConfig),
-    ("runbooks", RunbooksConfig),
-)
+from .config import PROJECT, section_models
 
 
 def _default(field) -> str:
@@ -47,7 +22,7 @@ def _default(field) -> str:
 
 def config_reference_markdown() -> str:
     parts = []
-    for section, model in SECTIONS:
+    for section, model in section_models().items():
         parts.append(f"`{PROJECT}:{section}`\n\n| key | default | meaning |\n|---|---|---|")
         for name, field in model.model_fields.items():
             parts[-1] += f"\n| `{to_camel(name)}` | {_default(field)} | {field.description or ''} |"

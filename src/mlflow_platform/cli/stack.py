@@ -93,7 +93,6 @@ def plan_command(
     import json as jsonlib
 
     import pulumi
-    from rich.tree import Tree
 
     from ..plan import run
 
@@ -115,6 +114,20 @@ def plan_command(
         )
         _exit_on_mandatory(violations, quiet=True)
         return
+    out.print(_resource_tree(capture, stack), highlight=False)
+    outputs = Table("output", "value")
+    for key, value in capture.outputs.items():
+        outputs.add_row(key, escape(str(value)))
+    out.print(outputs)
+    if policies:
+        _print_violations(violations)
+        _exit_on_mandatory(violations)
+
+
+def _resource_tree(capture, stack: str):
+    """Resources under their parents (parents first, whatever order registration took)."""
+    from rich.tree import Tree
+
     tree = Tree(f"[bold]{capture.outputs.get('environment', stack)}[/]: {len(capture.resources)} resources")
     nodes = {}
     pending = list(capture.resources)
@@ -129,14 +142,7 @@ def plan_command(
         pending = rest
         if not pending:
             break
-    out.print(tree, highlight=False)
-    outputs = Table("output", "value")
-    for key, value in capture.outputs.items():
-        outputs.add_row(key, escape(str(value)))
-    out.print(outputs)
-    if policies:
-        _print_violations(violations)
-        _exit_on_mandatory(violations)
+    return tree
 
 
 def _run_policies(root: Path, capture, stack: str):
