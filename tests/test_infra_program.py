@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import tomllib
-from functools import cache
 from pathlib import Path
 
 import pulumi
@@ -17,7 +16,7 @@ from mlflow_platform import plan
 from mlflow_platform.config import load_stack_file
 from mlflow_platform.server_spec import render_server
 
-from .paths import ROOT, STACKS
+from .paths import ROOT, STACKS, captured
 
 COMPONENTS = {
     "mlflow-platform:aws:Network",
@@ -34,11 +33,6 @@ COMPONENTS = {
     "mlflow-platform:aws:ServerSecrets",
     "mlflow-platform:k8s:ScheduledRunbooks",
 }
-
-
-@cache
-def captured(stack: str) -> plan.Capture:
-    return plan.run(ROOT / "stacks" / f"Pulumi.{stack}.yaml", project_root=ROOT)
 
 
 def run_with(stack: str, **overrides) -> plan.Capture:
@@ -92,9 +86,9 @@ def test_prod_differs_from_dev_where_it_should() -> None:
     assert dev_db["backupRetentionPeriod"] < prod_db["backupRetentionPeriod"] == 14
     assert dev_db["skipFinalSnapshot"] is True and prod_db["skipFinalSnapshot"] is False
     assert prod_db["finalSnapshotIdentifier"] == "mlflow-prod-final"
-    dev_deploy = dev.one("kubernetes:apps/v1:Deployment").inputs["spec"]
-    prod_deploy = prod.one("kubernetes:apps/v1:Deployment").inputs["spec"]
-    assert dev_deploy["replicas"] < 2 <= prod_deploy["replicas"]
+    dev_floor = dev.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]["minReplicas"]
+    prod_floor = prod.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]["minReplicas"]
+    assert dev_floor < 2 <= prod_floor
     assert prod.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["minAvailable"] == 1
     dev_alb = dev.one("aws:lb/loadBalancer:LoadBalancer").inputs
     prod_alb = prod.one("aws:lb/loadBalancer:LoadBalancer").inputs
@@ -399,3 +393,61 @@ def test_the_created_clusters_lb_controller_waits_for_nodes_and_its_iam_policy()
     release = dev.one("kubernetes:helm.sh/v3:Release")
     assert dev.one("aws:eks/nodeGroup:NodeGroup").urn in release.dependencies
     assert dev.one("aws:iam/rolePolicy:RolePolicy", "cluster-lbc-policy").urn in release.dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rds_engine_version_is_a_major_only(stack: str) -> None:
+    """RDS stopped creating PostgreSQL 16.5-16.8 in May 2026 and upgrades minors itself when
+    autoMinorVersionUpgrade is on; a pinned minor then fails to create or tries to downgrade."""
+    capture = captured(stack)
+    instance = capture.one("aws:rds/instance:Instance").inputs
+    assert instance["engineVersion"].isdigit() and instance["autoMinorVersionUpgrade"] is True
+    family = capture.one("aws:rds/parameterGroup:ParameterGroup").inputs["family"]
+    assert family == f"postgres{instance['engineVersion']}"
+
+
+def test_a_pinned_minor_engine_version_is_refused_naming_the_key() -> None:
+    with pytest.raises(pulumi.RunError, match=r"database\.engineVersion: '16\.6' is not a PostgreSQL major version"):
+        run_with("dev", database={"engineVersion": "16.6"})
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_alb_waits_for_its_log_bucket_policy(stack: str) -> None:
+    """ELB checks the bucket policy when access logs are enabled ("Access Denied for bucket")."""
+    capture = captured(stack)
+    policy = capture.one("aws:s3/bucketPolicy:BucketPolicy", "artifacts-logs-policy")
+    alb = capture.one("aws:lb/loadBalancer:LoadBalancer")
+    assert policy.urn in alb.dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_cloudwatch_may_publish_to_the_encrypted_alarm_topic(stack: str) -> None:
+    capture = captured(stack)
+    topic = capture.one("aws:sns/topic:Topic").inputs
+    assert topic["kmsMasterKeyId"] != "alias/aws/sns"  # CloudWatch cannot use the AWS-managed SNS key
+    key = capture.one("aws:kms/key:Key", "monitoring-topic-key")
+    assert (
+        topic["kmsMasterKeyId"] == key.urn.split("::")[-1] or key.urn in capture.one("aws:sns/topic:Topic").dependencies
+    )
+    statements = json.loads(key.inputs["policy"])["Statement"]
+    cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert cloudwatch and set(cloudwatch[0]["Action"]) >= {"kms:Decrypt", "kms:GenerateDataKey*"}
+
+
+def test_the_5xx_rate_alarm_uses_documented_metric_math() -> None:
+    """CloudWatch metric math: IF(condition, trueValue, falseValue) evaluates per data point; a
+    scalar inside a [list] of series (MAX([requests, 1])) is not a documented form."""
+    alarm = captured("prod").one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-5xx-rate").inputs
+    expression = next(q["expression"] for q in alarm["metricQueries"] if q.get("returnData"))
+    assert expression.startswith("IF(requests > 0, ") and "MAX([" not in expression
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_hpa_owns_the_servers_replica_count(stack: str) -> None:
+    capture = captured(stack)
+    server = next(
+        d for d in capture.of_type("kubernetes:apps/v1:Deployment") if d.inputs["metadata"]["name"] == "mlflow-server"
+    )
+    assert "replicas" not in server.inputs["spec"]
+    hpa = capture.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "mlflow-server" and hpa["minReplicas"] >= 1

@@ -9,21 +9,15 @@ from __future__ import annotations
 import copy
 import json
 import runpy
-from functools import cache
 
 import pytest
 import yaml
 
 from mlflow_platform import plan, policy_check
 
-from .paths import ROOT, STACKS
+from .paths import ROOT, STACKS, captured
 
 POLICIES = policy_check.load_policies()
-
-
-@cache
-def captured(stack: str) -> plan.Capture:
-    return plan.run(ROOT / "stacks" / f"Pulumi.{stack}.yaml", project_root=ROOT)
 
 
 def violations(capture: plan.Capture, stack: str, rule: str) -> list[policy_check.Violation]:
@@ -177,7 +171,13 @@ CASES = {
     ),
     "k8s-resources-set": ("prod", DEPLOYMENT, lambda r: container(r)["resources"].pop("limits"), None),
     "k8s-probes-set": ("prod", DEPLOYMENT, lambda r: container(r).pop("readinessProbe"), None),
-    "k8s-production-replicas": ("prod", DEPLOYMENT, lambda r: r.inputs["spec"].update(replicas=1.0), None),
+    "k8s-production-replicas": (
+        "prod",
+        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
+        lambda r: r.inputs["spec"].update(minReplicas=1.0),
+        None,
+    ),
+    "k8s-hpa-owns-replicas": ("prod", DEPLOYMENT, lambda r: r.inputs["spec"].update(replicas=2.0), None),
     "k8s-no-loadbalancer-service": (
         "prod",
         "kubernetes:core/v1:Service",
@@ -309,7 +309,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 32
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 33
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 

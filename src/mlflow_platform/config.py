@@ -166,7 +166,12 @@ class ServerConfig(_Section):
 class DatabaseConfig(_Section):
     """PostgreSQL: instance sizing and the SQLAlchemy pool every server engine uses."""
 
-    engine_version: str = Field("16.6", pattern=r"^\d+(\.\d+)?$", description="PostgreSQL version.")
+    engine_version: str = Field(
+        "17",
+        description="PostgreSQL major version; RDS picks the newest orderable minor and upgrades minors "
+        "(autoMinorVersionUpgrade). A pinned minor stops being creatable when RDS retires it, and a "
+        "later `up` would try to downgrade an instance RDS has upgraded.",
+    )
     instance_class: str = Field(
         "db.t4g.medium",
         pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
@@ -205,6 +210,16 @@ class DatabaseConfig(_Section):
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="Role the server connects as (password via PGPASSWORD).",
     )
+
+    @field_validator("engine_version")
+    @classmethod
+    def _major_version_only(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+", value):
+            raise ValueError(
+                f'{value!r} is not a PostgreSQL major version; give the major only (e.g. "17"): RDS '
+                "stops creating retired minors (16.5-16.8 since May 2026) and upgrades minors itself"
+            )
+        return value
 
     @property
     def effective_max_connections(self) -> int | None:

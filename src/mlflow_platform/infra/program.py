@@ -80,7 +80,8 @@ def main(project_root: Path | None = None) -> dict:
     config = load_config()
     env = config.environment
     region = aws.get_region_output().region
-    base = foundation(config, aws.get_caller_identity_output().account_id, region)
+    account_id = aws.get_caller_identity_output().account_id
+    base = foundation(config, account_id, region)
     image = ServerImage("image", config.image, env, project_root=project_root or Path.cwd())
     secrets = ServerSecrets(
         "server-secrets",
@@ -103,6 +104,7 @@ def main(project_root: Path | None = None) -> dict:
         config.monitoring,
         env,
         region=region,
+        account_id=account_id,
         alb_arn_suffix=base.lb.arn_suffix,
         target_group_arn_suffix=base.lb.target_group_arn_suffix,
         db_identifier=base.database.instance_identifier,

@@ -64,13 +64,15 @@ def _production_replicas(args: StackValidationArgs, report: ReportViolation) -> 
         return
     minimum = int(config.get("minimumReplicas", 2))
     budgets = of_type(args, "kubernetes:policy/v1:PodDisruptionBudget")
+    floors = _hpa_targets(args, "minReplicas")
     for deployment in of_type(args, DEPLOYMENT):
         labels = ((deployment.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if ((deployment.props.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {}).get(
             "app.kubernetes.io/component"
         ) == "jobs":
             continue  # the single job-runner replica is one by design
-        replicas = int((deployment.props.get("spec") or {}).get("replicas") or 1)
+        name = (deployment.props.get("metadata") or {}).get("name", deployment.name)
+        replicas = floors.get(name) or int((deployment.props.get("spec") or {}).get("replicas") or 1)
         if replicas < minimum:
             report(
                 f"deployment {deployment.name} runs {replicas} replica(s); production needs {minimum}", deployment.urn
@@ -85,6 +87,28 @@ def _production_replicas(args: StackValidationArgs, report: ReportViolation) -> 
         )
         if not covered:
             report(f"deployment {deployment.name} has no PodDisruptionBudget keeping a replica up", deployment.urn)
+
+
+def _hpa_targets(args: StackValidationArgs, key: str) -> dict[str, int]:
+    """Deployment name -> the HPA's ``key`` (minReplicas, maxReplicas) for each autoscaled one."""
+    found = {}
+    for hpa in of_type(args, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"):
+        spec = hpa.props.get("spec") or {}
+        if (spec.get("scaleTargetRef") or {}).get("kind") == "Deployment":
+            found[spec["scaleTargetRef"].get("name")] = int(spec.get(key) or 1)
+    return found
+
+
+def _hpa_owns_replicas(args: StackValidationArgs, report: ReportViolation) -> None:
+    autoscaled = _hpa_targets(args, "minReplicas")
+    for deployment in of_type(args, DEPLOYMENT):
+        name = (deployment.props.get("metadata") or {}).get("name", deployment.name)
+        if name in autoscaled and "replicas" in (deployment.props.get("spec") or {}):
+            report(
+                f"deployment {name} sets spec.replicas while a HorizontalPodAutoscaler scales it: every update "
+                "resets the replica count, even under load",
+                deployment.urn,
+            )
 
 
 def _no_load_balancer_service(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -167,7 +191,16 @@ POLICIES = [
                 "minimumReplicas": {"type": "integer", "default": 2},
             }
         ),
-        remediation_steps="Set server.replicas >= 2 in the prod stack; keep the PodDisruptionBudget.",
+        remediation_steps="Set server.replicas (the HPA's minReplicas) >= 2 in the prod stack; keep the PDB.",
+    ),
+    StackValidationPolicy(
+        name="k8s-hpa-owns-replicas",
+        description="A Deployment that a HorizontalPodAutoscaler scales does not set spec.replicas.",
+        validate=_hpa_owns_replicas,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        # Kubernetes docs, HorizontalPodAutoscaler: "When an HPA is enabled, it is recommended that the
+        # value of spec.replicas of the Deployment ... be removed from their manifest(s)."
+        remediation_steps="Leave replicas out of the Deployment; the HPA's minReplicas is the floor.",
     ),
     ResourceValidationPolicy(
         name="k8s-no-loadbalancer-service",

@@ -36,7 +36,9 @@ class ArtifactStore(pulumi.ComponentResource):
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.kms_key_arn = key.arn
-        self.log_bucket_name = logs.bucket
+        # The name only once the bucket policy lets ELB deliver: an ALB enabling access logs before
+        # the policy exists fails with "Access Denied for bucket" (ELB access-log docs, bucket permissions).
+        self.log_bucket_name = pulumi.Output.all(logs.bucket, self._log_policy.id).apply(lambda a: a[0])
         self.register_outputs(
             {
                 "bucketName": self.bucket_name,
@@ -91,7 +93,7 @@ class ArtifactStore(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        aws.s3.BucketPolicy(
+        self._log_policy = aws.s3.BucketPolicy(
             f"{name}-logs-policy",
             bucket=logs.id,
             policy=output_policy(

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from ...config import MonitoringConfig
-from ._common import tags
+from ._common import output_policy, tags
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -22,6 +22,7 @@ class Monitoring(pulumi.ComponentResource):
         environment: str,
         *,
         region: pulumi.Input[str],
+        account_id: pulumi.Input[str],
         alb_arn_suffix: pulumi.Input[str],
         target_group_arn_suffix: pulumi.Input[str],
         db_identifier: pulumi.Input[str],
@@ -34,7 +35,7 @@ class Monitoring(pulumi.ComponentResource):
         topic = aws.sns.Topic(
             f"{name}-alarms",
             name=f"mlflow-{environment}-alarms",
-            kms_master_key_id="alias/aws/sns",
+            kms_master_key_id=self._topic_key(name, environment, account_id, base).arn,
             tags=base,
             opts=child,
         )
@@ -56,6 +57,37 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.topic_arn = topic.arn
         self.register_outputs({"topicArn": self.topic_arn})
+
+    def _topic_key(self, name: str, environment: str, account_id: pulumi.Input[str], base: dict) -> aws.kms.Key:
+        """A customer-managed key CloudWatch may use. Under the AWS-managed alias/aws/sns, whose
+        policy cannot be changed, CloudWatch cannot publish and every alarm is silently dropped
+        (SNS docs, "Encryption at rest": AWS service event sources need a customer managed key whose
+        policy allows the service kms:Decrypt and kms:GenerateDataKey*)."""
+        policy = output_policy(
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": pulumi.Output.concat("arn:aws:iam::", account_id, ":root")},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+            },
+        )
+        return aws.kms.Key(
+            f"{name}-topic-key",
+            description=f"mlflow {environment} alarm topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=policy,
+            tags=base,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _alarm(self, suffix: str, description: str, **kwargs) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
@@ -97,7 +129,9 @@ class Monitoring(pulumi.ComponentResource):
             metric_queries=[
                 {
                     "id": "rate",
-                    "expression": "100 * (FILL(t5xx, 0) + FILL(e5xx, 0)) / MAX([requests, 1])",
+                    # CloudWatch metric math: IF(condition, trueValue, falseValue) works per data point;
+                    # MAX([requests, 1]) mixed a scalar into a list of series, which the docs do not allow.
+                    "expression": "IF(requests > 0, 100 * (FILL(t5xx, 0) + FILL(e5xx, 0)) / requests, 0)",
                     "label": "5xx %",
                     "return_data": True,
                 },

@@ -81,9 +81,8 @@ class TrackingServer(pulumi.ComponentResource):
         spec = self._render(primary=False)
         self._auth_ini = spec.apply(lambda sp: sp.auth_ini or "")
         prerequisites = [*self._identity(), self._migration_job()]
-        self.deployment = self._deployment(
-            f"{name}-deployment", APP, config.server.replicas, spec, "server", prerequisites
-        )
+        # No replica count: the HPA owns it (its minReplicas is server.replicas).
+        self.deployment = self._deployment(f"{name}-deployment", APP, None, spec, "server", prerequisites)
         if config.server.job_execution:  # MLflow's job runner and periodic tasks: exactly one replica
             self._deployment(f"{name}-primary", f"{APP}-jobs", 1, self._render(primary=True), "jobs", prerequisites)
         self._availability()
@@ -212,7 +211,7 @@ class TrackingServer(pulumi.ComponentResource):
         self,
         resource_name: str,
         k8s_name: str,
-        replicas: int,
+        replicas: int | None,
         pod_spec: pulumi.Output[ServerSpec],
         role: str,
         prerequisites: list[pulumi.Resource],
@@ -241,7 +240,7 @@ class TrackingServer(pulumi.ComponentResource):
             resource_name,
             metadata=self._meta(k8s_name),
             spec={
-                "replicas": replicas,
+                **({"replicas": replicas} if replicas is not None else {}),
                 "selector": {"matchLabels": selector},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
