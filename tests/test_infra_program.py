@@ -426,9 +426,8 @@ def test_cloudwatch_may_publish_to_the_encrypted_alarm_topic(stack: str) -> None
     topic = capture.one("aws:sns/topic:Topic").inputs
     assert topic["kmsMasterKeyId"] != "alias/aws/sns"  # CloudWatch cannot use the AWS-managed SNS key
     key = capture.one("aws:kms/key:Key", "monitoring-topic-key")
-    assert (
-        topic["kmsMasterKeyId"] == key.urn.split("::")[-1] or key.urn in capture.one("aws:sns/topic:Topic").dependencies
-    )
+    assert topic["kmsMasterKeyId"].startswith("arn:aws:kms:")
+    assert key.urn in capture.one("aws:sns/topic:Topic").dependencies
     statements = json.loads(key.inputs["policy"])["Statement"]
     cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
     assert cloudwatch and set(cloudwatch[0]["Action"]) >= {"kms:Decrypt", "kms:GenerateDataKey*"}
