@@ -450,3 +450,52 @@ def test_the_hpa_owns_the_servers_replica_count(stack: str) -> None:
     assert "replicas" not in server.inputs["spec"]
     hpa = capture.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
     assert hpa["scaleTargetRef"]["name"] == "mlflow-server" and hpa["minReplicas"] >= 1
+
+
+def test_only_the_stack_that_says_so_creates_the_github_oidc_provider() -> None:
+    """IAM allows one OIDC provider per URL per account (CreateOpenIDConnectProvider answers
+    EntityAlreadyExists): one stack creates it, the others name it by its deterministic ARN."""
+    assert len(captured("dev").of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")) >= 1
+    for stack in ("staging", "prod"):
+        capture = captured(stack)
+        github = [
+            p
+            for p in capture.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+            if "githubusercontent" in p.inputs.get("url", "")
+        ]
+        assert github == []
+        trust = json.loads(capture.one("aws:iam/role:Role", "ci-deploy").inputs["assumeRolePolicy"])
+        principal = trust["Statement"][0]["Principal"]["Federated"]
+        assert principal.endswith(":oidc-provider/token.actions.githubusercontent.com")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_deploy_role_cannot_touch_itself_or_another_environments_roles(stack: str) -> None:
+    statements = json.loads(captured(stack).one("aws:iam/rolePolicy:RolePolicy", "ci-deploy-iam").inputs["policy"])[
+        "Statement"
+    ]
+    allowed = [
+        r
+        for s in statements
+        if s["Effect"] == "Allow" and any("Role" in a for a in _list(s["Action"]))
+        for r in _list(s["Resource"])
+        if ":role/" in r
+    ]
+    assert allowed and all(
+        r.endswith(f":role/mlflow-{stack}-*") or r.endswith(":role/aws-service-role/*") for r in allowed
+    )
+    denied = [r for s in statements if s["Effect"] == "Deny" and s["Action"] == "iam:*" for r in s["Resource"]]
+    assert f"arn:aws:iam::*:role/mlflow-{stack}-ci-*" in denied  # its own role among them
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_ci_roles_trust_only_pull_requests_main_and_environments(stack: str) -> None:
+    capture = captured(stack)
+    for role in ("ci-preview", "ci-deploy", "ci-promote"):
+        trust = json.loads(capture.one("aws:iam/role:Role", role).inputs["assumeRolePolicy"])
+        subjects = trust["Statement"][0]["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
+        assert subjects and not any(s.endswith(":*") or s.endswith("/*") for s in subjects), (role, subjects)
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else [value]

@@ -391,8 +391,17 @@ class GithubConfig(_Section):
     repository: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="`owner/repo` allowed to assume the CI roles."
     )
-    oidc_provider_arn: str | None = Field(None, description="Existing GitHub OIDC provider (one per account).")
+    oidc_provider_arn: str | None = Field(
+        None, description="GitHub OIDC provider ARN, when not the account's standard one (one per URL per account)."
+    )
+    create_oidc_provider: bool = Field(
+        False,
+        description="Create the account's GitHub OIDC provider. AWS allows one per URL per account: set this in "
+        "exactly one stack per account; the others use arn:aws:iam::<account>:oidc-provider/"
+        "token.actions.githubusercontent.com.",
+    )
     deploy_environment: str | None = Field(None, description="GitHub Environment the deploy role is bound to.")
+    preview_branch: str = Field("main", description="Branch whose pushes may use the read-only preview role.")
     promotion_repositories: tuple[str, ...] = Field(
         (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`."
     )

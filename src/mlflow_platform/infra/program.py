@@ -112,6 +112,13 @@ def main(project_root: Path | None = None) -> dict:
     )
     lock = PromotionLock("promotion-lock", env)
     outputs = stack_outputs(config, base, image, secrets, monitoring, lock)
+    if config.github.repository:
+        ci = GithubCiRoles("ci", config.github, env, lock_table_arn=lock.table_arn, account_id=account_id)
+        outputs.update(
+            ciPreviewRoleArn=ci.preview_role_arn,
+            ciDeployRoleArn=ci.deploy_role_arn,
+            ciPromoteRoleArn=ci.promote_role_arn,
+        )
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs
@@ -212,11 +219,4 @@ def stack_outputs(
         "connectionBudget": config.connection_budget,
         "maxConnections": config.database.effective_max_connections,
     }
-    if config.github.repository:
-        ci = GithubCiRoles("ci", config.github, config.environment, lock_table_arn=lock.table_arn)
-        outputs.update(
-            ciPreviewRoleArn=ci.preview_role_arn,
-            ciDeployRoleArn=ci.deploy_role_arn,
-            ciPromoteRoleArn=ci.promote_role_arn,
-        )
     return outputs

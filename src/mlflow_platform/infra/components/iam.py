@@ -109,23 +109,18 @@ class GithubCiRoles(pulumi.ComponentResource):
         environment: str,
         *,
         lock_table_arn: pulumi.Input[str],
+        account_id: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:GithubCiRoles", name, None, opts)
         self._name, self._env = name, environment
         self._child, self._base = pulumi.ResourceOptions(parent=self), tags(environment, "ci")
         repo = config.repository
-        self._provider_arn = (
-            config.oidc_provider_arn
-            or aws.iam.OpenIdConnectProvider(
-                f"{name}-oidc",
-                url=GITHUB_OIDC_URL,
-                client_id_lists=["sts.amazonaws.com"],
-                tags=self._base,
-                opts=self._child,
-            ).arn
+        self._provider_arn = self._oidc_provider(config, account_id)
+        # Pull requests and the default branch only: a pushed feature branch gets nothing.
+        preview = self._role(
+            "preview", [f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/{config.preview_branch}"]
         )
-        preview = self._role("preview", [f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/*"])
         aws.iam.RolePolicyAttachment(
             f"{name}-preview-readonly",
             role=preview.name,
@@ -133,10 +128,15 @@ class GithubCiRoles(pulumi.ComponentResource):
             opts=self._child,
         )
         deploy = self._role("deploy", [f"repo:{repo}:environment:{config.deploy_environment or environment}"])
-        self._deploy_permissions(deploy)
+        self._deploy_permissions(deploy, environment)
         # Model repositories promote through `mlflow-platform promote --lock dynamodb://…`: they need
         # the lock items and nothing else in AWS (the registry itself is reached over HTTPS).
-        promote = self._role("promote", [f"repo:{r}:*" for r in (config.promotion_repositories or (repo,))])
+        # The default branch and the GitHub Environment named after the stack, not any ref of the repo.
+        promoters = config.promotion_repositories or (repo,)
+        promote = self._role(
+            "promote",
+            [s for r in promoters for s in (f"repo:{r}:ref:refs/heads/main", f"repo:{r}:environment:{environment}")],
+        )
         aws.iam.RolePolicy(
             f"{name}-promote-lock",
             role=promote.id,
@@ -183,37 +183,63 @@ class GithubCiRoles(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _deploy_permissions(self, deploy: aws.iam.Role) -> None:
+    def _oidc_provider(self, config: GithubConfig, account_id: pulumi.Input[str]) -> pulumi.Input[str]:
+        if config.oidc_provider_arn:
+            return config.oidc_provider_arn
+        if config.create_oidc_provider:
+            return aws.iam.OpenIdConnectProvider(
+                f"{self._name}-oidc",
+                url=GITHUB_OIDC_URL,
+                client_id_lists=["sts.amazonaws.com"],
+                tags=self._base,
+                opts=self._child,
+            ).arn
+        # IAM names an OIDC provider by its URL: the account's one has this ARN whoever created it.
+        host = GITHUB_OIDC_URL.removeprefix("https://")
+        return pulumi.Output.concat("arn:aws:iam::", account_id, ":oidc-provider/", host)
+
+    def _deploy_permissions(self, deploy: aws.iam.Role, environment: str) -> None:
         aws.iam.RolePolicyAttachment(
             f"{self._name}-deploy-poweruser",
             role=deploy.name,
             policy_arn="arn:aws:iam::aws:policy/PowerUserAccess",
             opts=self._child,
         )
-        # PowerUser excludes IAM; allow it only for this project's own roles and OIDC providers.
+        # PowerUser excludes IAM: allow it for this environment's roles only, never for the CI roles
+        # themselves (a role that may edit itself can grant itself anything).
         aws.iam.RolePolicy(
             f"{self._name}-deploy-iam",
             role=deploy.id,
-            policy=policy_json(
-                {
-                    "Sid": "ProjectIam",
-                    "Effect": "Allow",
-                    "Action": [
-                        "iam:*Role*",
-                        "iam:*RolePolicy*",
-                        "iam:PassRole",
-                        "iam:*OpenIDConnectProvider*",
-                        "iam:GetPolicy*",
-                        "iam:ListPolicies",
-                        "iam:CreateServiceLinkedRole",
-                    ],
-                    "Resource": [
-                        "arn:aws:iam::*:role/mlflow-*",
-                        "arn:aws:iam::*:oidc-provider/*",
-                        "arn:aws:iam::*:policy/*",
-                        "arn:aws:iam::*:role/aws-service-role/*",
-                    ],
-                }
-            ),
+            policy=policy_json(*deploy_iam_statements(environment)),
             opts=self._child,
         )
+
+
+def deploy_iam_statements(environment: str) -> list[dict]:
+    """The deploy role's IAM: its own environment's roles, minus the CI roles of that environment."""
+    return [
+        {
+            "Sid": "EnvironmentRoles",
+            "Effect": "Allow",
+            "Action": ["iam:*Role*", "iam:*RolePolicy*", "iam:PassRole"],
+            "Resource": [f"arn:aws:iam::*:role/mlflow-{environment}-*"],
+        },
+        {
+            "Sid": "ReadIam",
+            "Effect": "Allow",
+            "Action": ["iam:GetPolicy*", "iam:ListPolicies", "iam:GetOpenIDConnectProvider"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "ServiceLinkedRoles",
+            "Effect": "Allow",
+            "Action": "iam:CreateServiceLinkedRole",
+            "Resource": "arn:aws:iam::*:role/aws-service-role/*",
+        },
+        {
+            "Sid": "NeverTheCiRoles",
+            "Effect": "Deny",
+            "Action": "iam:*",
+            "Resource": [f"arn:aws:iam::*:role/mlflow-{environment}-ci-*"],
+        },
+    ]
