@@ -14,20 +14,17 @@ import uuid
 import pytest
 from aiohttp import web
 
-from benchmarks.loadgen import UNFINISHED, Operation, percentile, run_level
-from benchmarks.tracking_load import (
+from benchmarks.bench_report import check_targets
+from benchmarks.bench_seeding import (
     TEAMS,
-    TUNING,
     Admin,
-    LocalBench,
-    candidate_config,
-    check_targets,
     create_client_user,
     ensure_model,
     fresh_training_runs_sql,
-    parse_overrides,
     seed_search_runs_sql,
 )
+from benchmarks.bench_servers import TUNING, LocalBench, candidate_config, parse_overrides
+from benchmarks.loadgen import UNFINISHED, Operation, percentile, run_level
 from benchmarks.tracking_ops import SEARCH_PAGE, Fixture, operations
 from mlflow_platform.local.platform import LocalPlatform
 

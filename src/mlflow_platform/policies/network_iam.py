@@ -94,6 +94,47 @@ def _server_role_scoped(args: StackValidationArgs, report: ReportViolation) -> N
                     report(f"server role may list the whole bucket {resource}; add an s3:prefix condition", policy.urn)
 
 
+def _ci_roles_contained(args: StackValidationArgs, report: ReportViolation) -> None:
+    """CI roles (trusting GitHub's OIDC tokens) take no wildcard subject, and whatever IAM they may
+    manage on roles is this environment's roles, with their own roles denied."""
+    ci_roles = {
+        role.urn: role
+        for role in of_type(args, "aws:iam/role:Role")
+        if "token.actions.githubusercontent.com" in str(role.props.get("assumeRolePolicy"))
+    }
+    for role in ci_roles.values():
+        for statement in statements(role.props.get("assumeRolePolicy")):
+            subjects = as_list(
+                ((statement.get("Condition") or {}).get("StringLike") or {}).get(
+                    "token.actions.githubusercontent.com:sub"
+                )
+            )
+            wild = [s for s in subjects if str(s).endswith(("*", ":*"))]
+            if wild:
+                report(f"role {role.props.get('name')} trusts any ref: {', '.join(wild)}", role.urn)
+    for policy in of_type(args, "aws:iam/rolePolicy:RolePolicy"):
+        roles = [ci_roles[r.urn] for r in (policy.property_dependencies or {}).get("role") or [] if r.urn in ci_roles]
+        if roles:
+            _check_ci_role_iam(policy, str(roles[0].props.get("name", "")), report)
+
+
+def _check_ci_role_iam(policy, role_name: str, report: ReportViolation) -> None:
+    env_prefix = role_name.split("-ci-")[0]  # mlflow-<env>
+    role_grants, denied = [], []
+    for statement in statements(policy.props.get("policy")):
+        actions = [str(a) for a in as_list(statement.get("Action"))]
+        resources = [str(r) for r in as_list(statement.get("Resource")) if ":role/" in str(r)]
+        if statement.get("Effect") == "Deny" and any(a in ("iam:*", "*") for a in actions):
+            denied += resources
+        elif statement.get("Effect") == "Allow" and any(a.startswith("iam:") for a in actions):
+            role_grants += [r for r in resources if not r.endswith(":role/aws-service-role/*")]
+    for resource in role_grants:
+        if not resource.endswith(f":role/{env_prefix}-*"):
+            report(f"{role_name} may change roles beyond {env_prefix}-* ({resource})", policy.urn)
+    if role_grants and not any(r.endswith(f":role/{env_prefix}-ci-*") for r in denied):
+        report(f"{role_name} may change its own role (deny iam:* on {env_prefix}-ci-*)", policy.urn)
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="no-public-database-port",
@@ -116,5 +157,13 @@ POLICIES = [
         enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Grant object actions on arn:aws:s3:::<bucket>/<prefix>/* and ListBucket with an "
         "s3:prefix condition.",
+    ),
+    StackValidationPolicy(
+        name="iam-ci-roles-contained",
+        description="GitHub CI roles trust no wildcard ref and manage only their environment's roles, never their own.",
+        validate=_ci_roles_contained,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Trust pull_request, refs/heads/main or environment:<env> subjects; grant IAM on "
+        "role/mlflow-<env>-* and deny iam:* on role/mlflow-<env>-ci-*.",
     ),
 ]
