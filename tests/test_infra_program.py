@@ -499,3 +499,55 @@ def test_ci_roles_trust_only_pull_requests_main_and_environments(stack: str) -> 
 
 def _list(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_maintenance_pods_never_run_as_the_servers_irsa_account(stack: str) -> None:
+    """The server's account carries the IRSA role that may delete artifacts; the migration Job, the
+    ops-user Job and the runbook CronJobs need HTTP or the database only."""
+    capture = captured(stack)
+    accounts = {
+        a.inputs["metadata"]["name"]: a.inputs["metadata"] for a in capture.of_type("kubernetes:core/v1:ServiceAccount")
+    }
+    assert "eks.amazonaws.com/role-arn" not in (accounts["mlflow-maintenance"].get("annotations") or {})
+    pods = [j.inputs["spec"]["template"]["spec"] for j in capture.of_type("kubernetes:batch/v1:Job")]
+    pods += [
+        c.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for c in capture.of_type("kubernetes:batch/v1:CronJob")
+    ]
+    assert pods and {p["serviceAccountName"] for p in pods} == {"mlflow-maintenance"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_runbook_pods_have_their_own_network_policy(stack: str) -> None:
+    policies = {
+        p.inputs["metadata"]["name"]: p.inputs["spec"]
+        for p in captured(stack).of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    runbooks = policies["mlflow-runbooks"]
+    assert runbooks["ingress"] == [] and set(runbooks["policyTypes"]) == {"Ingress", "Egress"}
+    to_server = [
+        r
+        for r in runbooks["egress"]
+        if r.get("to")
+        and "podSelector" in r["to"][0]
+        and r["to"][0]["podSelector"]["matchLabels"].get("app.kubernetes.io/name") == "mlflow-server"
+    ]
+    assert to_server
+
+
+def test_a_created_cluster_enforces_network_policies() -> None:
+    addon = captured("dev").one("aws:eks/addon:Addon").inputs
+    assert addon["addonName"] == "vpc-cni"
+    assert json.loads(addon["configurationValues"]) == {"enableNetworkPolicy": "true"}
+
+
+def test_secrets_outside_production_can_be_recreated_at_once() -> None:
+    """Secrets Manager keeps a deleted secret's name for its recovery window (7-30 days, or 0 to
+    delete at once): a dev stack torn down and brought up again would fail on the names."""
+    for stack, window in (("dev", 0), ("prod", 7)):
+        windows = {
+            s.name: s.inputs["recoveryWindowInDays"]
+            for s in captured(stack).of_type("aws:secretsmanager/secret:Secret")
+        }
+        assert windows and set(windows.values()) == {window}, (stack, windows)

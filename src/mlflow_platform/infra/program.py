@@ -88,6 +88,7 @@ def main(project_root: Path | None = None) -> dict:
         env,
         admin_username=config.server.admin_username,
         admin_password=config.admin_password.get_secret_value() if config.admin_password else None,
+        recovery_window_days=7 if config.database.deletion_protection else 0,
     )
     tracking = tracking_server(config, base, image, secrets)
     ScheduledRunbooks(

@@ -170,6 +170,16 @@ class Cluster(pulumi.ComponentResource):
             tags=base,
             opts=child,
         )
+        # VPC CNI enforces NetworkPolicies only when its network-policy agent is on (off by default:
+        # EKS docs, "Limit pod traffic with Kubernetes network policies").
+        aws.eks.Addon(
+            f"{name}-vpc-cni",
+            cluster_name=cluster.name,
+            addon_name="vpc-cni",
+            configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=child,
+        )
         return nodes
 
     def _lb_controller(

@@ -174,7 +174,9 @@ class Database(pulumi.ComponentResource):
             f"{name}-credentials",
             name=f"mlflow/{environment}/database",
             kms_key_id=key.arn,
-            recovery_window_in_days=7,
+            # A name in its recovery window cannot be reused: a torn-down dev stack could not come back
+            # for a week. Production keeps the window (deletion protection is its signal).
+            recovery_window_in_days=7 if config.deletion_protection else 0,
             tags=base,
             opts=child,
         )

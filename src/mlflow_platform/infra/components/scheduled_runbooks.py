@@ -14,7 +14,7 @@ import pulumi_random as random
 from ...config import StackConfig
 from ...server_spec import ADMIN_PASSWORD, DB_PASSWORD, SERVER_SECRET, database_url
 from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, labels, metadata, secret_env
-from .tracking_server import APP, TrackingServer, endpoints_for
+from .tracking_server import APP, MAINTENANCE_ACCOUNT, TrackingServer, endpoints_for
 
 OPS_USER = "mlflow-ops"
 OPS_SECRET = "mlflow-ops"
@@ -43,6 +43,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         ]
         self._child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server.deployment])
         self._ops_user(config, server, provider)
+        self._network_policy(config)
         if config.runbooks.enabled:
             backend_uri = pulumi.Output.all(db_host, bucket).apply(
                 lambda a: database_url(config, endpoints_for(config, a[0], a[1]), config.database.tracking_database)
@@ -50,6 +51,29 @@ class ScheduledRunbooks(pulumi.ComponentResource):
             for job_name, (schedule, command, extra_env) in _schedules(config, backend_uri).items():
                 self._cronjob(job_name, schedule, command, extra_env)
         self.register_outputs({})
+
+    def _network_policy(self, config: StackConfig) -> None:
+        """Runbook pods talk to DNS, the server's pods and (gc only) PostgreSQL; nothing talks to them."""
+        server_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": APP}}}
+        dns = {
+            "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        }
+        k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-netpol",
+            metadata=metadata("mlflow-runbooks", self._ns, self._labels),
+            spec={
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow-runbooks"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [],
+                "egress": [
+                    dns,
+                    {"to": [server_pods], "ports": [{"port": config.server.port, "protocol": "TCP"}]},
+                    {"ports": [{"port": 5432, "protocol": "TCP"}]},
+                ],
+            },
+            opts=self._child,
+        )
 
     def _pod(self, command: list, env: list) -> dict:
         container = {
@@ -63,7 +87,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         }
         return {
             "restartPolicy": "Never",
-            "serviceAccountName": APP,
+            "serviceAccountName": MAINTENANCE_ACCOUNT,
             "automountServiceAccountToken": False,
             "securityContext": POD_SECURITY,
             "containers": [container],

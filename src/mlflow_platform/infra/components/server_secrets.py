@@ -23,6 +23,7 @@ class ServerSecrets(pulumi.ComponentResource):
         *,
         admin_username: str,
         admin_password: str | None,
+        recovery_window_days: int = 7,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:ServerSecrets", name, None, opts)
@@ -38,7 +39,7 @@ class ServerSecrets(pulumi.ComponentResource):
         secret = aws.secretsmanager.Secret(
             f"{name}-admin",
             name=f"mlflow/{environment}/admin",
-            recovery_window_in_days=7,
+            recovery_window_in_days=recovery_window_days,
             tags=tags(environment, "server"),
             opts=child,
         )

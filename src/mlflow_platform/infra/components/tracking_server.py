@@ -29,6 +29,9 @@ from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATC
 
 AUTH_DIR = "/etc/mlflow/auth"
 APP = "mlflow-server"
+#: The migration Job and the runbook pods: HTTP to the server or the database, no AWS role. The
+#: server's account carries the IRSA role that may delete artifacts; they never run as it.
+MAINTENANCE_ACCOUNT = "mlflow-maintenance"
 
 
 def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
@@ -123,6 +126,12 @@ class TrackingServer(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=self._ns_opts,
         )
+        maintenance = k8s.core.v1.ServiceAccount(
+            f"{name}-maintenance-sa",
+            metadata=self._meta(MAINTENANCE_ACCOUNT),
+            automount_service_account_token=False,
+            opts=self._ns_opts,
+        )
         self._secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=self._meta(SERVER_SECRET),
@@ -140,7 +149,8 @@ class TrackingServer(pulumi.ComponentResource):
             data={"basic_auth.ini": self._auth_ini},
             opts=self._ns_opts,
         )
-        return [account, self._secret, config_map]
+        self.maintenance_account = maintenance
+        return [account, maintenance, self._secret, config_map]
 
     def _migration_job(self) -> k8s.batch.v1.Job:
         """The Job's name carries a hash of what it runs, so each new image or schema step re-runs it;
@@ -163,7 +173,7 @@ class TrackingServer(pulumi.ComponentResource):
         }
         pod = {
             "restartPolicy": "Never",
-            "serviceAccountName": APP,
+            "serviceAccountName": MAINTENANCE_ACCOUNT,
             "automountServiceAccountToken": False,
             "securityContext": POD_SECURITY,
             "containers": [container],
@@ -181,7 +191,10 @@ class TrackingServer(pulumi.ComponentResource):
                 },
             },
             opts=pulumi.ResourceOptions(
-                parent=self, provider=a.provider, depends_on=[self._secret, *a.depends_on], delete_before_replace=True
+                parent=self,
+                provider=a.provider,
+                depends_on=[self._secret, self.maintenance_account, *a.depends_on],
+                delete_before_replace=True,
             ),
         )
 
