@@ -551,3 +551,15 @@ def test_secrets_outside_production_can_be_recreated_at_once() -> None:
             for s in captured(stack).of_type("aws:secretsmanager/secret:Secret")
         }
         assert windows and set(windows.values()) == {window}, (stack, windows)
+
+
+def test_a_created_vpc_sends_artifact_traffic_through_an_s3_gateway_endpoint() -> None:
+    capture = captured("dev")
+    endpoint = capture.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs
+    assert endpoint["vpcEndpointType"] == "Gateway" and endpoint["serviceName"].endswith(".s3")
+    private_tables = [t for t in capture.of_type("aws:ec2/routeTable:RouteTable") if "-private-" in t.name]
+    assert len(endpoint["routeTableIds"]) == len(private_tables) >= 2
+    resources = {r for s in json.loads(endpoint["policy"])["Statement"] for r in _list(s["Resource"])}
+    buckets = {b.inputs["bucket"] for b in capture.of_type("aws:s3/bucket:Bucket")}
+    assert {r.split(":::")[1].split("/")[0] for r in resources} == buckets | {f"prod-{plan.REGION}-starport-layer-bucket"}
+    assert not captured("prod").of_type("aws:ec2/vpcEndpoint:VpcEndpoint")  # an existing VPC is its owners'

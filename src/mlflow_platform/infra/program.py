@@ -139,6 +139,7 @@ def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulu
         subnet_ids=network.private_subnet_ids,
     )
     store = ArtifactStore("artifacts", config.artifacts, env, account_id=account_id)
+    network.s3_gateway(region, [store.bucket_arn, store.log_bucket_arn])
     database = Database(
         "database",
         config.database,

@@ -14,6 +14,7 @@ class ArtifactStore(pulumi.ComponentResource):
     bucket_arn: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str]
     log_bucket_name: pulumi.Output[str]
+    log_bucket_arn: pulumi.Output[str]
     prefix: str
 
     def __init__(
@@ -38,6 +39,7 @@ class ArtifactStore(pulumi.ComponentResource):
         self.kms_key_arn = key.arn
         # The name only once the bucket policy lets ELB deliver: an ALB enabling access logs before
         # the policy exists fails with "Access Denied for bucket" (ELB access-log docs, bucket permissions).
+        self.log_bucket_arn = logs.arn
         self.log_bucket_name = pulumi.Output.all(logs.bucket, self._log_policy.id).apply(lambda a: a[0])
         self.register_outputs(
             {

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from ...config import NetworkConfig
-from ._common import tags
+from ._common import output_policy, tags
 
 
 class Network(pulumi.ComponentResource):
@@ -19,6 +19,8 @@ class Network(pulumi.ComponentResource):
 
     def __init__(self, name: str, config: NetworkConfig, environment: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-platform:aws:Network", name, None, opts)
+        self._name = name
+        self.private_route_table_ids: list[pulumi.Output[str]] = []
         if not config.create_vpc:
             vpc = aws.ec2.get_vpc_output(id=config.vpc_id, opts=pulumi.InvokeOptions(parent=self))
             self.vpc_id = pulumi.Output.from_input(config.vpc_id)
@@ -114,6 +116,7 @@ class Network(pulumi.ComponentResource):
                 )
             )
         rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=base, opts=child)
+        self.private_route_table_ids.append(rt.id)
         aws.ec2.Route(
             f"{name}-private-{i}-default",
             route_table_id=rt.id,
@@ -123,3 +126,30 @@ class Network(pulumi.ComponentResource):
         )
         aws.ec2.RouteTableAssociation(f"{name}-private-{i}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
         return pub, priv
+
+    def s3_gateway(self, region: pulumi.Input[str], bucket_arns: list[pulumi.Input[str]]) -> None:
+        """Artifact traffic stays off the NAT gateways: a gateway endpoint on the private route
+        tables, allowed to reach our buckets and the one ECR keeps image layers in (ECR docs,
+        "Amazon S3 gateway endpoint": nodes pull layers from prod-<region>-starport-layer-bucket)."""
+        if not self.private_route_table_ids:
+            return  # an existing VPC: its owners decide its endpoints (README: "Deploying")
+        layers = pulumi.Output.concat("arn:aws:s3:::prod-", region, "-starport-layer-bucket/*")
+        resources = [r for arn in bucket_arns for r in (arn, pulumi.Output.concat(arn, "/*"))]
+        aws.ec2.VpcEndpoint(
+            f"{self._name}-s3",
+            vpc_id=self.vpc_id,
+            service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
+            vpc_endpoint_type="Gateway",
+            route_table_ids=self.private_route_table_ids,
+            policy=output_policy(
+                {
+                    "Sid": "PlatformBuckets",
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": resources,
+                },
+                {"Sid": "EcrLayers", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": layers},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
