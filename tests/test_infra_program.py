@@ -561,5 +561,6 @@ def test_a_created_vpc_sends_artifact_traffic_through_an_s3_gateway_endpoint() -
     assert len(endpoint["routeTableIds"]) == len(private_tables) >= 2
     resources = {r for s in json.loads(endpoint["policy"])["Statement"] for r in _list(s["Resource"])}
     buckets = {b.inputs["bucket"] for b in capture.of_type("aws:s3/bucket:Bucket")}
-    assert {r.split(":::")[1].split("/")[0] for r in resources} == buckets | {f"prod-{plan.REGION}-starport-layer-bucket"}
+    ecr_layers = f"prod-{plan.REGION}-starport-layer-bucket"
+    assert {r.split(":::")[1].split("/")[0] for r in resources} == buckets | {ecr_layers}
     assert not captured("prod").of_type("aws:ec2/vpcEndpoint:VpcEndpoint")  # an existing VPC is its owners'
