@@ -120,6 +120,29 @@ def test_promote_moves_aliases_tags_the_version_and_is_idempotent(client: Mlflow
     again, _ = promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
     assert not again.changed and "nothing to do" in again.actions[0]
     assert aliases(client, name) == {"champion": v2, "previous-champion": v1}
+    # The retried CI job: same command, @challenger already decided and removed -> a no-op, exit 0.
+    rerun, _ = promote(client, name, "val_ndcg_at_10", threshold=0.8, lock_url=redis_url)
+    assert not rerun.changed and rerun.actions[0].startswith(f"nothing to promote: no @challenger; @champion is v{v2}")
+
+
+def test_promote_without_a_challenger_or_any_promotion_is_an_error(client: MlflowClient) -> None:
+    name = unique("ranker")
+    register(client, name, [0.80])
+    with pytest.raises(RunbookError, match="has no @challenger version"):
+        promote(client, name, "val_ndcg_at_10", lock_url="local")
+
+
+def test_the_local_file_lock_serialises_and_times_out(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_PLATFORM_STATE_DIR", str(tmp_path))
+    with (
+        lock_for("local", "m:champion", timeout=1),
+        pytest.raises(LockUnavailable, match="held by another"),
+        lock_for("local", "m:champion", timeout=0.3),
+    ):
+        pass
+    with lock_for("local", "m:champion", timeout=1):  # released: free again
+        pass
+    assert (tmp_path / "locks" / "m_champion.lock").exists()
 
 
 def test_failed_gate_changes_nothing(client: MlflowClient, redis_url: str) -> None:

@@ -23,7 +23,12 @@ Local = Annotated[
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
 Lock = Annotated[
     str | None,
-    typer.Option("--lock", envvar="MLFLOW_PLATFORM_LOCK", help="redis://host:port/db or dynamodb://<table>."),
+    typer.Option(
+        "--lock",
+        envvar="MLFLOW_PLATFORM_LOCK",
+        help="Required to change the registry: redis://host:port/db, dynamodb://<table>, or local (a file "
+        "lock in the local platform's state dir).",
+    ),
 ]
 Experiments = Annotated[
     list[str] | None,

@@ -66,7 +66,9 @@ def promote_command(
     lock: Lock = None,
     threshold: Annotated[float | None, typer.Option(help="Absolute floor for the metric.")] = None,
     max_regression: Annotated[float, typer.Option(help="Allowed relative regression vs @champion.")] = 0.02,
-    lower_is_better: Annotated[bool, typer.Option("--lower-is-better")] = False,
+    lower_is_better: Annotated[
+        bool, typer.Option("--lower-is-better", help="For losses and errors: the gate wants lower values.")
+    ] = False,
     alias: Annotated[str, typer.Option(help="Candidate alias.")] = "challenger",
     version: Annotated[str | None, typer.Option(help="Candidate version (instead of the alias).")] = None,
     approved_by: Annotated[str | None, typer.Option(help="Who approves \\[default: CI actor or user].")] = None,

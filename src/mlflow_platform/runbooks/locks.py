@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 from . import RunbookError
@@ -83,14 +84,44 @@ def dynamodb_lock(table: str, key: str, *, ttl: float, timeout: float) -> Iterat
 
 
 @contextlib.contextmanager
+def file_lock(directory: Path, key: str, *, timeout: float) -> Iterator[None]:
+    """An flock on ``<directory>/<key>.lock``: one machine only (the local platform's state dir).
+    The kernel releases it when the holder exits, however it exits."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / f"{key.replace('/', '_').replace(':', '_')}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockUnavailable(
+                        f"lock {key} is held by another promotion; gave up after {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def no_lock() -> Iterator[None]:
     yield
 
 
 def lock_for(url: str | None, key: str, *, ttl: float = 60.0, timeout: float = 30.0):
-    """`redis://host:port/db` or `dynamodb://<table>`; None means no lock (refused outside dry runs)."""
+    """`redis://host:port/db`, `dynamodb://<table>`, or `local` (a file lock in the local platform's
+    state dir, for trying promotion on one machine); None means no lock (refused outside dry runs)."""
     if url is None:
         return no_lock()
+    if url == "local":
+        from ..local.platform import default_state_dir
+
+        return file_lock(default_state_dir() / "locks", key, timeout=timeout)
     scheme = urlparse(url).scheme
     if scheme in ("redis", "rediss", "unix"):
         return redis_lock(url, key, ttl=ttl, timeout=timeout)
@@ -99,4 +130,4 @@ def lock_for(url: str | None, key: str, *, ttl: float = 60.0, timeout: float = 3
         if not table:
             raise RunbookError("--lock dynamodb://<table>: name the table")
         return dynamodb_lock(table, key, ttl=ttl, timeout=timeout)
-    raise RunbookError(f"--lock {url!r}: use redis://host:port/db or dynamodb://<table>")
+    raise RunbookError(f"--lock {url!r}: use redis://host:port/db, dynamodb://<table>, or local")

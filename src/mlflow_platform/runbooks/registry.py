@@ -162,8 +162,13 @@ def promote(
 ) -> tuple[Change, GateResult | None]:
     """Gate, then under the lock: champion -> previous-champion, candidate -> champion, approval tags."""
     if lock_url is None and not dry_run:
-        raise RunbookError("promote changes the registry: pass --lock redis://… or dynamodb://<table>")
+        raise RunbookError("promote changes the registry: pass --lock redis://…, dynamodb://<table> or local")
     change = Change(model)
+    if version is None and alias and alias_version(client, model, alias) is None:
+        settled = _already_promoted(client, model, alias)
+        if settled:
+            change.actions.append(settled)
+            return change, None
     candidate = resolve_candidate(client, model, alias=alias, version=version)
     with lock_for(None if dry_run else lock_url, f"{model}:{CHAMPION}", timeout=lock_timeout):
         current = alias_version(client, model, CHAMPION)  # read inside the lock: no lost update
@@ -205,6 +210,17 @@ def promote(
     return change, gate
 
 
+def _already_promoted(client: MlflowClient, model: str, alias: str) -> str | None:
+    """A re-run after a successful promotion (which cleared @challenger) is a no-op, not an error."""
+    champion = alias_version(client, model, CHAMPION)
+    if champion is None or "approved_at" not in (champion.tags or {}):
+        return None
+    return (
+        f"nothing to promote: no @{alias}; @{CHAMPION} is v{champion.version}, promoted "
+        f"{champion.tags['approved_at']}: nothing to do"
+    )
+
+
 def rollback(
     client: MlflowClient,
     model: str,
@@ -216,7 +232,7 @@ def rollback(
 ) -> Change:
     """champion -> previous-champion's version; the bad version keeps @rolled-back and why."""
     if lock_url is None and not dry_run:
-        raise RunbookError("rollback changes the registry: pass --lock redis://… or dynamodb://<table>")
+        raise RunbookError("rollback changes the registry: pass --lock redis://…, dynamodb://<table> or local")
     change = Change(model)
     with lock_for(None if dry_run else lock_url, f"{model}:{CHAMPION}", timeout=lock_timeout):
         previous = alias_version(client, model, PREVIOUS)
