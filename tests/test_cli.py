@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mlflow_platform.cli import app
 
-from .paths import LOCAL_STACK
+from .paths import LOCAL_STACK, ROOT
 
 runner = CliRunner()
 
@@ -190,3 +190,20 @@ def test_an_arn_with_secret_in_it_prints_verbatim() -> None:
     with out.capture() as captured:
         out.print("arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow-prod-admin-AbCdEf")
     assert ":secret:mlflow-prod-admin" in captured.get()
+
+
+def test_example_values_are_named_until_replaced(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "check", "--stack", "prod"])
+    assert result.exit_code == 0
+    assert "Pulumi.prod.yaml still holds example values (marked # CHANGE ME)" in result.output
+    assert "loadBalancer.hostname" in result.output and "github.repository" in result.output
+    replaced = tmp_path / "Pulumi.prod.yaml"
+    replaced.write_text((ROOT / "stacks" / "Pulumi.prod.yaml").read_text().replace("# CHANGE ME", ""))
+    clean = runner.invoke(app, ["config", "check", str(replaced)])
+    assert clean.exit_code == 0 and "example values" not in clean.output
+
+
+def test_config_check_takes_the_stack_as_plan_does_and_knows_local() -> None:
+    for args in (["config", "check", "--stack", "dev"], ["config", "check", "dev"], ["config", "check", "local"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and ": valid" in result.output, (args, result.output)

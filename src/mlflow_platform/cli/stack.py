@@ -12,11 +12,17 @@ from rich.table import Table
 from ..config import ConfigError, load_stack_file
 from ..local.platform import find_project_root
 from ..local.processes import PlatformError
+from ..placeholders import warning as placeholder_warning
 from ..server_spec import Endpoints, render_server
 from .output import err, fail, out
 
 config_app = typer.Typer(help="Validate stack files and show what they render.", no_args_is_help=True)
 app = typer.Typer()
+
+
+def warn_placeholders(path: Path) -> None:
+    if text := placeholder_warning(path):
+        err.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _stack_path(stack: str) -> Path:
@@ -26,6 +32,10 @@ def _stack_path(stack: str) -> Path:
         if not path.exists():
             raise PlatformError(f"no stack file {path}")
         return path
+    if stack == "local":  # not a Pulumi stack: the local platform's, shipped in the package
+        from ..local.platform import packaged_local_stack
+
+        return packaged_local_stack()
     stacks = find_project_root() / "stacks"
     found = stacks / f"Pulumi.{stack}.yaml"
     if not found.exists():
@@ -35,15 +45,25 @@ def _stack_path(stack: str) -> Path:
 
 
 @config_app.command("check")
-def check_command(stack: Annotated[str, typer.Argument(help="Stack name (dev, staging, prod) or a file.")]) -> None:
+def check_command(
+    stack_argument: Annotated[
+        str | None, typer.Argument(metavar="STACK", help="Stack name (dev, staging, prod) or a file.")
+    ] = None,
+    stack: Annotated[str | None, typer.Option("--stack", "-s", help="The same, as plan takes it.")] = None,
+) -> None:
     """Validate a stack file and print its connection budget and rendered server command.
 
-    Example: mlflow-platform config check prod
+    Example: mlflow-platform config check --stack prod
     """
+    name = stack or stack_argument
+    if not name:
+        raise fail("name a stack: mlflow-platform config check --stack prod (or a stack file)")
     try:
-        loaded = load_stack_file(_stack_path(stack))
+        path = _stack_path(name)
+        loaded = load_stack_file(path)
     except (ConfigError, PlatformError) as exc:
         raise fail(str(exc)) from None
+    warn_placeholders(path)
     c = loaded.config
     max_conn = c.database.effective_max_connections
     out.print(f"[bold]{c.environment}[/]: valid")
@@ -98,12 +118,14 @@ def plan_command(
 
     try:
         root = find_project_root()
-        capture = run(_stack_path(stack), project_root=root)
+        path = _stack_path(stack)
+        capture = run(path, project_root=root)
     except (ConfigError, PlatformError) as exc:
         raise fail(str(exc)) from None
     except pulumi.RunError as exc:
         raise fail(str(exc)) from None
     violations = _run_policies(root, capture, stack) if policies else []
+    warn_placeholders(path)
     if as_json:
         typer.echo(
             jsonlib.dumps(
