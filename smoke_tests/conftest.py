@@ -64,6 +64,7 @@ def target(pytestconfig: pytest.Config) -> Target:
             returncode=4,
         )
     ca_bundle = pytestconfig.getoption("ca_bundle")
+    _reachable_with_credentials(uri, username, password, ca_bundle or True)
     # The stock client reads these; the suite drives MLflow exactly as an ML team would.
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_TRACKING_USERNAME"] = username
@@ -73,6 +74,26 @@ def target(pytestconfig: pytest.Config) -> Target:
     mlflow.set_tracking_uri(uri)
     session_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     return Target(uri, username, password, ca_bundle or True, session_id)
+
+
+def _reachable_with_credentials(uri: str, username: str, password: str, verify, timeout: float = 10.0) -> None:
+    """Fail at once, in one line, when the server does not answer or refuses the credentials:
+    MLflow's client would otherwise retry for minutes before every test fails the same way."""
+    import requests
+
+    try:
+        requests.get(f"{uri}/health", timeout=timeout, verify=verify)
+        answer = requests.get(
+            f"{uri}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=(username, password),
+            timeout=timeout,
+            verify=verify,
+        )
+    except requests.RequestException as exc:
+        pytest.exit(f"cannot reach {uri} within {timeout:.0f}s ({type(exc).__name__}); is it up?", returncode=4)
+    if answer.status_code in (401, 403):
+        pytest.exit(f"{uri} refused user {username!r} ({answer.status_code}); check the password", returncode=4)
 
 
 @pytest.fixture(scope="session")

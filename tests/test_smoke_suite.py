@@ -50,3 +50,35 @@ def test_smoke_suite_refuses_to_run_without_a_target() -> None:
     )
     assert result.returncode == 4
     assert "--tracking-uri" in result.stdout + result.stderr
+
+
+def test_smoke_suite_against_a_dead_uri_fails_fast_in_one_line(tmp_path) -> None:
+    from mlflow_platform.local.processes import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}",
+        MLFLOW_TRACKING_USERNAME="admin",
+        MLFLOW_TRACKING_PASSWORD="x" * 12,
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "smoke_tests",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(tmp_path / "smoke"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 4
+    assert "cannot reach http://127.0.0.1:" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
