@@ -10,28 +10,22 @@ import sys
 from .paths import ROOT
 
 
-def test_smoke_suite_passes_against_the_local_platform(platform, tmp_path) -> None:
+def run_smoke_suite(target: dict[str, str], tmp_path, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`pytest smoke_tests` as a user runs it, with only the target's MLFLOW_* variables set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    env.update(platform.client_env())
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "smoke_tests",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-rs",
-            "--basetemp",
-            str(tmp_path / "smoke"),
-        ],
+    command = [sys.executable, "-m", "pytest", "smoke_tests", "-q", "-p", "no:cacheprovider", "-rs"]
+    return subprocess.run(
+        [*command, "--basetemp", str(tmp_path / "smoke")],
         cwd=ROOT,
-        env=env,
+        env={**env, **target},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def test_smoke_suite_passes_against_the_local_platform(platform, tmp_path) -> None:
+    result = run_smoke_suite(platform.client_env(), tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert re.search(r"\d+ passed", summary), summary
@@ -55,30 +49,12 @@ def test_smoke_suite_refuses_to_run_without_a_target() -> None:
 def test_smoke_suite_against_a_dead_uri_fails_fast_in_one_line(tmp_path) -> None:
     from mlflow_platform.local.processes import free_port
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    env.update(
-        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}",
-        MLFLOW_TRACKING_USERNAME="admin",
-        MLFLOW_TRACKING_PASSWORD="x" * 12,
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "smoke_tests",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--basetemp",
-            str(tmp_path / "smoke"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    target = {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": "x" * 12,
+    }
+    result = run_smoke_suite(target, tmp_path, timeout=120)
     assert result.returncode == 4
     assert "cannot reach http://127.0.0.1:" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr

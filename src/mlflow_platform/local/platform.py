@@ -326,16 +326,19 @@ class LocalPlatform:
         store.engine.dispose()
         log(f"auth      applied the admin password from {self._secrets_file.path}")
 
-    def _stored_password_hash(self, ports: Ports, username: str) -> str | None:
-        d = self.config.database
-        with psycopg.connect(
+    def _connect_app_role(self, ports: Ports, database: str) -> psycopg.Connection:
+        """A connection as the application role (what the server uses), not the superuser."""
+        return psycopg.connect(
             host="127.0.0.1",
             port=ports.postgres,
-            user=d.username,
-            dbname=d.auth_database,
+            user=self.config.database.username,
+            dbname=database,
             password=self._secrets()["db_password"],
             connect_timeout=5,
-        ) as conn:
+        )
+
+    def _stored_password_hash(self, ports: Ports, username: str) -> str | None:
+        with self._connect_app_role(ports, self.config.database.auth_database) as conn:
             if not conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()[0]:
                 return None
             row = conn.execute("SELECT password_hash FROM users WHERE username = %s", (username,)).fetchone()
@@ -471,16 +474,8 @@ class LocalPlatform:
         return None if response.ok else f"/health answers, but the API returns {response.status_code}"
 
     def _postgres_accepts(self, ports: Ports) -> str | None:
-        d = self.config.database
         try:
-            with psycopg.connect(
-                host="127.0.0.1",
-                port=ports.postgres,
-                user=d.username,
-                dbname=d.tracking_database,
-                password=self._secrets()["db_password"],
-                connect_timeout=3,
-            ) as conn:
+            with self._connect_app_role(ports, self.config.database.tracking_database) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             return f"no connection: {str(exc).strip().splitlines()[0][:80]}"
