@@ -99,7 +99,7 @@ def test_plan_json_is_a_list_of_resources_with_secrets_masked() -> None:
 
     result = runner.invoke(app, ["plan", "--stack", "dev", "--json"])
     assert result.exit_code == 0, result.output
-    resources = json.loads(result.output)
+    resources = json.loads(result.stdout)  # warnings go to stderr
     assert {"type", "name", "parent", "inputs"} == set(resources[0])
     secret = next(r for r in resources if r["type"] == "kubernetes:core/v1:Secret")
     assert set(secret["inputs"]["stringData"].values()) == {"[secret]"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -85,7 +86,7 @@ def test_prod_differs_from_dev_where_it_should() -> None:
     assert (dev_db["deletionProtection"], prod_db["deletionProtection"]) == (False, True)
     assert dev_db["backupRetentionPeriod"] < prod_db["backupRetentionPeriod"] == 14
     assert dev_db["skipFinalSnapshot"] is True and prod_db["skipFinalSnapshot"] is False
-    assert prod_db["finalSnapshotIdentifier"] == "mlflow-prod-final"
+    assert prod_db["finalSnapshotIdentifier"].startswith("mlflow-prod-final-")
     dev_floor = dev.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]["minReplicas"]
     prod_floor = prod.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]["minReplicas"]
     assert dev_floor < 2 <= prod_floor
@@ -564,3 +565,17 @@ def test_a_created_vpc_sends_artifact_traffic_through_an_s3_gateway_endpoint() -
     ecr_layers = f"prod-{plan.REGION}-starport-layer-bucket"
     assert {r.split(":::")[1].split("/")[0] for r in resources} == buckets | {ecr_layers}
     assert not captured("prod").of_type("aws:ec2/vpcEndpoint:VpcEndpoint")  # an existing VPC is its owners'
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_names_that_would_block_replacement_are_generated(stack: str) -> None:
+    """ALB and target-group names are unique per region and account, so a fixed one blocks the
+    create-before-delete replacement; a final snapshot id must be new at every deletion."""
+    capture = captured(stack)
+    for type_ in ("aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup"):
+        resource = capture.one(type_).inputs
+        assert "name" not in resource  # Pulumi auto-names it: <resource name>-<random suffix>
+        assert resource["tags"]["Name"] == f"mlflow-{stack}"
+    db = capture.one("aws:rds/instance:Instance").inputs
+    if db.get("finalSnapshotIdentifier"):
+        assert re.fullmatch(rf"mlflow-{stack}-final-[0-9a-f]{{8}}", db["finalSnapshotIdentifier"])

@@ -156,6 +156,10 @@ _MOCK_OUTPUTS: dict[str, Any] = {
         },
     ),
     "docker-build:index:Image": _image,
+    "random:index/randomId:RandomId": lambda n, i: (
+        None,
+        {"hex": hashlib.sha256(n.encode()).hexdigest()[: 2 * int(i.get("byteLength", 4))]},
+    ),
     "random:index/randomPassword:RandomPassword": lambda n, i: (
         None,
         {"result": hashlib.sha256(n.encode()).hexdigest()[: int(i.get("length", 32))]},

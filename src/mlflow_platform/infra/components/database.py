@@ -48,6 +48,9 @@ class Database(pulumi.ComponentResource):
         params = self._parameter_group(name, config, base, child)
 
         password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
+        # A final snapshot id must be new each time an instance is deleted: a fixed one makes the
+        # second teardown fail ("DBSnapshotAlreadyExists"). A random suffix, stable in the state.
+        self._snapshot_suffix = random.RandomId(f"{name}-final-snapshot-id", byte_length=4, opts=child)
         instance = self._instance(name, config, identifier, key, subnets, sg, params, password, base)
         secret = self._credentials(name, config, environment, key, instance, password, base, child)
 
@@ -146,7 +149,11 @@ class Database(pulumi.ComponentResource):
             maintenance_window="sun:03:30-sun:04:30",
             copy_tags_to_snapshot=True,
             skip_final_snapshot=not config.final_snapshot,
-            final_snapshot_identifier=f"{identifier}-final" if config.final_snapshot else None,
+            final_snapshot_identifier=(
+                pulumi.Output.concat(identifier, "-final-", self._snapshot_suffix.hex)
+                if config.final_snapshot
+                else None
+            ),
             delete_automated_backups=not config.final_snapshot,
             performance_insights_enabled=True,
             performance_insights_kms_key_id=key.arn,

@@ -96,9 +96,11 @@ class LoadBalancer(pulumi.ComponentResource):
         target_port: int,
         log_bucket: pulumi.Input[str],
     ) -> tuple[aws.lb.LoadBalancer, aws.lb.TargetGroup]:
+        # Auto-named (the Name tag says which it is): a fixed name blocks the create-before-delete
+        # replacement that a change such as `internal` forces ("a load balancer with that name exists").
+        named = {**self._base, "Name": f"mlflow-{environment}"}
         alb = aws.lb.LoadBalancer(
             f"{self._name}-alb",
-            name=f"mlflow-{environment}",
             load_balancer_type="application",
             internal=config.internal,
             subnets=subnet_ids,
@@ -107,12 +109,11 @@ class LoadBalancer(pulumi.ComponentResource):
             drop_invalid_header_fields=True,
             enable_deletion_protection=config.deletion_protection,
             access_logs={"bucket": log_bucket, "prefix": "alb", "enabled": True},
-            tags=self._base,
+            tags=named,
             opts=self._child,
         )
         target_group = aws.lb.TargetGroup(
             f"{self._name}-tg",
-            name=f"mlflow-{environment}",
             port=target_port,
             protocol="HTTP",
             target_type="ip",
@@ -126,7 +127,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "healthy_threshold": 2,
                 "unhealthy_threshold": 3,
             },
-            tags=self._base,
+            tags=named,
             opts=self._child,
         )
         return alb, target_group
