@@ -196,18 +196,29 @@ def promote(
         change.actions.append(
             "tags on v{}: {}".format(candidate.version, ", ".join(f"{k}={v}" for k, v in tags.items()))
         )
-        if dry_run:
-            return change, gate
-        if current is not None:
-            client.set_registered_model_alias(model, PREVIOUS, current.version)
-        client.set_registered_model_alias(model, CHAMPION, candidate.version)
-        for key, value in tags.items():
-            client.set_model_version_tag(model, candidate.version, key, value)
-        if alias and alias not in (CHAMPION, PREVIOUS) and alias_version(client, model, alias) is not None:
-            client.delete_registered_model_alias(model, alias)  # the challenger has been decided
-            change.actions.append(f"@{alias} removed")
-        change.changed = True
+        if not dry_run:
+            _apply_promotion(client, change, candidate, current, tags, alias)
     return change, gate
+
+
+def _apply_promotion(
+    client: MlflowClient,
+    change: Change,
+    candidate: ModelVersion,
+    current: ModelVersion | None,
+    tags: dict[str, str],
+    alias: str | None,
+) -> None:
+    model = change.model
+    if current is not None:
+        client.set_registered_model_alias(model, PREVIOUS, current.version)
+    client.set_registered_model_alias(model, CHAMPION, candidate.version)
+    for key, value in tags.items():
+        client.set_model_version_tag(model, candidate.version, key, value)
+    if alias and alias not in (CHAMPION, PREVIOUS) and alias_version(client, model, alias) is not None:
+        client.delete_registered_model_alias(model, alias)  # the challenger has been decided
+        change.actions.append(f"@{alias} removed")
+    change.changed = True
 
 
 def _already_promoted(client: MlflowClient, model: str, alias: str) -> str | None:
