@@ -203,3 +203,34 @@ def _exit_on_mandatory(violations, quiet: bool = False) -> None:
             for v in mandatory:
                 err.print(f"policy {v.policy}: {v.resource}: {v.message}", highlight=False, soft_wrap=True)
         raise fail(f"{len(mandatory)} mandatory policy violation(s)")
+
+
+@app.command("preflight")
+def preflight_command(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name (dev, staging, prod) or a stack file.")],
+) -> None:
+    """Read-only checks of the AWS account before `pulumi up` (credentials from the usual AWS
+    variables or profile): engine version, GitHub OIDC provider, certificate, VPC and subnets,
+    bucket and secret names, Elastic IP quota, an existing cluster's OIDC provider. Exit 1 on a failure.
+
+    Example: mlflow-platform preflight --stack prod
+    """
+    from ..preflight import run_checks
+
+    try:
+        path = _stack_path(stack)
+        loaded = load_stack_file(path)
+    except (ConfigError, PlatformError) as exc:
+        raise fail(str(exc)) from None
+    region = str(loaded.provider_config.get("aws:region") or "")
+    if not region:
+        raise fail(f"{path.name} sets no aws:region; add `aws:region: <region>` under config")
+    results = run_checks(path, loaded.config, region)
+    table = Table("check", "result", "detail", title=f"preflight: {loaded.config.environment} in {region}")
+    colour = {"pass": "green", "fail": "red", "skip": "yellow"}
+    for r in results:
+        table.add_row(r.name, f"[{colour[r.status]}]{r.status}[/]", escape(r.detail))
+    out.print(table)
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")

@@ -227,7 +227,12 @@ def deploy_iam_statements(environment: str) -> list[dict]:
         {
             "Sid": "ReadIam",
             "Effect": "Allow",
-            "Action": ["iam:GetPolicy*", "iam:ListPolicies", "iam:GetOpenIDConnectProvider"],
+            "Action": [
+                "iam:GetPolicy*",
+                "iam:ListPolicies",
+                "iam:GetOpenIDConnectProvider",
+                "iam:ListOpenIDConnectProviders",
+            ],
             "Resource": "*",
         },
         {

@@ -1,0 +1,275 @@
+"""Read-only checks of an AWS account before a stack's first `pulumi up`: what the offline plan
+cannot know. Each check passes, fails with the remedy, or is skipped with the reason; nothing is
+created or changed (only Describe/Get/List/Head calls).
+
+The AWS endpoint can be overridden with ``AWS_ENDPOINT_URL`` (boto3 reads it), which is how the
+tests point every check at a local AWS API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+
+from .config import StackConfig
+from .placeholders import placeholders
+
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+NAT_EIPS_PER_AZ = 1
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass | fail | skip
+    detail: str
+
+    @classmethod
+    def ok(cls, name: str, detail: str) -> Check:
+        return cls(name, "pass", detail)
+
+    @classmethod
+    def bad(cls, name: str, detail: str) -> Check:
+        return cls(name, "fail", detail)
+
+    @classmethod
+    def skip(cls, name: str, detail: str) -> Check:
+        return cls(name, "skip", detail)
+
+
+def titled(title: str):
+    """The name a check reports under, also when it could not run."""
+
+    def mark(function):
+        function.title = title
+        return function
+
+    return mark
+
+
+class Account:
+    """boto3 clients for one region, created on first use."""
+
+    def __init__(self, region: str):
+        self.region = region
+        self._clients: dict[str, object] = {}
+
+    def __getattr__(self, service: str):
+        if service.startswith("_"):
+            raise AttributeError(service)
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, region_name=self.region)
+        return self._clients[service]
+
+    @property
+    def account_id(self) -> str:
+        return self.sts.get_caller_identity()["Account"]
+
+
+@titled("example values")
+def check_placeholders(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    keys = placeholders(stack_file)
+    if keys:
+        return Check.bad("example values", f"still marked # CHANGE ME: {', '.join(keys)}; replace them")
+    return Check.ok("example values", "none left")
+
+
+@titled("RDS engine version")
+def check_engine_version(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    d = config.database
+    options = aws.rds.describe_orderable_db_instance_options(Engine="postgres", DBInstanceClass=d.instance_class)
+    versions = sorted({o["EngineVersion"] for o in options.get("OrderableDBInstanceOptions", [])})
+    matching = [v for v in versions if v.split(".")[0] == d.engine_version]
+    if not matching:
+        return Check.bad(
+            "RDS engine version",
+            f"PostgreSQL {d.engine_version} is not orderable as "
+            f"{d.instance_class} in {aws.region}; set database.engineVersion/instanceClass",
+        )
+    return Check.ok(
+        "RDS engine version",
+        f"PostgreSQL {d.engine_version} orderable as {d.instance_class} (newest minor {matching[-1]})",
+    )
+
+
+@titled("GitHub OIDC provider")
+def check_github_oidc(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    g = config.github
+    if not g.repository:
+        return Check.skip("GitHub OIDC provider", "no github.repository: no CI roles")
+    if g.oidc_provider_arn:
+        return Check.skip("GitHub OIDC provider", f"given: {g.oidc_provider_arn}")
+    providers = aws.iam.list_open_id_connect_providers().get("OpenIDConnectProviderList", [])
+    exists = any(p["Arn"].endswith(f"oidc-provider/{GITHUB_OIDC_HOST}") for p in providers)
+    if exists and g.create_oidc_provider:
+        return Check.bad(
+            "GitHub OIDC provider",
+            "the account has one already and this stack would create another "
+            "(EntityAlreadyExists): set github.createOidcProvider: false",
+        )
+    if not exists and not g.create_oidc_provider:
+        return Check.bad(
+            "GitHub OIDC provider",
+            "the account has none: set github.createOidcProvider: true in exactly one stack of this account",
+        )
+    return Check.ok("GitHub OIDC provider", "exists" if exists else "absent; this stack creates it")
+
+
+@titled("TLS certificate")
+def check_certificate(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    lb = config.load_balancer
+    if lb.certificate_arn:
+        cert = aws.acm.describe_certificate(CertificateArn=lb.certificate_arn)["Certificate"]
+        names = {cert.get("DomainName"), *cert.get("SubjectAlternativeNames", [])}
+        if cert.get("Status") != "ISSUED":
+            return Check.bad("TLS certificate", f"status {cert.get('Status')}; it must be ISSUED")
+        if not any(_covers(name, lb.hostname or "") for name in names if name):
+            return Check.bad("TLS certificate", f"covers {sorted(n for n in names if n)}, not {lb.hostname}")
+        return Check.ok("TLS certificate", f"ISSUED, covers {lb.hostname}")
+    if lb.route53_zone_id:
+        zone = aws.route53.get_hosted_zone(Id=lb.route53_zone_id)["HostedZone"]
+        zone_name = zone["Name"].rstrip(".")
+        if not (lb.hostname or "").rstrip(".").endswith(zone_name):
+            return Check.bad("TLS certificate", f"zone {zone_name} is not authoritative for {lb.hostname}")
+        return Check.ok("TLS certificate", f"created and DNS-validated in zone {zone_name}")
+    return Check.bad("TLS certificate", "neither loadBalancer.certificateArn nor loadBalancer.route53ZoneId")
+
+
+def _covers(pattern: str, hostname: str) -> bool:
+    if pattern.startswith("*."):
+        return hostname.count(".") == pattern.count(".") and hostname.endswith(pattern[1:])
+    return pattern == hostname
+
+
+@titled("VPC and subnets")
+def check_network(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    n = config.network
+    if n.create_vpc:
+        return Check.skip("VPC and subnets", "the stack creates its VPC")
+    found = aws.ec2.describe_subnets(SubnetIds=[*n.public_subnet_ids, *n.private_subnet_ids])["Subnets"]
+    by_id = {s["SubnetId"]: s for s in found}
+    problems = []
+    for ids, tag in (
+        (n.public_subnet_ids, "kubernetes.io/role/elb"),
+        (n.private_subnet_ids, "kubernetes.io/role/internal-elb"),
+    ):
+        subnets = [by_id[i] for i in ids if i in by_id]
+        if len({s["AvailabilityZone"] for s in subnets}) < 2:
+            problems.append(f"{ids} span fewer than 2 AZs")
+        untagged = [s["SubnetId"] for s in subnets if tag not in {t["Key"] for t in s.get("Tags", [])}]
+        if untagged:
+            problems.append(f"{', '.join(untagged)} lack the {tag} tag")
+    if any(s["VpcId"] != n.vpc_id for s in found):
+        problems.append(f"subnets outside {n.vpc_id}")
+    if problems:
+        return Check.bad("VPC and subnets", "; ".join(problems))
+    return Check.ok("VPC and subnets", f"{len(found)} subnets in {n.vpc_id}, 2+ AZs, load-balancer role tags")
+
+
+@titled("bucket names")
+def check_bucket_names(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    account = aws.account_id
+    names = [
+        config.artifacts.bucket or f"mlflow-{config.environment}-artifacts-{account}",
+        f"mlflow-{config.environment}-logs-{account}",
+    ]
+    states = {}
+    for name in names:
+        try:
+            aws.s3.head_bucket(Bucket=name, ExpectedBucketOwner=account)
+            states[name] = "yours"
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            states[name] = "free" if code in ("404", "NoSuchBucket") else "taken"
+    taken = [n for n, s in states.items() if s == "taken"]
+    if taken:
+        return Check.bad("bucket names", f"{', '.join(taken)} belong to another account; set artifacts.bucket")
+    return Check.ok("bucket names", ", ".join(f"{n} ({s})" for n, s in states.items()))
+
+
+@titled("Secrets Manager names")
+def check_secret_names(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    waiting = []
+    for name in (f"mlflow/{config.environment}/database", f"mlflow/{config.environment}/admin"):
+        try:
+            if aws.secretsmanager.describe_secret(SecretId=name).get("DeletedDate"):
+                waiting.append(name)
+        except botocore.exceptions.ClientError:
+            continue  # absent: free to create
+    if waiting:
+        return Check.bad(
+            "Secrets Manager names",
+            f"{', '.join(waiting)} deleted and in their recovery window; "
+            "restore them (aws secretsmanager restore-secret) or delete them for good",
+        )
+    return Check.ok("Secrets Manager names", "free or in use by this stack")
+
+
+@titled("Elastic IPs for NAT")
+def check_nat_quota(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    n = config.network
+    if not n.create_vpc:
+        return Check.skip("Elastic IPs for NAT", "an existing VPC brings its own NAT")
+    needed = n.availability_zones * NAT_EIPS_PER_AZ if n.nat_gateway_per_az else 1
+    attributes = aws.ec2.describe_account_attributes(AttributeNames=["vpc-max-elastic-ips"])["AccountAttributes"]
+    limit = next(
+        int(a["AttributeValues"][0]["AttributeValue"])
+        for a in attributes
+        if a["AttributeName"] == "vpc-max-elastic-ips"
+    )
+    used = len(aws.ec2.describe_addresses()["Addresses"])
+    if used + needed > limit:
+        return Check.bad(
+            "Elastic IPs for NAT",
+            f"{needed} needed, {limit - used} of {limit} left; raise the quota or set network.natGatewayPerAz: false",
+        )
+    return Check.ok("Elastic IPs for NAT", f"{needed} needed, {limit - used} of {limit} left")
+
+
+@titled("EKS cluster")
+def check_existing_cluster(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    c = config.cluster
+    if c is None or c.create:
+        return Check.skip("EKS cluster", "the stack creates its cluster")
+    cluster = aws.eks.describe_cluster(name=c.name)["cluster"]
+    issuer = (((cluster.get("identity") or {}).get("oidc") or {}).get("issuer") or "").removeprefix("https://")
+    if not issuer:
+        return Check.bad("EKS cluster", f"{c.name} has no OIDC issuer; IRSA needs one")
+    providers = aws.iam.list_open_id_connect_providers().get("OpenIDConnectProviderList", [])
+    if not any(p["Arn"].endswith(f"oidc-provider/{issuer}") for p in providers):
+        return Check.bad(
+            "EKS cluster", f"no IAM OIDC provider for {issuer}: `eksctl utils associate-iam-oidc-provider`"
+        )
+    return Check.ok(
+        "EKS cluster",
+        f"{c.name}: OIDC provider present (check the LB controller and the deploy "
+        "role's access entry in the cluster yourself)",
+    )
+
+
+CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
+    check_placeholders,
+    check_engine_version,
+    check_github_oidc,
+    check_certificate,
+    check_network,
+    check_bucket_names,
+    check_secret_names,
+    check_nat_quota,
+    check_existing_cluster,
+)
+
+
+def run_checks(stack_file: Path, config: StackConfig, region: str) -> list[Check]:
+    aws = Account(region)
+    results = []
+    for check in CHECKS:
+        try:
+            results.append(check(stack_file, config, aws))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            results.append(Check.bad(check.title, f"could not check: {str(exc).splitlines()[0][:160]}"))
+    return results

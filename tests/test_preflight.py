@@ -1,0 +1,220 @@
+"""`mlflow-platform preflight`: every check against a local AWS API (moto's server), seeded once for
+the pass case and once for the fail case. RDS's orderable-options catalogue is the exception: moto
+ships none for PostgreSQL, so that check runs against botocore's Stubber with AWS's response shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from botocore.stub import Stubber
+
+from mlflow_platform import preflight
+from mlflow_platform.config import load_stack_file
+
+from .paths import ROOT
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws(aws_api: str, monkeypatch: pytest.MonkeyPatch) -> preflight.Account:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_api)
+    return preflight.Account(REGION)
+
+
+def stack(tmp_path: Path, base: str = "prod", **sections) -> tuple[Path, object]:
+    document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{base}.yaml").read_text())
+    for key, value in sections.items():
+        document["config"][f"mlflow-platform:{key}"] = {**document["config"].get(f"mlflow-platform:{key}", {}), **value}
+    path = tmp_path / f"Pulumi.{base}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path, load_stack_file(path).config
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_placeholders_fail_until_replaced(tmp_path: Path, aws) -> None:
+    marked = ROOT / "stacks" / "Pulumi.prod.yaml"
+    config = load_stack_file(marked).config
+    assert preflight.check_placeholders(marked, config, aws).status == "fail"
+    path, config = stack(tmp_path)  # yaml.safe_dump drops the comments, and with them the markers
+    assert preflight.check_placeholders(path, config, aws).status == "pass"
+
+
+def test_engine_version_orderable_or_not(tmp_path: Path) -> None:
+    path, config = stack(tmp_path, database={"engineVersion": "17", "instanceClass": "db.r6g.large"})
+    account = preflight.Account(REGION)
+    account._clients["rds"] = client = boto3.client(
+        "rds", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stub:
+        for versions in (["16.11", "17.7"], ["16.11"]):
+            stub.add_response(
+                "describe_orderable_db_instance_options",
+                {
+                    "OrderableDBInstanceOptions": [
+                        {"Engine": "postgres", "EngineVersion": v, "DBInstanceClass": "db.r6g.large"} for v in versions
+                    ]
+                },
+            )
+        assert preflight.check_engine_version(path, config, account).status == "pass"
+        failed = preflight.check_engine_version(path, config, account)
+    assert failed.status == "fail" and "PostgreSQL 17 is not orderable" in failed.detail
+
+
+def test_github_oidc_provider_created_once_per_account(tmp_path: Path, aws) -> None:
+    creating, config_creating = stack(tmp_path, github={"createOidcProvider": True})
+    assert preflight.check_github_oidc(creating, config_creating, aws).status == "pass"  # none yet: create
+    (tmp_path / "other").mkdir()
+    using, config_using = stack(tmp_path / "other", github={"createOidcProvider": False})
+    assert preflight.check_github_oidc(using, config_using, aws).status == "fail"  # none, nobody creates
+    aws.iam.create_open_id_connect_provider(
+        Url="https://token.actions.githubusercontent.com", ClientIDList=["sts.amazonaws.com"], ThumbprintList=["a" * 40]
+    )
+    assert preflight.check_github_oidc(using, config_using, aws).status == "pass"
+    duplicate = preflight.check_github_oidc(creating, config_creating, aws)
+    assert duplicate.status == "fail" and "EntityAlreadyExists" in duplicate.detail
+
+
+def _imported_certificate(aws: preflight.Account, hostname: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return aws.acm.import_certificate(
+        Certificate=cert.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )["CertificateArn"]
+
+
+def test_certificate_must_be_issued_for_the_hostname(tmp_path: Path, aws) -> None:
+    host = f"{unique('mlflow')}.example.org"
+    good = _imported_certificate(aws, host)
+    path, config = stack(
+        tmp_path, loadBalancer={"hostname": host, "certificateArn": good}, server={"allowedHosts": [host]}
+    )
+    assert preflight.check_certificate(path, config, aws).status == "pass"
+    other = _imported_certificate(aws, f"{unique('other')}.example.org")
+    path, config = stack(
+        tmp_path, loadBalancer={"hostname": host, "certificateArn": other}, server={"allowedHosts": [host]}
+    )
+    wrong = preflight.check_certificate(path, config, aws)
+    assert wrong.status == "fail" and f"not {host}" in wrong.detail
+
+
+def test_route53_zone_must_be_authoritative_for_the_hostname(tmp_path: Path, aws) -> None:
+    zone = aws.route53.create_hosted_zone(Name="platform.example.org", CallerReference=unique("z"))["HostedZone"]
+    zone_id = zone["Id"].split("/")[-1]
+    for host, status in (("mlflow.platform.example.org", "pass"), ("mlflow.elsewhere.example.net", "fail")):
+        path, config = stack(
+            tmp_path,
+            loadBalancer={"hostname": host, "certificateArn": None, "route53ZoneId": zone_id},
+            server={"allowedHosts": [host]},
+        )
+        assert preflight.check_certificate(path, config, aws).status == status, host
+
+
+def _subnets(aws: preflight.Account, tagged: bool) -> tuple[str, list[str], list[str]]:
+    vpc = aws.ec2.create_vpc(CidrBlock="10.80.0.0/16")["Vpc"]["VpcId"]
+    ids = {"public": [], "private": []}
+    for i, (tier, tag) in enumerate(
+        [
+            ("public", "kubernetes.io/role/elb"),
+            ("public", "kubernetes.io/role/elb"),
+            ("private", "kubernetes.io/role/internal-elb"),
+            ("private", "kubernetes.io/role/internal-elb"),
+        ]
+    ):
+        subnet = aws.ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.80.{i}.0/24", AvailabilityZone=f"{REGION}{'ab'[i % 2]}"
+        )["Subnet"]["SubnetId"]
+        if tagged:
+            aws.ec2.create_tags(Resources=[subnet], Tags=[{"Key": tag, "Value": "1"}])
+        ids[tier].append(subnet)
+    return vpc, ids["public"], ids["private"]
+
+
+@pytest.mark.parametrize("tagged", [True, False])
+def test_existing_subnets_span_two_zones_with_role_tags(tmp_path: Path, aws, tagged: bool) -> None:
+    vpc, public, private = _subnets(aws, tagged)
+    path, config = stack(tmp_path, network={"vpcId": vpc, "publicSubnetIds": public, "privateSubnetIds": private})
+    result = preflight.check_network(path, config, aws)
+    assert result.status == ("pass" if tagged else "fail")
+    if not tagged:
+        assert "lack the kubernetes.io/role/elb tag" in result.detail
+
+
+def test_bucket_names_free_or_already_ours(tmp_path: Path, aws) -> None:
+    path, config = stack(tmp_path, artifacts={"bucket": unique("mlflow-artifacts")})
+    assert "(free)" in preflight.check_bucket_names(path, config, aws).detail
+    aws.s3.create_bucket(Bucket=config.artifacts.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    result = preflight.check_bucket_names(path, config, aws)
+    assert result.status == "pass" and f"{config.artifacts.bucket} (yours)" in result.detail
+
+
+def test_secret_names_in_their_recovery_window_fail(tmp_path: Path, aws) -> None:
+    environment = unique("env")[:20].replace("-", "")
+    path, config = stack(tmp_path, base="dev")
+    config = config.model_copy(update={"environment": environment})
+    assert preflight.check_secret_names(path, config, aws).status == "pass"
+    aws.secretsmanager.create_secret(Name=f"mlflow/{environment}/database", SecretString="x")
+    aws.secretsmanager.delete_secret(SecretId=f"mlflow/{environment}/database", RecoveryWindowInDays=7)
+    waiting = preflight.check_secret_names(path, config, aws)
+    assert waiting.status == "fail" and "recovery window" in waiting.detail
+
+
+def test_elastic_ip_quota_covers_one_nat_per_zone(tmp_path: Path, aws) -> None:
+    path, config = stack(tmp_path, base="dev", network={"availabilityZones": 3, "natGatewayPerAz": True})
+    assert preflight.check_nat_quota(path, config, aws).status == "pass"  # moto's quota is 5
+    for _ in range(3):
+        aws.ec2.allocate_address(Domain="vpc")
+    short = preflight.check_nat_quota(path, config, aws)
+    assert short.status == "fail" and "3 needed, 2 of 5 left" in short.detail
+
+
+def test_an_existing_cluster_needs_its_iam_oidc_provider(tmp_path: Path, aws) -> None:
+    name = unique("platform")
+    aws.eks.create_cluster(name=name, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={})
+    path, config = stack(tmp_path, cluster={"name": name})
+    missing = preflight.check_existing_cluster(path, config, aws)
+    assert missing.status == "fail" and "no IAM OIDC provider" in missing.detail
+    issuer = aws.eks.describe_cluster(name=name)["cluster"]["identity"]["oidc"]["issuer"]
+    aws.iam.create_open_id_connect_provider(Url=issuer, ClientIDList=["sts.amazonaws.com"], ThumbprintList=["b" * 40])
+    assert preflight.check_existing_cluster(path, config, aws).status == "pass"
+
+
+def test_the_command_prints_every_check_and_exits_1_on_a_failure(aws_api: str, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_api)
+    result = CliRunner().invoke(app, ["preflight", "--stack", "prod"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    for name in ("example values", "GitHub OIDC provider", "TLS certificate", "VPC and subnets", "bucket names"):
+        assert name in result.output
+    assert "check(s) failed" in result.output
