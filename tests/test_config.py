@@ -198,3 +198,18 @@ def test_sections_come_from_the_model() -> None:
 
     assert set(_SECTIONS.values()) | set(SECRET_KEYS.values()) == set(StackConfig.model_fields)
     assert SECRET_KEYS == {"adminPassword": "admin_password"}
+
+
+def test_a_misspelt_key_gets_a_did_you_mean() -> None:
+    with pytest.raises(ConfigError) as refused:
+        from_config_values(
+            {
+                "mlflow-platform:environment": "dev",
+                "mlflow-platform:artifacts": {"prefix": "dev"},
+                "mlflow-platform:server": {"replcas": 2},
+            },
+            source="test",
+        )
+    assert "server.replcas: unknown key; did you mean `replicas`?" in str(refused.value)
+    with pytest.raises(ConfigError, match="databse: unknown key; did you mean `database`"):
+        from_config_values({"mlflow-platform:environment": "dev", "mlflow-platform:databse": {}}, source="test")

@@ -515,3 +515,13 @@ def test_ensure_user_creates_then_updates_an_admin(platform) -> None:
         env={**env, "MLFLOW_TRACKING_PASSWORD": "not-the-admin-password"},
     )
     assert bad.exit_code != 0 and "created" not in bad.output
+
+
+def test_the_gate_shows_its_arithmetic_and_a_missing_metric_lists_the_known_ones(client: MlflowClient) -> None:
+    name = unique("ranker")
+    v1, v2 = register(client, name, [0.80, 0.83])
+    promote(client, name, "val_ndcg_at_10", version=v1, lock_url="local")
+    gate = validate(client, name, "val_ndcg_at_10", threshold=0.82, version=v2)
+    assert gate.arithmetic == ["0.83 >= threshold 0.82: yes", "0.83 >= champion 0.8 x 0.98 = 0.784: yes"]
+    with pytest.raises(RunbookError, match=r"metric 'ndcg' not found in run .*; it has: val_ndcg_at_10"):
+        validate(client, name, "ndcg", version=v2)

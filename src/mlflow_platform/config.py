@@ -638,7 +638,15 @@ def from_config_values(
                 data[SECRET_KEYS[name]] = value
             continue
         if name not in _SECTIONS:
-            problems.append((name, f"unknown key; known keys are {', '.join(sorted(_SECTIONS) + sorted(SECRET_KEYS))}"))
+            import difflib
+
+            close = difflib.get_close_matches(name, [*_SECTIONS, *SECRET_KEYS], n=1, cutoff=0.6)
+            hint = (
+                f"did you mean `{close[0]}`?"
+                if close
+                else "known keys are " + ", ".join(sorted(_SECTIONS) + sorted(SECRET_KEYS))
+            )
+            problems.append((name, f"unknown key; {hint}"))
             continue
         data[_SECTIONS[name]] = value
     for name, value in (secrets or {}).items():
@@ -657,6 +665,18 @@ def from_config_values(
         raise ConfigError(source, _describe(exc)) from None
 
 
+def _suggest(loc: list[str]) -> str:
+    """'did you mean `replicas`?' for a misspelt key, from the section's own fields."""
+    import difflib
+
+    model = section_models().get(loc[0]) if len(loc) == 2 else None
+    known = [to_camel(name) for name in model.model_fields] if model else []
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    return "check its spelling against the configuration reference in README.md"
+
+
 def _describe(exc: ValidationError) -> list[tuple[str, str]]:
     reverse = {v: k for k, v in {**_SECTIONS, **SECRET_KEYS}.items()}
     problems: list[tuple[str, str]] = []
@@ -671,7 +691,7 @@ def _describe(exc: ValidationError) -> list[tuple[str, str]]:
         key = ".".join(to_camel(part) if i else part for i, part in enumerate(loc)) or "(stack)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against the configuration reference in README.md"
+            message = "unknown key; " + _suggest(loc)
         elif error["type"] == "missing":
             message = "is required"
         elif "input" in error and error["type"] not in ("value_error",) and not isinstance(error["input"], dict):

@@ -54,6 +54,8 @@ def validate_command(
     if gate.champion:
         table.add_row("champion", gate.champion, f"{gate.champion_value:.6g}")
     out.print(table)
+    for line in gate.arithmetic:
+        out.print(f"  {escape(line)}", highlight=False)
     if not gate.passed:
         raise fail("gate failed: " + "; ".join(gate.reasons))
     out.print(f"[bold green]PASS[/] {escape(model)} v{gate.candidate}")

@@ -64,6 +64,8 @@ class GateResult:
     threshold: float | None = None
     max_regression: float = 0.02
     reasons: list[str] = field(default_factory=list)
+    #: the comparisons the gate made, with their numbers ("0.83 >= threshold 0.82")
+    arithmetic: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -86,10 +88,13 @@ class GateResult:
 def _metric(client: MlflowClient, version: ModelVersion, metric: str) -> float:
     if not version.run_id:
         raise RunbookError(f"{version.name} v{version.version} has no run to read {metric} from")
-    value = client.get_run(version.run_id).data.metrics.get(metric)
-    if value is None:
-        raise RunbookError(f"metric {metric!r} not found in run {version.run_id} ({version.name} v{version.version})")
-    return value
+    metrics = client.get_run(version.run_id).data.metrics
+    if metric not in metrics:
+        known = ", ".join(sorted(metrics)) or "none"
+        raise RunbookError(
+            f"metric {metric!r} not found in run {version.run_id} ({version.name} v{version.version}); it has: {known}"
+        )
+    return metrics[metric]
 
 
 def validate(
@@ -108,16 +113,24 @@ def validate(
     value = _metric(client, candidate, metric)
     result = GateResult(model, metric, candidate.version, value, threshold=threshold, max_regression=max_regression)
     better = (lambda a, b: a >= b) if higher_is_better else (lambda a, b: a <= b)
-    if threshold is not None and not better(value, threshold):
-        result.reasons.append(
-            f"{metric} {value:.6g} is {'below' if higher_is_better else 'above'} the threshold {threshold:.6g}"
-        )
+    sign = ">=" if higher_is_better else "<="
+    if threshold is not None:
+        ok = better(value, threshold)
+        result.arithmetic.append(f"{value:.6g} {sign} threshold {threshold:.6g}: {'yes' if ok else 'no'}")
+        if not ok:
+            result.reasons.append(
+                f"{metric} {value:.6g} is {'below' if higher_is_better else 'above'} the threshold {threshold:.6g}"
+            )
     champion = alias_version(client, model, CHAMPION)
     if champion is not None and champion.version != candidate.version:
         result.champion = champion.version
         result.champion_value = _metric(client, champion, metric)
         factor = (1 - max_regression) if higher_is_better else (1 + max_regression)
         limit = result.champion_value * factor
+        result.arithmetic.append(
+            f"{value:.6g} {sign} champion {result.champion_value:.6g} x {factor:.4g} = {limit:.6g}: "
+            f"{'yes' if better(value, limit) else 'no'}"
+        )
         if not better(value, limit):
             result.reasons.append(
                 f"{metric} {value:.6g} regresses more than {max_regression:.1%} from champion "
