@@ -93,13 +93,21 @@ def cleanup_runs_command(
             workers=workers,
             progress=advance,
         )
-    table = Table("", "runs", title="cleanup-runs" + (" (dry run)" if dry_run else ""))
-    table.add_row("experiments", str(report.experiments))
-    table.add_row("finished before cutoff", str(report.examined))
+    import datetime as dt
+
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
+    table = Table("", "count", title="cleanup-runs" + (" (dry run)" if dry_run else ""))
+    table.add_row("experiments searched", str(report.experiments))
+    table.add_row(f"runs finished before {cutoff:%Y-%m-%d %H:%M} UTC", str(report.examined))
     for reason, count in sorted(report.spared.items()):
         table.add_row(f"spared: {reason}", str(count))
-    table.add_row("would delete" if dry_run else "deleted", str(len(report.selected) if dry_run else report.changed))
+    table.add_row(
+        "runs that would be deleted" if dry_run else "runs deleted",
+        str(len(report.selected) if dry_run else report.changed),
+    )
     out.print(table)
+    if dry_run and report.selected:
+        out.print("dry run: nothing was deleted; run again with --execute to delete them (then `gc` purges)")
 
 
 @app.command("gc", rich_help_panel=PANEL)
