@@ -58,10 +58,17 @@ def check_connection(tracking_uri: str, timeout: float = CONNECT_TIMEOUT) -> Non
         return
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    # The TLS settings MLflow's own client honours, so a private CA is no "cannot reach".
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+    verify = False if insecure else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
     try:
-        requests.get(f"{tracking_uri}/health", timeout=timeout)
+        requests.get(f"{tracking_uri}/health", timeout=timeout, verify=verify)
         answer = requests.get(
-            f"{tracking_uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=auth, timeout=timeout
+            f"{tracking_uri}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=auth,
+            timeout=timeout,
+            verify=verify,
         )
     except requests.RequestException as exc:
         raise fail(
