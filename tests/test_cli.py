@@ -207,3 +207,14 @@ def test_config_check_takes_the_stack_as_plan_does_and_knows_local() -> None:
     for args in (["config", "check", "--stack", "dev"], ["config", "check", "dev"], ["config", "check", "local"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and ": valid" in result.output, (args, result.output)
+
+
+def test_usage_lines_name_arguments_in_capitals() -> None:
+    for command, argument in (
+        (["promote"], "MODEL"),
+        (["validate"], "MODEL"),
+        (["rollback"], "MODEL"),
+        (["config", "check"], "STACK"),
+    ):
+        usage = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output.splitlines()[1]
+        assert argument in usage and argument.lower() not in usage, usage

@@ -19,7 +19,7 @@ app = typer.Typer()
 
 @app.command("validate", rich_help_panel=PANEL)
 def validate_command(
-    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Registered model name.")],
     metric: Annotated[str, typer.Option(help="Run metric the gate reads (e.g. val_ndcg_at_10).")],
     threshold: Annotated[float | None, typer.Option(help="Absolute floor (ceiling with --lower-is-better).")] = None,
     max_regression: Annotated[float, typer.Option(help="Allowed relative regression vs @champion.")] = 0.02,
@@ -63,7 +63,7 @@ def validate_command(
 
 @app.command("promote", rich_help_panel=PANEL)
 def promote_command(
-    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Registered model name.")],
     metric: Annotated[str, typer.Option(help="Run metric the gate reads.")],
     lock: Lock = None,
     threshold: Annotated[float | None, typer.Option(help="Absolute floor for the metric.")] = None,
@@ -109,7 +109,7 @@ def promote_command(
 
 @app.command("rollback", rich_help_panel=PANEL)
 def rollback_command(
-    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Registered model name.")],
     reason: Annotated[str, typer.Option(help="Why (kept as a tag on the rolled-back version).")],
     lock: Lock = None,
     lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for the lock.")] = 30.0,
