@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
-from ..local.platform import DEFAULT_PORTS, LocalPlatform, Ports, default_state_dir
+from ..local.platform import DEFAULT_PORTS, LocalPlatform, Ports
 from ..local.processes import PlatformError
 from .connect import platform_for
 from .options import StackFile, StateDir
@@ -76,10 +76,8 @@ def _env_command(platform: LocalPlatform) -> str:
         if program.name == "mlflow-platform" and program.exists()
         else Path(shutil.which("mlflow-platform") or Path(sys.executable).parent / "mlflow-platform")
     )
-    words = [str(program), "local", "env"]
-    if platform.state_dir != default_state_dir().expanduser().resolve():
-        words += ["--state-dir", str(platform.state_dir)]
-    return shlex.join(words)
+    # Always with --state-dir: "the default" depends on the folder the command is run from.
+    return shlex.join([str(program), "local", "env", "--state-dir", str(platform.state_dir)])
 
 
 @app.command("down")
