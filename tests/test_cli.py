@@ -75,7 +75,7 @@ def test_up_with_a_bad_stack_file_fails_before_starting_anything(tmp_path: Path)
 
 
 def test_plan_prod_lists_every_component_and_masks_secrets() -> None:
-    result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
+    result = runner.invoke(app, ["plan", "--stack", "prod", "--tree"], terminal_width=200)
     assert result.exit_code == 0, result.output
     for component in (
         "Network",
@@ -138,7 +138,7 @@ def test_plan_runs_the_policy_pack_and_fails_on_a_mandatory_violation(tmp_path: 
 
 
 def test_plan_prod_shows_the_runbook_cronjobs() -> None:
-    result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=200)
+    result = runner.invoke(app, ["plan", "--stack", "prod", "--tree"], terminal_width=200)
     for name in ("runbooks-reap-stuck-runs", "runbooks-cleanup-runs", "runbooks-gc"):
         assert name in result.output
 
@@ -218,3 +218,16 @@ def test_usage_lines_name_arguments_in_capitals() -> None:
     ):
         usage = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output.splitlines()[1]
         assert argument in usage and argument.lower() not in usage, usage
+
+
+def test_plan_puts_the_verdict_first_and_prints_arns_whole_at_80_columns() -> None:
+    result = runner.invoke(app, ["plan", "--stack", "prod"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    verdict = next(i for i, line in enumerate(lines) if line.startswith("policy pack: passes"))
+    assert verdict < 25 and "TrackingServer (tracking)" in result.stdout
+    assert "kubernetes:apps/v1:Deployment" not in result.stdout  # the tree only with --tree
+    arns = [line.split()[-1] for line in lines if line.strip().startswith(("databaseSecretArn", "adminSecretArn"))]
+    assert len(arns) == 2 and all(":secret:mlflow/prod/" in arn and arn.endswith("-AbCdEf") for arn in arns)
+    tree = runner.invoke(app, ["plan", "--stack", "prod", "--tree"], terminal_width=80).stdout
+    assert "kubernetes:apps/v1:Deployment" in tree  # wrapped at spaces: a type name is never split

@@ -98,6 +98,7 @@ def _summary(inputs: dict, width: int = 60) -> str:
 def plan_command(
     stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name (dev, staging, prod) or a stack file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print [{type, name, parent, inputs}] instead.")] = False,
+    tree: Annotated[bool, typer.Option("--tree", help="Also print every resource under its parent.")] = False,
     policies: Annotated[
         bool, typer.Option("--policies/--no-policies", help="Run the policy pack over the plan.")
     ] = True,
@@ -136,14 +137,43 @@ def plan_command(
         )
         _exit_on_mandatory(violations, quiet=True)
         return
-    out.print(_resource_tree(capture, stack), highlight=False)
-    outputs = Table("output", "value")
-    for key, value in capture.outputs.items():
-        outputs.add_row(key, escape(str(value)))
-    out.print(outputs)
+    _print_summary(capture, stack, violations if policies else None)
+    if tree:
+        out.print(_resource_tree(capture, stack), highlight=False)
+    out.print("[bold]outputs[/]")
+    width = max(map(len, capture.outputs), default=0)
+    for key, value in capture.outputs.items():  # one line each, never cut or folded: ARNs copy whole
+        out.print(f"  {key:<{width}}  {escape(str(value))}", highlight=False, soft_wrap=True)
     if policies:
         _print_violations(violations)
         _exit_on_mandatory(violations)
+
+
+def _print_summary(capture, stack: str, violations) -> None:
+    """The verdict first: resources per component and the policy pack's result (details follow)."""
+    components = {r.name: r.type.split(":")[-1] for r in capture.resources if r.type.startswith("mlflow-platform:")}
+    counts = {f"{kind} ({name})": 0 for name, kind in components.items()}
+    for resource in capture.resources:
+        top = resource.parent
+        while top is not None and top not in components:
+            top = next((r.parent for r in capture.resources if r.name == top), None)
+        if resource.name not in components:
+            label = f"{components[top]} ({top})" if top else "stack"
+            counts[label] = counts.get(label, 0) + 1
+    table = Table(
+        "component",
+        "resources",
+        title=f"{capture.outputs.get('environment', stack)}: {len(capture.resources)} resources",
+    )
+    table.columns[0].no_wrap = True
+    for label, count in counts.items():
+        table.add_row(label, str(count))
+    out.print(table, highlight=False)
+    if violations is not None:
+        mandatory = sum(v.mandatory for v in violations)
+        verdict = "[bold green]passes[/]" if not mandatory else f"[bold red]{mandatory} mandatory violation(s)[/]"
+        out.print(f"policy pack: {verdict} ({len(violations)} finding(s); details below)")
+    out.print("every resource and its settings: add --tree", highlight=False)
 
 
 def _resource_tree(capture, stack: str):
