@@ -1,7 +1,7 @@
 """The one source of truth for how the tracking server runs.
 
 ``render_server`` turns a stack config plus the endpoints of one place (RDS + S3 in AWS, embedded
-PostgreSQL + a local S3 API on a laptop) into the server's argv, environment and basic-auth ini.
+PostgreSQL + SeaweedFS on a laptop) into the server's argv, environment and basic-auth ini.
 The Kubernetes Deployment and the local platform both execute its output, so what the tests run
 is what production runs. It is pure: no I/O, no secrets — secret values are only referenced.
 """

@@ -1,1 +1,1 @@
-"""The local platform: the same tracking server on embedded PostgreSQL and a local S3 API."""
+"""The local platform: the same tracking server on embedded PostgreSQL and SeaweedFS (S3)."""

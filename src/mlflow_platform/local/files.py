@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,40 +49,41 @@ def read_json(path: Path, what: str) -> dict:
 
 
 @contextlib.contextmanager
-def exclusive_lock(
-    state_dir: Path, *, on_wait: Callable[[str], None] | None = None, timeout: float = 300.0
-) -> Iterator[None]:
-    """Hold ``<state>/.lock`` for an up or down, so two of them never interleave.
-
-    The lock is an ``flock`` on an open file: the kernel releases it when the holder exits,
-    even by SIGKILL, so a crashed ``up`` never leaves the platform locked.
-    """
-    private_dir(state_dir)
-    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+def flock(path: Path, *, timeout: float, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created 0600), waiting up to ``timeout`` seconds, else
+    TimeoutError. The kernel releases it when the holder exits, even by SIGKILL, so a crashed
+    holder never leaves it locked."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait(f"waiting for another mlflow-platform command on {state_dir} to finish")
-            _wait_for_lock(fd, timeout, state_dir)
+        deadline, waited = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if on_wait and not waited:
+                    on_wait()
+                waited = True
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(path) from None
+                time.sleep(0.1)
         yield
     finally:
         os.close(fd)  # closing releases the flock
 
 
-def _wait_for_lock(fd: int, timeout: float, state_dir: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise PlatformError(
-                    f"another mlflow-platform command has held {state_dir}/.lock for {timeout:.0f}s; "
-                    "wait for it, or stop it, then run this again"
-                ) from None
-            time.sleep(0.2)
+@contextlib.contextmanager
+def exclusive_lock(
+    state_dir: Path, *, on_wait: Callable[[str], None] | None = None, timeout: float = 300.0
+) -> Iterator[None]:
+    """Hold ``<state>/.lock`` for an up or down, so two of them never interleave."""
+    private_dir(state_dir)
+    notice = f"waiting for another mlflow-platform command on {state_dir} to finish"
+    try:
+        with flock(state_dir / ".lock", timeout=timeout, on_wait=(lambda: on_wait(notice)) if on_wait else None):
+            yield
+    except TimeoutError:
+        raise PlatformError(
+            f"another mlflow-platform command has held {state_dir}/.lock for {timeout:.0f}s; "
+            "wait for it, or stop it, then run this again"
+        ) from None

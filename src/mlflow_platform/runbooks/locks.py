@@ -85,27 +85,15 @@ def dynamodb_lock(table: str, key: str, *, ttl: float, timeout: float) -> Iterat
 
 @contextlib.contextmanager
 def file_lock(directory: Path, key: str, *, timeout: float) -> Iterator[None]:
-    """An flock on ``<directory>/<key>.lock``: one machine only (the local platform's state dir).
-    The kernel releases it when the holder exits, however it exits."""
-    import fcntl
+    """An flock on ``<directory>/<key>.lock``: one machine only (the local platform's state dir)."""
+    from ..local.files import flock, private_dir
 
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(directory / f"{key.replace('/', '_').replace(':', '_')}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + timeout
+    path = private_dir(directory) / f"{key.replace('/', '_').replace(':', '_')}.lock"
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockUnavailable(
-                        f"lock {key} is held by another promotion; gave up after {timeout:.0f}s"
-                    ) from None
-                time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)
+        with flock(path, timeout=timeout):
+            yield
+    except TimeoutError:
+        raise LockUnavailable(f"lock {key} is held by another promotion; gave up after {timeout:.0f}s") from None
 
 
 @contextlib.contextmanager
