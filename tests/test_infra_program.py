@@ -519,6 +519,38 @@ def test_maintenance_pods_never_run_as_the_servers_irsa_account(stack: str) -> N
     assert pods and {p["serviceAccountName"] for p in pods} == {"mlflow-maintenance"}
 
 
+def _secret_names(pod: dict) -> set[str]:
+    refs = [
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for c in pod["containers"]
+        for e in c.get("env") or []
+        if "secretKeyRef" in (e.get("valueFrom") or {})
+    ]
+    return set(refs) | {v["secret"]["secretName"] for v in pod.get("volumes") or [] if "secret" in v}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_the_migration_job_sees_the_master_password(stack: str) -> None:
+    """The server connects as its DML-only role; the RDS master password is in its own Secret that
+    only the migration Job references, and the database's Secrets Manager entry holds both roles."""
+    capture = captured(stack)
+    pods = {r.name: r.inputs["spec"]["template"]["spec"] for r in capture.of_type("kubernetes:batch/v1:Job")}
+    pods |= {r.name: r.inputs["spec"]["template"]["spec"] for r in capture.of_type("kubernetes:apps/v1:Deployment")}
+    pods |= {
+        r.name: r.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for r in capture.of_type("kubernetes:batch/v1:CronJob")
+    }
+    readers = sorted(name for name, pod in pods.items() if "mlflow-db-owner" in _secret_names(pod))
+    assert readers == ["tracking-migrate"]
+    server = capture.one("kubernetes:apps/v1:Deployment", "tracking-deployment").inputs
+    command = server["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--backend-store-uri") + 1].startswith("postgresql+psycopg://mlflow_app@")
+    assert "sslmode=verify-full&sslrootcert=/etc/ssl/certs/rds-global-bundle.pem" in " ".join(command)
+    owner = capture.one("kubernetes:core/v1:Secret", "tracking-db-owner").inputs
+    app = capture.one("kubernetes:core/v1:Secret", "tracking-secret").inputs
+    assert owner["stringData"]["password"] != app["stringData"]["db-password"]
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_runbook_pods_have_their_own_network_policy(stack: str) -> None:
     policies = {

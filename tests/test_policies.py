@@ -225,6 +225,14 @@ CASES = {
         lambda r: set_env(r, "MLFLOW_FLASK_SERVER_SECRET_KEY", {"value": "not-a-secret"}),
         None,
     ),
+    "mlflow-db-verified-least-privilege": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: container(r).update(
+            command=[a.replace("sslmode=verify-full", "sslmode=require") for a in container(r)["command"]]
+        ),
+        None,
+    ),
     "mlflow-keep-alive-exceeds-alb-idle": (
         "prod",
         "aws:lb/loadBalancer:LoadBalancer",
@@ -315,7 +323,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 34
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 35
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 

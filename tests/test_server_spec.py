@@ -6,13 +6,18 @@ import configparser
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from mlflow_platform.config import from_config_values, load_stack_file
 from mlflow_platform.server_spec import (
     ADMIN_PASSWORD,
+    APP_DB_PASSWORD_ENV,
+    DB_OWNER_PASSWORD,
     DB_PASSWORD,
     FLASK_SECRET_KEY,
+    RDS_CA_BUNDLE,
     Endpoints,
+    render_migration,
     render_server,
 )
 
@@ -57,11 +62,34 @@ def test_no_secret_value_is_rendered(prod) -> None:
     assert set(spec.secret_refs) == {DB_PASSWORD, FLASK_SECRET_KEY, ADMIN_PASSWORD}
 
 
-def test_database_url_uses_psycopg3_and_tls_against_rds(prod) -> None:
+def test_database_url_verifies_the_rds_certificate_and_uses_the_app_role(prod) -> None:
+    """libpq's `require` encrypts but accepts any certificate; only `verify-full` checks the CA and
+    the host name (https://www.postgresql.org/docs/current/libpq-ssl.html, table 34.1). AWS
+    documents the global bundle for it (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.SSL.html)."""
     uri = option(render_server(prod, ENDPOINTS).argv, "--backend-store-uri")
     assert uri == (
-        "postgresql+psycopg://mlflow@mlflow.cluster-abc.eu-west-1.rds.amazonaws.com:5432/mlflow?sslmode=require"
+        "postgresql+psycopg://mlflow_app@mlflow.cluster-abc.eu-west-1.rds.amazonaws.com:5432/mlflow"
+        f"?sslmode=verify-full&sslrootcert={RDS_CA_BUNDLE}"
     )
+    assert "mlflow_app@" in render_server(prod, ENDPOINTS).auth_ini
+
+
+def test_the_image_ships_the_rds_ca_bundle_readable_by_the_server_user() -> None:
+    dockerfile = (ROOT / "server" / "Dockerfile").read_text()
+    add = next(line for line in dockerfile.splitlines() if line.startswith("ADD ") and RDS_CA_BUNDLE in line)
+    assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in add
+    # A remote ADD is 0600 root-owned unless told otherwise; the server runs as uid 10001.
+    assert "--chmod=0644" in add and dockerfile.startswith("# syntax=docker/dockerfile:")
+
+
+def test_migration_runs_as_the_owner_and_grants_the_app_role(prod) -> None:
+    migration = render_migration(prod, ENDPOINTS)
+    assert option(migration.argv, "--backend-store-uri").startswith("postgresql+psycopg://mlflow@")
+    assert option(migration.argv, "--app-role") == "mlflow_app"
+    by_name = {e.name: e.secret for e in migration.env}
+    assert by_name["PGPASSWORD"] == DB_OWNER_PASSWORD
+    assert by_name[APP_DB_PASSWORD_ENV] == DB_PASSWORD
+    assert DB_OWNER_PASSWORD not in render_server(prod, ENDPOINTS).secret_refs
 
 
 def test_gunicorn_is_the_server_with_tuned_options(prod) -> None:
@@ -98,9 +126,8 @@ def test_auth_ini_is_read_by_mlflow_itself(prod, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", SECRET)
     auth = read_auth_config()
-    assert auth.database_uri.startswith("postgresql+psycopg://mlflow@") and auth.database_uri.split("/")[-1].startswith(
-        "mlflow_auth"
-    )
+    assert auth.database_uri.startswith("postgresql+psycopg://mlflow_app@")
+    assert make_url(auth.database_uri).database == "mlflow_auth"
     assert auth.auth_cache_ttl_seconds == 60
     assert auth.default_permission == "READ"
     assert auth.admin_password == SECRET

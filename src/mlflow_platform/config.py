@@ -208,7 +208,13 @@ class DatabaseConfig(_Section):
     username: str = Field(
         "mlflow",
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="Role the server connects as (password via PGPASSWORD).",
+        description="Schema owner (the RDS master user); only the migration step connects as it.",
+    )
+    app_username: str = Field(
+        "mlflow_app",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Least-privilege role (DML only) the server and runbooks connect as; the migration "
+        "step creates it and grants it the tables.",
     )
 
     @field_validator("engine_version")
@@ -237,6 +243,8 @@ class DatabaseConfig(_Section):
             raise ValueError("maxAllocatedStorageGb must be at least allocatedStorageGb")
         if self.tracking_database == self.auth_database:
             raise ValueError("trackingDatabase and authDatabase must differ")
+        if self.username == self.app_username:
+            raise ValueError("appUsername must differ from username: the server must not connect as the schema owner")
         days = self.performance_insights_retention_days
         if days != 7 and (days % 31 or days > 731):
             raise ValueError("performanceInsightsRetentionDays must be 7 or a multiple of 31 up to 731")

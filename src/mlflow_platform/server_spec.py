@@ -25,7 +25,15 @@ class SecretRef:
     key: str
 
 
+#: The server's least-privilege database role (DML only; created by the migration step).
 DB_PASSWORD = SecretRef(SERVER_SECRET, "db-password")
+#: The schema owner (the RDS master user). Only the migration step sees it, never a server pod.
+DB_OWNER_SECRET = "mlflow-db-owner"
+DB_OWNER_PASSWORD = SecretRef(DB_OWNER_SECRET, "password")
+#: AWS's global RDS CA bundle, baked into the image (server/Dockerfile) for sslmode=verify-full.
+RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"
+#: Where the migration step reads the application role's password.
+APP_DB_PASSWORD_ENV = "MLFLOW_PLATFORM_APP_DB_PASSWORD"
 FLASK_SECRET_KEY = SecretRef(SERVER_SECRET, "flask-secret-key")
 ADMIN_PASSWORD = SecretRef(SERVER_SECRET, "admin-password")
 
@@ -48,8 +56,11 @@ class Endpoints:
     db_host: str
     bucket: str
     db_port: int = 5432
-    #: ``require`` against RDS (rds.force_ssl=1); the embedded PostgreSQL has no TLS.
-    db_sslmode: str = "require"
+    #: ``verify-full`` against RDS: TLS (rds.force_ssl=1) *and* the server's certificate checked
+    #: against the RDS CA for the endpoint's name; ``require`` alone accepts any certificate.
+    #: The embedded PostgreSQL has no TLS.
+    db_sslmode: str = "verify-full"
+    db_sslrootcert: str | None = RDS_CA_BUNDLE
     bind_host: str = "0.0.0.0"
     port_override: int | None = None
     s3_endpoint_url: str | None = None
@@ -78,13 +89,17 @@ class ServerSpec:
         return {e.name: e.value if e.secret is None else secrets[e.secret] for e in self.env}
 
 
-def database_url(config: StackConfig, endpoints: Endpoints, database: str) -> str:
-    """SQLAlchemy URL without a password: libpq reads it from PGPASSWORD, so the URL is not secret."""
+def database_url(config: StackConfig, endpoints: Endpoints, database: str, *, owner: bool = False) -> str:
+    """SQLAlchemy URL without a password: libpq reads it from PGPASSWORD, so the URL is not secret.
+
+    Servers and runbooks connect as the application role; ``owner`` is for the migration step.
+    """
     d = config.database
-    return (
-        f"postgresql+psycopg://{d.username}@{endpoints.db_host}:{endpoints.db_port}/{database}"
-        f"?sslmode={endpoints.db_sslmode}"
-    )
+    role = d.username if owner else d.app_username
+    query = f"sslmode={endpoints.db_sslmode}"
+    if endpoints.db_sslrootcert:
+        query += f"&sslrootcert={endpoints.db_sslrootcert}"
+    return f"postgresql+psycopg://{role}@{endpoints.db_host}:{endpoints.db_port}/{database}?{query}"
 
 
 def gunicorn_options(config: StackConfig) -> str:
@@ -192,17 +207,23 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
 
 
 def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
-    """The pre-rollout schema step (create the auth database if missing, `mlflow db upgrade`),
-    with the same URL and credentials as the server."""
+    """The pre-rollout schema step, as the schema owner: create the auth database if missing,
+    upgrade both schemas, then (re)grant the server's DML-only role."""
     d = config.database
     argv = (
         "mlflow-platform",
         "db",
         "prepare",
         "--backend-store-uri",
-        database_url(config, endpoints, d.tracking_database),
+        database_url(config, endpoints, d.tracking_database, owner=True),
         "--auth-database",
         d.auth_database,
+        "--app-role",
+        d.app_username,
     )
-    env = (EnvVar("PGPASSWORD", secret=DB_PASSWORD), EnvVar("PYTHONUNBUFFERED", "1"))
+    env = (
+        EnvVar("PGPASSWORD", secret=DB_OWNER_PASSWORD),
+        EnvVar(APP_DB_PASSWORD_ENV, secret=DB_PASSWORD),
+        EnvVar("PYTHONUNBUFFERED", "1"),
+    )
     return ServerSpec(argv=argv, env=env, auth_ini=None, auth_config_path=None, port=0)

@@ -12,6 +12,7 @@ import importlib.resources
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 import warnings
@@ -22,7 +23,18 @@ import psycopg
 import requests
 
 from ..config import StackConfig, load_stack_file
-from ..server_spec import ADMIN_PASSWORD, DB_PASSWORD, FLASK_SECRET_KEY, Endpoints, ServerSpec, render_server
+from ..db import connect as connect_db
+from ..server_spec import (
+    ADMIN_PASSWORD,
+    DB_OWNER_PASSWORD,
+    DB_PASSWORD,
+    FLASK_SECRET_KEY,
+    Endpoints,
+    SecretRef,
+    ServerSpec,
+    render_migration,
+    render_server,
+)
 from .files import exclusive_lock, private_dir, read_json, write_private
 from .object_store import INTERNAL_PORTS, ObjectStore
 from .object_store import REGION as S3_REGION
@@ -191,6 +203,7 @@ class LocalPlatform:
             db_host="127.0.0.1",
             db_port=ports.postgres,
             db_sslmode="disable",  # the embedded server is loopback-only and built without TLS
+            db_sslrootcert=None,
             bucket=self.bucket,
             bind_host="127.0.0.1",
             port_override=ports.tracking,
@@ -241,6 +254,8 @@ class LocalPlatform:
             self._start_postgres(state.ports, secret_values, log, started_here)
             self._start_s3(state, log, started_here)
             state.save(self._state_file)
+            if not self._tracking_healthy(state.ports):
+                self._migrate(state.ports, secret_values, log)
             self._sync_admin_password(state.ports, secret_values, log)
             self._start_tracking(state, log, started_here)
         except BaseException:
@@ -306,6 +321,26 @@ class LocalPlatform:
         self._wait(store.healthy, pid, "SeaweedFS S3 API", self.logs / "s3.log")
         log(f"s3        started pid {pid} on port {store.s3_port} (SeaweedFS)")
 
+    def _migrate(self, ports: Ports, secret_values: dict[str, str], log) -> None:
+        """The migration Job's command, as rendered for AWS: schemas as the owner, then the
+        server's DML-only role (so the local server runs with the same rights as in AWS)."""
+        spec = render_migration(self.config, self.endpoints(ports))
+        env = {**self._base_env(), **spec.resolve_env(self._secret_map(secret_values))}
+        log_file = self.logs / "migrate.log"
+        with open(log_file, "ab") as sink:
+            result = subprocess.run(spec.argv, env=env, stdout=sink, stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            raise PlatformError(f"database migration failed; last lines of {log_file}:\n{tail(log_file)}")
+        log("database  schemas up to date; server role granted data rights only")
+
+    def _secret_map(self, secret_values: dict[str, str]) -> dict[SecretRef, str]:
+        return {
+            DB_PASSWORD: secret_values["app_db_password"],
+            DB_OWNER_PASSWORD: secret_values["db_password"],
+            FLASK_SECRET_KEY: secret_values["flask_secret_key"],
+            ADMIN_PASSWORD: secret_values["admin_password"],
+        }
+
     def _sync_admin_password(self, ports: Ports, secret_values: dict[str, str], log) -> None:
         """Apply an admin password edited in secrets.json: MLflow only sets it when creating the user.
 
@@ -327,18 +362,18 @@ class LocalPlatform:
         log(f"auth      applied the admin password from {self._secrets_file.path}")
 
     def _connect_app_role(self, ports: Ports, database: str) -> psycopg.Connection:
-        """A connection as the application role (what the server uses), not the superuser."""
+        """A connection as the server's role (data rights only), not the owner or the superuser."""
         return psycopg.connect(
             host="127.0.0.1",
             port=ports.postgres,
-            user=self.config.database.username,
+            user=self.config.database.app_username,
             dbname=database,
-            password=self._secrets()["db_password"],
+            password=self._secrets()["app_db_password"],
             connect_timeout=5,
         )
 
     def _stored_password_hash(self, ports: Ports, username: str) -> str | None:
-        with self._connect_app_role(ports, self.config.database.auth_database) as conn:
+        with connect_db(self.database_uri(self.config.database.auth_database, ports)) as conn:
             if not conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()[0]:
                 return None
             row = conn.execute("SELECT password_hash FROM users WHERE username = %s", (username,)).fetchone()
@@ -375,15 +410,7 @@ class LocalPlatform:
             "AWS_DEFAULT_REGION": S3_REGION,
         }
         if spec is not None:
-            env.update(
-                spec.resolve_env(
-                    {
-                        DB_PASSWORD: secret_values["db_password"],
-                        FLASK_SECRET_KEY: secret_values["flask_secret_key"],
-                        ADMIN_PASSWORD: secret_values["admin_password"],
-                    }
-                )
-            )
+            env.update(spec.resolve_env(self._secret_map(secret_values)))
         return env
 
     def stop_tracking(self, *, log=print) -> None:
@@ -511,7 +538,7 @@ class LocalPlatform:
         ]
 
     def database_uri(self, database: str | None = None, ports: Ports | None = None) -> str:
-        """A database with the application role's password (for runbooks, not servers)."""
+        """A database as the schema owner, password included (for runbooks, not servers)."""
         d, ports = self.config.database, ports or self.state.ports
         return (
             f"postgresql+psycopg://{d.username}:{self._secrets()['db_password']}@127.0.0.1:{ports.postgres}/"

@@ -204,12 +204,13 @@ class LocalPostgres:
         )
 
     def ensure_role_and_databases(self, role: str, password: str, databases: list[str]) -> None:
-        """Idempotently create the application role and its databases (tracking, auth)."""
+        """Idempotently create the schema owner and its databases (tracking, auth); like the RDS
+        master user it may create roles (the migration step creates the server's role)."""
         with self.connect() as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(
-                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB PASSWORD {}").format(
+                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)
                 )
             )

@@ -25,7 +25,8 @@ IRREPLACEABLE = ("postgres_superuser_password",)
 def _generate() -> dict[str, str]:
     return {
         "postgres_superuser_password": secrets.token_urlsafe(24),
-        "db_password": secrets.token_urlsafe(24),
+        "db_password": secrets.token_urlsafe(24),  # the schema owner
+        "app_db_password": secrets.token_urlsafe(24),  # the server's DML-only role
         "flask_secret_key": secrets.token_hex(32),
         "admin_password": secrets.token_urlsafe(18),
         "s3_access_key_id": "local" + secrets.token_hex(6),

@@ -11,6 +11,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from sqlalchemy.engine import make_url
 
 from ..config import (
     ENGINES_WITH_AUTH,
@@ -70,6 +71,17 @@ def _secrets_from_secrets(args: StackValidationArgs, report: ReportViolation) ->
                 report(f"{deployment.name} does not set {name}", deployment.urn)
             elif not ((entry.get("valueFrom") or {}).get("secretKeyRef")):
                 report(f"{deployment.name} sets {name} without a secretKeyRef", deployment.urn)
+
+
+def _db_verified_least_privilege(args: StackValidationArgs, report: ReportViolation) -> None:
+    """libpq's ``require`` accepts any certificate; the master user can alter or drop the schema."""
+    masters = {str(db.props.get("username")) for db in of_type(args, "aws:rds/instance:Instance")}
+    for deployment, container in server_containers(args):
+        uri = make_url(option(as_list(container.get("command")), "--backend-store-uri") or "postgresql://")
+        if uri.query.get("sslmode") != "verify-full" or not uri.query.get("sslrootcert"):
+            report(f"{deployment.name} does not verify the database certificate (sslmode=verify-full)", deployment.urn)
+        if uri.username in masters:
+            report(f"{deployment.name} connects as the RDS master user {uri.username}", deployment.urn)
 
 
 def _keep_alive(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -193,6 +205,13 @@ POLICIES = [
         validate=_secrets_from_secrets,
         enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Reference the mlflow-server Secret with env.valueFrom.secretKeyRef.",
+    ),
+    StackValidationPolicy(
+        name="mlflow-db-verified-least-privilege",
+        description="The server verifies RDS's certificate and never connects as the master user.",
+        validate=_db_verified_least_privilege,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Render with the default Endpoints (verify-full, RDS CA bundle) and database.appUsername.",
     ),
     StackValidationPolicy(
         name="mlflow-keep-alive-exceeds-alb-idle",

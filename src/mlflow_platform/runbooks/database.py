@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ..db import upgrade_schema
+from ..db import connect, libpq_params, upgrade_schema
 from . import RunbookError
 from .registry import CHAMPION
 
@@ -29,41 +29,14 @@ def _tool(name: str) -> str:
 
 
 def _libpq_args(uri: str, database: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """pg_dump/pg_restore connection flags from a SQLAlchemy URL; the password stays in the env."""
-    url = make_url(uri)
+    """pg_dump/pg_restore connection flags from a SQLAlchemy URL; password and TLS go in the env."""
+    params = libpq_params(uri, database)
     env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = url.password
-    if sslmode := url.query.get("sslmode"):
-        env["PGSSLMODE"] = sslmode
-    args = [
-        "-h",
-        url.host or "127.0.0.1",
-        "-p",
-        str(url.port or 5432),
-        "-U",
-        url.username or "postgres",
-        "-d",
-        database or url.database,
-    ]
+    for key, variable in (("password", "PGPASSWORD"), ("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
+        if params.get(key):
+            env[variable] = params[key]
+    args = ["-h", params["host"], "-p", str(params["port"]), "-U", params["user"] or "postgres", "-d", params["dbname"]]
     return args, env
-
-
-def _connect(uri: str, database: str | None = None) -> psycopg.Connection:
-    url = make_url(uri)
-    params = {
-        "host": url.host,
-        "port": url.port or 5432,
-        "user": url.username,
-        "dbname": database or url.database,
-        "autocommit": True,
-        "connect_timeout": 10,
-    }
-    if url.password:
-        params["password"] = url.password
-    if sslmode := url.query.get("sslmode"):
-        params["sslmode"] = sslmode
-    return psycopg.connect(**params)
 
 
 def backup_to_file(uri: str, backup_dir: Path) -> Path:
@@ -166,7 +139,7 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
     backup = latest_backup(backup_dir)
     scratch = f"restore_drill_{int(time.time())}"
     report = DrillReport(str(backup), scratch)
-    with _connect(uri) as source:
+    with connect(uri) as source:
         source_runs, source_versions, source_champions = _snapshot(source)
         source.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
@@ -181,7 +154,7 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
             report.problems.append(f"pg_restore failed: {result.stderr.strip()}")
             return report
         scratch_uri = make_url(uri).set(database=scratch).render_as_string(hide_password=False)
-        with _connect(scratch_uri) as restored:
+        with connect(scratch_uri) as restored:
             runs, versions, champions = _snapshot(restored)
         report.runs, report.model_versions = (source_runs, runs), (source_versions, versions)
         if runs != source_runs:
@@ -197,7 +170,7 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
         _resolve_through_mlflow(scratch_uri, champions, report)
     finally:
         if not keep:
-            with _connect(uri) as source:
+            with connect(uri) as source:
                 source.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
     return report
 

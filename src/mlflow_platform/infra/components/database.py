@@ -17,6 +17,7 @@ class Database(pulumi.ComponentResource):
     instance_arn: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
     password: pulumi.Output[str]
+    app_password: pulumi.Output[str]
     secret_arn: pulumi.Output[str]
 
     def __init__(
@@ -48,11 +49,13 @@ class Database(pulumi.ComponentResource):
         params = self._parameter_group(name, config, base, child)
 
         password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
+        # The server's own role (created by the migration Job): the master password stays out of its pods.
+        app_password = random.RandomPassword(f"{name}-app-password", length=40, special=False, opts=child)
         # A final snapshot id must be new each time an instance is deleted: a fixed one makes the
         # second teardown fail ("DBSnapshotAlreadyExists"). A random suffix, stable in the state.
         self._snapshot_suffix = random.RandomId(f"{name}-final-snapshot-id", byte_length=4, opts=child)
         instance = self._instance(name, config, identifier, key, subnets, sg, params, password, base)
-        secret = self._credentials(name, config, environment, key, instance, password, base, child)
+        secret = self._credentials(name, config, environment, key, instance, (password, app_password), base, child)
 
         self.address = instance.address
         self.port = instance.port
@@ -60,6 +63,7 @@ class Database(pulumi.ComponentResource):
         self.instance_arn = instance.arn
         self.security_group_id = sg.id
         self.password = pulumi.Output.secret(password.result)
+        self.app_password = pulumi.Output.secret(app_password.result)
         self.secret_arn = secret.arn
         self.register_outputs({"address": self.address, "instanceArn": self.instance_arn, "secretArn": self.secret_arn})
 
@@ -173,10 +177,12 @@ class Database(pulumi.ComponentResource):
         environment: str,
         key: aws.kms.Key,
         instance: aws.rds.Instance,
-        password: random.RandomPassword,
+        passwords: tuple[random.RandomPassword, random.RandomPassword],
         base: dict,
         child: pulumi.ResourceOptions,
     ) -> aws.secretsmanager.Secret:
+        """Both roles' credentials, for on-call (the pods get theirs from Kubernetes Secrets)."""
+        password, app_password = passwords
         secret = aws.secretsmanager.Secret(
             f"{name}-credentials",
             name=f"mlflow/{environment}/database",
@@ -197,6 +203,8 @@ class Database(pulumi.ComponentResource):
                     "port": instance.port,
                     "username": config.username,
                     "password": pulumi.Output.secret(password.result),
+                    "appUsername": config.app_username,
+                    "appPassword": pulumi.Output.secret(app_password.result),
                     "dbname": config.tracking_database,
                     "authDbname": config.auth_database,
                 }

@@ -17,6 +17,8 @@ import pulumi_kubernetes as k8s
 from ...config import StackConfig
 from ...server_spec import (
     ADMIN_PASSWORD,
+    DB_OWNER_PASSWORD,
+    DB_OWNER_SECRET,
     DB_PASSWORD,
     FLASK_SECRET_KEY,
     SERVER_SECRET,
@@ -56,7 +58,8 @@ class TrackingServerArgs:
     db_host: pulumi.Input[str]
     bucket: pulumi.Input[str]
     role_arn: pulumi.Input[str]
-    db_password: pulumi.Input[str]
+    db_password: pulumi.Input[str]  # the server's DML-only role
+    db_owner_password: pulumi.Input[str]  # the RDS master user: migration Job only
     flask_secret_key: pulumi.Input[str]
     admin_password: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
@@ -143,6 +146,14 @@ class TrackingServer(pulumi.ComponentResource):
             },
             opts=self._ns_opts,
         )
+        # Its own Secret, referenced only by the migration Job's pod: no server pod can read it.
+        self._owner_secret = k8s.core.v1.Secret(
+            f"{name}-db-owner",
+            metadata=self._meta(DB_OWNER_SECRET),
+            type="Opaque",
+            string_data={DB_OWNER_PASSWORD.key: pulumi.Output.secret(a.db_owner_password)},
+            opts=self._ns_opts,
+        )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-auth",
             metadata=self._meta("mlflow-auth"),
@@ -150,7 +161,7 @@ class TrackingServer(pulumi.ComponentResource):
             opts=self._ns_opts,
         )
         self.maintenance_account = maintenance
-        return [account, maintenance, self._secret, config_map]
+        return [account, maintenance, self._secret, self._owner_secret, config_map]
 
     def _migration_job(self) -> k8s.batch.v1.Job:
         """The Job's name carries a hash of what it runs, so each new image or schema step re-runs it;
@@ -193,7 +204,7 @@ class TrackingServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=a.provider,
-                depends_on=[self._secret, self.maintenance_account, *a.depends_on],
+                depends_on=[self._secret, self._owner_secret, self.maintenance_account, *a.depends_on],
                 delete_before_replace=True,
             ),
         )
