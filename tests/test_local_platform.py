@@ -54,6 +54,32 @@ def test_postgres_runs_with_the_configured_max_connections(platform: LocalPlatfo
     assert {"mlflow", "mlflow_auth"} <= names
 
 
+def test_the_server_runs_as_a_role_with_data_rights_only(platform: LocalPlatform) -> None:
+    """As in AWS: the migration step (the owner) upgrades the schemas; the server's role may read and
+    write rows of both databases but not change their schema, create databases or roles."""
+    import psycopg
+
+    pg, d = platform._postgres(platform.state.ports), platform.config.database
+    with pg.connect() as conn:
+        sessions = {
+            r[0]
+            for r in conn.execute("SELECT usename FROM pg_stat_activity WHERE datname = %s", (d.tracking_database,))
+        }
+        attrs = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s", (d.app_username,)
+        ).fetchone()
+    assert d.app_username in sessions and d.username not in sessions  # the running server's pool
+    assert attrs == (False, False, False)
+    for database, table in ((d.tracking_database, "runs"), (d.auth_database, "users")):
+        with platform._connect_app_role(platform.state.ports, database) as conn:
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN probe integer")
+            conn.rollback()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("CREATE TABLE public.probe (id integer)")
+
+
 def test_second_up_reuses_what_runs(platform: LocalPlatform) -> None:
     before = dict(platform.state.pids)
     started = time.monotonic()
