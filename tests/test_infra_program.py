@@ -569,6 +569,31 @@ def test_runbook_pods_have_their_own_network_policy(stack: str) -> None:
     assert to_server
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_server_admits_only_the_alb_subnets_and_the_runbook_pods(stack: str) -> None:
+    """Not the whole VPC: other workloads in the cluster (or VPC) cannot reach the server directly."""
+    import ipaddress
+
+    capture = captured(stack)
+    server = next(
+        p.inputs["spec"]
+        for p in capture.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if p.inputs["metadata"]["name"] == "mlflow-server"
+    )
+    sources = [peer for rule in server["ingress"] for peer in rule["from"]]
+    blocks = [ipaddress.ip_network(p["ipBlock"]["cidr"]) for p in sources if "ipBlock" in p]
+    pods = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
+    assert pods == [{"app.kubernetes.io/name": "mlflow-runbooks"}]
+    config = load_stack_file(ROOT / f"stacks/Pulumi.{stack}.yaml").config
+    vpc = ipaddress.ip_network(config.network.cidr) if config.network.create_vpc else None
+    assert blocks and all(b.prefixlen >= 20 for b in blocks)  # subnets, never the VPC's /16
+    if vpc is not None:  # created: exactly the ALB's subnets (public when internet-facing)
+        subnets = capture.of_type("aws:ec2/subnet:Subnet")
+        tier = "private" if config.load_balancer.internal else "public"
+        expected = {ipaddress.ip_network(s.inputs["cidrBlock"]) for s in subnets if s.inputs["tags"]["Tier"] == tier}
+        assert set(blocks) == expected
+
+
 def test_a_created_cluster_enforces_network_policies() -> None:
     addon = captured("dev").one("aws:eks/addon:Addon").inputs
     assert addon["addonName"] == "vpc-cni"

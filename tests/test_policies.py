@@ -183,6 +183,12 @@ CASES = {
         lambda r: r.inputs["spec"].update(minReplicas=1.0),
         None,
     ),
+    "k8s-ingress-narrow": (
+        "prod",
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        lambda r: r.inputs["spec"]["ingress"][0].update({"from": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]}),
+        "tracking-netpol",
+    ),
     "k8s-hpa-owns-replicas": ("prod", DEPLOYMENT, lambda r: r.inputs["spec"].update(replicas=2.0), None),
     "k8s-no-loadbalancer-service": (
         "prod",
@@ -323,7 +329,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 35
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 36
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 

@@ -225,6 +225,9 @@ def _call(token: str, args: dict[str, Any]) -> dict[str, Any]:
         }
     if token == "aws:ec2/getVpc:getVpc":
         return {"id": args.get("id"), "cidrBlock": "10.30.0.0/16", "arn": _arn("ec2", f"vpc/{args.get('id')}")}
+    if token == "aws:ec2/getSubnet:getSubnet":
+        third = int(hashlib.sha256(str(args.get("id")).encode()).hexdigest(), 16) % 250
+        return {"id": args.get("id"), "cidrBlock": f"10.30.{third}.0/24", "vpcId": "vpc-mock"}
     if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
         return {
             "userName": "AWS",

@@ -190,6 +190,9 @@ def tracking_server(
             target_group_arn=base.lb.target_group_arn,
             alb_security_group_id=base.lb.security_group_id,
             vpc_cidr=base.network.vpc_cidr,
+            alb_subnet_cidrs=(
+                base.network.private_subnet_cidrs if config.load_balancer.internal else base.network.public_subnet_cidrs
+            ),
             provider=base.cluster.provider,
             depends_on=[r for r in (base.cluster.lb_controller,) if r is not None],
         ),

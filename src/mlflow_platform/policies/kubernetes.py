@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from pulumi_policy import (
@@ -18,6 +19,8 @@ from ._helpers import WORKLOAD_KINDS, as_list, containers, of_type, pod_spec
 
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)", re.IGNORECASE)
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+#: Wider than a /20 is a VPC, not a load balancer's subnets.
+MIN_INGRESS_PREFIX = 20
 
 
 def _hardened(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -111,6 +114,20 @@ def _hpa_owns_replicas(args: StackValidationArgs, report: ReportViolation) -> No
             )
 
 
+def _narrow_ingress(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Every ingress peer is a pod selector or a subnet-sized block: never 'anyone' or the VPC."""
+    if args.resource_type != "kubernetes:networking.k8s.io/v1:NetworkPolicy":
+        return
+    for rule in as_list((args.props.get("spec") or {}).get("ingress")):
+        peers = as_list(rule.get("from"))
+        if not peers:
+            report("an ingress rule without 'from' admits every source")
+        for peer in peers:
+            cidr = (peer.get("ipBlock") or {}).get("cidr")
+            if cidr and ipaddress.ip_network(cidr, strict=False).prefixlen < MIN_INGRESS_PREFIX:
+                report(f"ingress from {cidr} admits a whole network; name the load balancer's subnets")
+
+
 def _no_load_balancer_service(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if (
         args.resource_type == "kubernetes:core/v1:Service"
@@ -192,6 +209,13 @@ POLICIES = [
             }
         ),
         remediation_steps="Set server.replicas (the HPA's minReplicas) >= 2 in the prod stack; keep the PDB.",
+    ),
+    ResourceValidationPolicy(
+        name="k8s-ingress-narrow",
+        description="NetworkPolicies admit named pods or the ALB's subnets, never the whole VPC.",
+        validate=_narrow_ingress,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Admit the load balancer's subnet CIDRs (alb_subnet_cidrs) or a podSelector.",
     ),
     StackValidationPolicy(
         name="k8s-hpa-owns-replicas",

@@ -16,6 +16,8 @@ class Network(pulumi.ComponentResource):
     vpc_cidr: pulumi.Output[str]
     public_subnet_ids: pulumi.Output[list[str]]
     private_subnet_ids: pulumi.Output[list[str]]
+    public_subnet_cidrs: pulumi.Output[list[str]]
+    private_subnet_cidrs: pulumi.Output[list[str]]
 
     def __init__(self, name: str, config: NetworkConfig, environment: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-platform:aws:Network", name, None, opts)
@@ -27,6 +29,8 @@ class Network(pulumi.ComponentResource):
             self.vpc_cidr = vpc.cidr_block
             self.public_subnet_ids = pulumi.Output.from_input(list(config.public_subnet_ids))
             self.private_subnet_ids = pulumi.Output.from_input(list(config.private_subnet_ids))
+            self.public_subnet_cidrs = self._cidrs(config.public_subnet_ids)
+            self.private_subnet_cidrs = self._cidrs(config.private_subnet_ids)
         else:
             self._create(name, config, environment)
         self.register_outputs(
@@ -36,6 +40,10 @@ class Network(pulumi.ComponentResource):
                 "privateSubnetIds": self.private_subnet_ids,
             }
         )
+
+    def _cidrs(self, subnet_ids) -> pulumi.Output[list[str]]:
+        invoke = pulumi.InvokeOptions(parent=self)
+        return pulumi.Output.all(*[aws.ec2.get_subnet_output(id=sid, opts=invoke).cidr_block for sid in subnet_ids])
 
     def _create(self, name: str, config: NetworkConfig, environment: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
@@ -64,12 +72,14 @@ class Network(pulumi.ComponentResource):
         for i in range(config.availability_zones):
             az = zones.names.apply(lambda names, i=i: names[i])
             pub, priv = self._zone(name, i, az, config, vpc, blocks, igw, public_rt, nats, base)
-            public.append(pub.id)
-            private.append(priv.id)
+            public.append(pub)
+            private.append(priv)
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
-        self.public_subnet_ids = pulumi.Output.all(*public)
-        self.private_subnet_ids = pulumi.Output.all(*private)
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
+        self.public_subnet_cidrs = pulumi.Output.all(*[s.cidr_block for s in public])
+        self.private_subnet_cidrs = pulumi.Output.all(*[s.cidr_block for s in private])
 
     def _zone(
         self,

@@ -14,7 +14,7 @@ import pulumi_random as random
 from ...config import StackConfig
 from ...server_spec import ADMIN_PASSWORD, DB_PASSWORD, SERVER_SECRET, database_url
 from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, labels, metadata, secret_env
-from .tracking_server import APP, MAINTENANCE_ACCOUNT, TrackingServer, endpoints_for
+from .tracking_server import APP, MAINTENANCE_ACCOUNT, RUNBOOKS, TrackingServer, endpoints_for
 
 OPS_USER = "mlflow-ops"
 OPS_SECRET = "mlflow-ops"
@@ -35,7 +35,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
     ):
         super().__init__("mlflow-platform:k8s:ScheduledRunbooks", name, None, opts)
         self._name, self._ns, self._image = name, config.namespace, image
-        self._labels = labels("mlflow-runbooks", config.environment)
+        self._labels = labels(RUNBOOKS, config.environment)
         self._base_env = [
             {"name": "MLFLOW_TRACKING_URI", "value": server.in_cluster_url},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -61,9 +61,9 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         }
         k8s.networking.v1.NetworkPolicy(
             f"{self._name}-netpol",
-            metadata=metadata("mlflow-runbooks", self._ns, self._labels),
+            metadata=metadata(RUNBOOKS, self._ns, self._labels),
             spec={
-                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow-runbooks"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": RUNBOOKS}},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [],
                 "egress": [

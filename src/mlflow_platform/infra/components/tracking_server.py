@@ -34,6 +34,8 @@ APP = "mlflow-server"
 #: The migration Job and the runbook pods: HTTP to the server or the database, no AWS role. The
 #: server's account carries the IRSA role that may delete artifacts; they never run as it.
 MAINTENANCE_ACCOUNT = "mlflow-maintenance"
+#: The runbook pods' name label: the only in-cluster clients the server admits.
+RUNBOOKS = "mlflow-runbooks"
 
 
 def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
@@ -65,6 +67,8 @@ class TrackingServerArgs:
     target_group_arn: pulumi.Input[str]
     alb_security_group_id: pulumi.Input[str]
     vpc_cidr: pulumi.Input[str]
+    #: Where the ALB's nodes live: the only network sources the server admits (besides runbook pods).
+    alb_subnet_cidrs: pulumi.Input[list[str]]
     provider: k8s.Provider
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
@@ -313,7 +317,16 @@ class TrackingServer(pulumi.ComponentResource):
         )
 
     def _network_policy(self) -> None:
+        """Ingress from the ALB's subnets and the runbook pods only. A NetworkPolicy cannot name the
+        ALB's security group, so its subnets stand in; the TargetGroupBinding adds the security-group
+        rule. Kubelet probes come from the node's IP, which VPC CNI's policy agent always admits
+        (aws/aws-network-policy-agent#56)."""
         port, vpc_cidr = self._config.server.port, self._args.vpc_cidr
+        tcp = [{"port": port, "protocol": "TCP"}]
+        from_alb = pulumi.Output.from_input(self._args.alb_subnet_cidrs).apply(
+            lambda cidrs: [{"ipBlock": {"cidr": c}} for c in cidrs]
+        )
+        runbooks = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": RUNBOOKS}}}
         dns = {
             "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
@@ -324,7 +337,7 @@ class TrackingServer(pulumi.ComponentResource):
             spec={
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": APP}},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"port": port, "protocol": "TCP"}]}],
+                "ingress": [{"from": from_alb, "ports": tcp}, {"from": [runbooks], "ports": tcp}],
                 "egress": [
                     dns,
                     {"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"port": 5432, "protocol": "TCP"}]},
