@@ -594,6 +594,26 @@ def test_the_server_admits_only_the_alb_subnets_and_the_runbook_pods(stack: str)
         assert set(blocks) == expected
 
 
+def test_the_lb_controller_gets_its_published_iam_policy_for_the_chart_in_use() -> None:
+    """The vendored file is the controller's own policy for the pinned chart, unchanged: a condensed
+    copy lacked actions the controller calls and dropped the tag conditions that scope deletes."""
+    import hashlib
+
+    from mlflow_platform.infra.components.cluster import LB_CONTROLLER_CHART_VERSION, LB_CONTROLLER_POLICY
+
+    source = json.loads(LB_CONTROLLER_POLICY.with_name(LB_CONTROLLER_POLICY.stem + ".source.json").read_text())
+    assert source["chartVersion"] == LB_CONTROLLER_CHART_VERSION
+    assert source["appVersion"] in source["url"]  # the file is taken from the controller's release tag
+    assert hashlib.sha256(LB_CONTROLLER_POLICY.read_bytes()).hexdigest() == source["sha256"]
+    capture = captured("dev")
+    release = capture.one("kubernetes:helm.sh/v3:Release").inputs
+    assert release["version"] == LB_CONTROLLER_CHART_VERSION
+    policy = json.loads(capture.one("aws:iam/rolePolicy:RolePolicy", "cluster-lbc-policy").inputs["policy"])
+    assert policy == json.loads(LB_CONTROLLER_POLICY.read_text())
+    guarded = [s for s in policy["Statement"] if "ec2:DeleteSecurityGroup" in s["Action"]]
+    assert guarded and all("aws:ResourceTag/elbv2.k8s.aws/cluster" in json.dumps(s["Condition"]) for s in guarded)
+
+
 def test_a_created_cluster_enforces_network_policies() -> None:
     addon = captured("dev").one("aws:eks/addon:Addon").inputs
     assert addon["addonName"] == "vpc-cni"

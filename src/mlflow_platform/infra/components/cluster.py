@@ -5,16 +5,20 @@ server's TargetGroupBinding needs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from ...config import ClusterConfig
-from ._common import output_policy, policy_json, tags
+from ._common import policy_json, tags
 from .iam import irsa_trust
 
+#: The eks-charts release; its controller's IAM policy is vendored unchanged next to the program
+#: (infra/vendor/, with its source and checksum) and must be updated with it.
 LB_CONTROLLER_CHART_VERSION = "1.13.4"
+LB_CONTROLLER_POLICY = Path(__file__).parents[1] / "vendor" / "aws-load-balancer-controller-iam-policy.json"
 
 
 def kubeconfig(name: pulumi.Input[str], endpoint: pulumi.Input[str], ca_data: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -202,7 +206,7 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
         policy = aws.iam.RolePolicy(
-            f"{name}-lbc-policy", role=controller_role.id, policy=output_policy(*_LB_CONTROLLER_STATEMENTS), opts=child
+            f"{name}-lbc-policy", role=controller_role.id, policy=LB_CONTROLLER_POLICY.read_text(), opts=child
         )
         # Its webhooks (failurePolicy: Fail) reject Services and TargetGroupBindings while it is not
         # running: it needs nodes to run on and its IAM permissions before the server is deployed.
@@ -248,59 +252,3 @@ class Cluster(pulumi.ComponentResource):
         )
 
         self.lb_controller = self._lb_controller(name, environment, cluster, oidc, nodes, region, vpc_id, base, child)
-
-
-# Condensed from the controller's published IAM policy: reads, and writes limited to ELB and the
-# security-group rules it manages.
-_LB_CONTROLLER_STATEMENTS = [
-    {
-        "Effect": "Allow",
-        "Action": [
-            "ec2:Describe*",
-            "elasticloadbalancing:Describe*",
-            "acm:ListCertificates",
-            "acm:DescribeCertificate",
-            "iam:ListServerCertificates",
-            "iam:GetServerCertificate",
-            "wafv2:GetWebACL*",
-            "shield:GetSubscriptionState",
-            "cognito-idp:DescribeUserPoolClient",
-        ],
-        "Resource": "*",
-    },
-    {
-        "Effect": "Allow",
-        "Action": [
-            "ec2:AuthorizeSecurityGroupIngress",
-            "ec2:RevokeSecurityGroupIngress",
-            "ec2:CreateSecurityGroup",
-            "ec2:DeleteSecurityGroup",
-            "ec2:CreateTags",
-            "ec2:DeleteTags",
-        ],
-        "Resource": "*",
-    },
-    {
-        "Effect": "Allow",
-        "Action": [
-            "elasticloadbalancing:RegisterTargets",
-            "elasticloadbalancing:DeregisterTargets",
-            "elasticloadbalancing:ModifyTargetGroup*",
-            "elasticloadbalancing:AddTags",
-            "elasticloadbalancing:CreateTargetGroup",
-            "elasticloadbalancing:DeleteTargetGroup",
-            "elasticloadbalancing:CreateLoadBalancer",
-            "elasticloadbalancing:DeleteLoadBalancer",
-            "elasticloadbalancing:CreateListener",
-            "elasticloadbalancing:DeleteListener",
-            "elasticloadbalancing:CreateRule",
-            "elasticloadbalancing:DeleteRule",
-            "elasticloadbalancing:ModifyListener",
-            "elasticloadbalancing:ModifyRule",
-            "elasticloadbalancing:ModifyLoadBalancerAttributes",
-            "elasticloadbalancing:SetSecurityGroups",
-            "elasticloadbalancing:SetSubnets",
-        ],
-        "Resource": "*",
-    },
-]
