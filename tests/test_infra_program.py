@@ -25,6 +25,7 @@ COMPONENTS = {
     "mlflow-platform:aws:ArtifactStore",
     "mlflow-platform:aws:Database",
     "mlflow-platform:aws:ServerRole",
+    "mlflow-platform:aws:WorkloadBoundary",
     "mlflow-platform:aws:ServerImage",
     "mlflow-platform:aws:LoadBalancer",
     "mlflow-platform:k8s:TrackingServer",
@@ -612,6 +613,29 @@ def test_the_lb_controller_gets_its_published_iam_policy_for_the_chart_in_use() 
     assert policy == json.loads(LB_CONTROLLER_POLICY.read_text())
     guarded = [s for s in policy["Statement"] if "ec2:DeleteSecurityGroup" in s["Action"]]
     assert guarded and all("aws:ResourceTag/elbv2.k8s.aws/cluster" in json.dumps(s["Condition"]) for s in guarded)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_roles_the_deploy_role_creates_carry_a_boundary_it_cannot_remove(stack: str) -> None:
+    """AWS's delegation pattern: CreateRole/PutRolePolicy only with iam:PermissionsBoundary set to the
+    boundary, which allows no IAM writes; the boundary itself and its removal are denied."""
+    from mlflow_platform.infra.components.iam import boundary_name, deploy_iam_statements
+
+    capture = captured(stack)
+    boundary = capture.one("aws:iam/policy:Policy", "boundary-policy")
+    roles = [r for r in capture.of_type("aws:iam/role:Role") if "-ci-" not in r.inputs["name"]]
+    assert roles and all(r.property_dependencies.get("permissionsBoundary") == [boundary.urn] for r in roles)
+    allowed = [a for s in json.loads(boundary.inputs["policy"])["Statement"] for a in s["Action"]]
+    assert {a for a in allowed if a.startswith("iam:")} == {"iam:Get*", "iam:List*", "iam:CreateServiceLinkedRole"}
+    statements = {s["Sid"]: s for s in deploy_iam_statements(stack)}
+    create = statements["ChangeRolesOnlyWithTheBoundary"]
+    assert "iam:CreateRole" in create["Action"] and "iam:PutRolePolicy" in create["Action"]
+    assert create["Condition"]["StringLike"]["iam:PermissionsBoundary"].endswith(f":policy/{boundary_name(stack)}")
+    assert not {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"} & set(
+        statements["EnvironmentRoles"]["Action"]
+    )
+    keep = statements["KeepTheBoundary"]
+    assert keep["Effect"] == "Deny" and "iam:DeleteRolePermissionsBoundary" in keep["Action"]
 
 
 def test_a_created_cluster_enforces_network_policies() -> None:

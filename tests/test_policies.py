@@ -147,6 +147,12 @@ CASES = {
         ),
         "server-role-artifacts",
     ),
+    "iam-workload-roles-bounded": (
+        "prod",
+        "aws:iam/role:Role",
+        lambda r: r.inputs.pop("permissionsBoundary"),
+        "server-role-role",
+    ),
     "iam-ci-roles-contained": (
         "prod",
         "aws:iam/rolePolicy:RolePolicy",
@@ -329,7 +335,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 36
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 37
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 

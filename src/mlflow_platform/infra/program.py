@@ -18,7 +18,7 @@ from ..config import PROJECT, ConfigError, StackConfig, from_config_values
 from .components.artifact_store import ArtifactStore
 from .components.cluster import Cluster
 from .components.database import Database
-from .components.iam import GithubCiRoles, ServerRole
+from .components.iam import GithubCiRoles, ServerRole, WorkloadBoundary
 from .components.image import ServerImage
 from .components.load_balancer import LoadBalancer
 from .components.monitoring import Monitoring
@@ -128,6 +128,7 @@ def main(project_root: Path | None = None) -> dict:
 def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulumi.Output[str]) -> Foundation:
     env = config.environment
     assert config.cluster is not None  # deployment_problems guarantees it
+    boundary = WorkloadBoundary("boundary", env)
     network = Network("network", config.network, env)
     cluster = Cluster(
         "cluster",
@@ -137,6 +138,7 @@ def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulu
         region=region,
         vpc_id=network.vpc_id,
         subnet_ids=network.private_subnet_ids,
+        boundary_arn=boundary.arn,
     )
     store = ArtifactStore("artifacts", config.artifacts, env, account_id=account_id)
     network.s3_gateway(region, [store.bucket_arn, store.log_bucket_arn])
@@ -158,6 +160,7 @@ def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulu
         oidc_issuer=cluster.oidc_issuer,
         namespace=config.namespace,
         service_account=APP,
+        boundary_arn=boundary.arn,
     )
     lb = LoadBalancer(
         "lb",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
+
 from pulumi_policy import (
     EnforcementLevel,
     ReportViolation,
@@ -135,6 +138,26 @@ def _check_ci_role_iam(policy, role_name: str, report: ReportViolation) -> None:
         report(f"{role_name} may change its own role (deny iam:* on {env_prefix}-ci-*)", policy.urn)
 
 
+ROLE_CREATION = {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:PutRolePermissionsBoundary"}
+
+
+def _workload_roles_bounded(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Roles the deploy role creates carry the boundary, and it may create or widen roles only with it."""
+    for role in of_type(args, "aws:iam/role:Role"):
+        trusts_github = "token.actions.githubusercontent.com" in str(role.props.get("assumeRolePolicy"))
+        if not trusts_github and not role.props.get("permissionsBoundary"):
+            report(f"role {role.props.get('name')} has no permissions boundary", role.urn)
+    for policy in of_type(args, "aws:iam/rolePolicy:RolePolicy"):
+        for statement in statements(policy.props.get("policy")):
+            actions = {str(a) for a in as_list(statement.get("Action"))}
+            grants = any(fnmatch.fnmatchcase(c.lower(), a.lower()) for a in actions for c in ROLE_CREATION)
+            if statement.get("Effect") != "Allow" or not grants:
+                continue
+            condition = json.dumps(statement.get("Condition") or {})
+            if "iam:PermissionsBoundary" not in condition:
+                report(f"{policy.name} may create or widen roles without the permissions boundary", policy.urn)
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="no-public-database-port",
@@ -157,6 +180,14 @@ POLICIES = [
         enforcement_level=EnforcementLevel.MANDATORY,
         remediation_steps="Grant object actions on arn:aws:s3:::<bucket>/<prefix>/* and ListBucket with an "
         "s3:prefix condition.",
+    ),
+    StackValidationPolicy(
+        name="iam-workload-roles-bounded",
+        description="Every role the stack creates carries the workload boundary; roles are created only with it.",
+        validate=_workload_roles_bounded,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        remediation_steps="Pass WorkloadBoundary.arn as permissions_boundary; condition role-changing IAM "
+        "actions on iam:PermissionsBoundary.",
     ),
     StackValidationPolicy(
         name="iam-ci-roles-contained",

@@ -66,10 +66,12 @@ class Cluster(pulumi.ComponentResource):
         region: pulumi.Input[str],
         vpc_id: pulumi.Input[str],
         subnet_ids: pulumi.Input[list[str]],
+        boundary_arn: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:Cluster", name, None, opts)
         self.lb_controller = None
+        self._boundary = boundary_arn  # on every role created here: the deploy role may only create bounded roles
         if config.create:
             self._create(name, config, environment, vpc_id=vpc_id, subnet_ids=subnet_ids, region=region)
         else:
@@ -105,6 +107,7 @@ class Cluster(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-role",
             name=f"mlflow-{environment}-eks",
+            permissions_boundary=self._boundary,
             assume_role_policy=policy_json(
                 {
                     "Effect": "Allow",
@@ -147,6 +150,7 @@ class Cluster(pulumi.ComponentResource):
         node_role = aws.iam.Role(
             f"{name}-nodes",
             name=f"mlflow-{environment}-eks-nodes",
+            permissions_boundary=self._boundary,
             assume_role_policy=policy_json(
                 {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
             ),
@@ -201,6 +205,7 @@ class Cluster(pulumi.ComponentResource):
         controller_role = aws.iam.Role(
             f"{name}-lbc-role",
             name=f"mlflow-{environment}-lb-controller",
+            permissions_boundary=self._boundary,
             assume_role_policy=irsa_trust(oidc.arn, self.oidc_issuer, "kube-system", "aws-load-balancer-controller"),
             tags=base,
             opts=child,

@@ -31,6 +31,64 @@ def irsa_trust(
     )
 
 
+def boundary_name(environment: str) -> str:
+    return f"mlflow-{environment}-workload-boundary"
+
+
+#: The most any role this stack creates may do (a permissions boundary grants nothing by itself):
+#: what EKS, its nodes, the LB controller and the server use, and IAM only to read and to create
+#: the service-linked roles ELB/EKS need. No role the deploy role creates can change IAM.
+WORKLOAD_SERVICES = (
+    "ec2:*",
+    "elasticloadbalancing:*",
+    "eks:*",
+    "eks-auth:*",
+    "autoscaling:*",
+    "ecr:*",
+    "s3:*",
+    "kms:*",
+    "logs:*",
+    "cloudwatch:*",
+    "acm:Describe*",
+    "acm:List*",
+    "wafv2:*",
+    "waf-regional:*",
+    "shield:*",
+    "cognito-idp:DescribeUserPoolClient",
+    "tag:GetResources",
+)
+
+
+class WorkloadBoundary(pulumi.ComponentResource):
+    """The permissions boundary every workload role carries. The deploy role may create and change
+    roles only with it attached, and may neither edit it nor remove it (AWS's delegation pattern:
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html). Creating or
+    changing it needs an administrator, like the CI roles."""
+
+    arn: pulumi.Output[str]
+
+    def __init__(self, name: str, environment: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-platform:aws:WorkloadBoundary", name, None, opts)
+        policy = aws.iam.Policy(
+            f"{name}-policy",
+            name=boundary_name(environment),
+            description=f"Permissions boundary of the mlflow {environment} workload roles",
+            policy=policy_json(
+                {"Sid": "WorkloadServices", "Effect": "Allow", "Action": list(WORKLOAD_SERVICES), "Resource": "*"},
+                {
+                    "Sid": "ReadIamAndServiceLinkedRoles",
+                    "Effect": "Allow",
+                    "Action": ["iam:Get*", "iam:List*", "iam:CreateServiceLinkedRole"],
+                    "Resource": "*",
+                },
+            ),
+            tags=tags(environment, "iam"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.arn = policy.arn
+        self.register_outputs({"arn": self.arn})
+
+
 class ServerRole(pulumi.ComponentResource):
     """Least privilege for proxied artifacts: list, read, write, delete under `<prefix>/` only."""
 
@@ -48,6 +106,7 @@ class ServerRole(pulumi.ComponentResource):
         oidc_issuer: pulumi.Input[str],
         namespace: str,
         service_account: str,
+        boundary_arn: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:ServerRole", name, None, opts)
@@ -55,6 +114,7 @@ class ServerRole(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-role",
             name=f"mlflow-{environment}-server",
+            permissions_boundary=boundary_arn,
             assume_role_policy=irsa_trust(oidc_provider_arn, oidc_issuer, namespace, service_account),
             tags=tags(environment, "iam"),
             opts=child,
@@ -216,13 +276,55 @@ class GithubCiRoles(pulumi.ComponentResource):
 
 
 def deploy_iam_statements(environment: str) -> list[dict]:
-    """The deploy role's IAM: its own environment's roles, minus the CI roles of that environment."""
+    """The deploy role's IAM: its own environment's roles, only with the workload boundary attached,
+    never the boundary itself, never the CI roles (a role that may edit itself can grant itself anything)."""
+    roles = [f"arn:aws:iam::*:role/mlflow-{environment}-*"]
+    boundary = f"arn:aws:iam::*:policy/{boundary_name(environment)}"
     return [
+        {
+            "Sid": "ChangeRolesOnlyWithTheBoundary",
+            "Effect": "Allow",
+            "Action": [
+                "iam:CreateRole",
+                "iam:PutRolePermissionsBoundary",
+                "iam:AttachRolePolicy",
+                "iam:DetachRolePolicy",
+                "iam:PutRolePolicy",
+                "iam:DeleteRolePolicy",
+            ],
+            "Resource": roles,
+            "Condition": {"StringLike": {"iam:PermissionsBoundary": boundary}},
+        },
         {
             "Sid": "EnvironmentRoles",
             "Effect": "Allow",
-            "Action": ["iam:*Role*", "iam:*RolePolicy*", "iam:PassRole"],
-            "Resource": [f"arn:aws:iam::*:role/mlflow-{environment}-*"],
+            "Action": [
+                "iam:GetRole",
+                "iam:GetRolePolicy",
+                "iam:ListRolePolicies",
+                "iam:ListAttachedRolePolicies",
+                "iam:ListInstanceProfilesForRole",
+                "iam:TagRole",
+                "iam:UntagRole",
+                "iam:UpdateRole",
+                "iam:UpdateRoleDescription",
+                "iam:UpdateAssumeRolePolicy",
+                "iam:DeleteRole",
+                "iam:PassRole",
+            ],
+            "Resource": roles,
+        },
+        {
+            "Sid": "KeepTheBoundary",
+            "Effect": "Deny",
+            "Action": [
+                "iam:DeleteRolePermissionsBoundary",
+                "iam:CreatePolicyVersion",
+                "iam:DeletePolicy",
+                "iam:DeletePolicyVersion",
+                "iam:SetDefaultPolicyVersion",
+            ],
+            "Resource": [*roles, boundary],
         },
         {
             "Sid": "ReadIam",
