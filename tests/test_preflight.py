@@ -218,3 +218,143 @@ def test_the_command_prints_every_check_and_exits_1_on_a_failure(aws_api: str, m
     for name in ("example values", "GitHub OIDC provider", "TLS certificate", "VPC and subnets", "bucket names"):
         assert name in result.output
     assert "check(s) failed" in result.output
+
+
+def test_the_ci_deploy_role_needs_an_admin_access_entry(tmp_path: Path, aws) -> None:
+    """EKS has no access-entry data in moto: the EKS calls go through botocore's Stubber with the
+    response shapes of AWS's API reference; the role lookup goes to moto's IAM."""
+    name = unique("platform")
+    path, config = stack(tmp_path, cluster={"name": name}, github={"repository": "acme/mlflow-platform"})
+    role = f"arn:aws:iam::{aws.account_id}:role/mlflow-prod-ci-deploy"
+    aws._clients["eks"] = eks = boto3.client(
+        "eks", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    cluster = {"cluster": {"name": name, "accessConfig": {"authenticationMode": "API_AND_CONFIG_MAP"}}}
+    admin = {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}
+    with Stubber(eks) as stub:
+        stub.add_response("describe_cluster", cluster)
+        assert preflight.check_access_entry(path, config, aws).status == "skip"  # role not created yet
+        aws.iam.create_role(RoleName="mlflow-prod-ci-deploy", AssumeRolePolicyDocument="{}")
+        for entries, policies in (([], None), ([role], []), ([role], [admin])):
+            stub.add_response("describe_cluster", cluster)
+            stub.add_response("list_access_entries", {"accessEntries": entries})
+            if policies is not None:
+                stub.add_response(
+                    "list_associated_access_policies",
+                    {"clusterName": name, "principalArn": role, "associatedAccessPolicies": policies},
+                )
+            result = preflight.check_access_entry(path, config, aws)
+            assert result.status == ("pass" if policies else "fail"), result
+            assert policies or "associate-access-policy" in result.detail
+        stub.add_response(
+            "describe_cluster", {"cluster": {"name": name, "accessConfig": {"authenticationMode": "CONFIG_MAP"}}}
+        )
+        assert "authenticationMode=API_AND_CONFIG_MAP" in preflight.check_access_entry(path, config, aws).detail
+
+
+def _deployment(available: int) -> dict:
+    labels = {"app.kubernetes.io/name": "aws-load-balancer-controller"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "aws-load-balancer-controller", "namespace": "kube-system"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {"name": "controller", "image": "public.ecr.aws/eks/aws-load-balancer-controller:v2.13.4"}
+                    ]
+                },
+            },
+        },
+        "status": {"availableReplicas": available} if available else {},
+    }
+
+
+def _daemon_set(name: str, args: list[str]) -> dict:
+    labels = {"k8s-app": name}
+    containers = [{"name": "aws-node", "image": "cni"}, {"name": "aws-eks-nodeagent", "image": "agent", "args": args}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": containers}},
+        },
+    }
+
+
+@pytest.fixture
+def cluster_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A stand-in for the cluster's API server (nothing here runs Kubernetes): it answers the two
+    reads the checks make with the objects a test puts in ``objects``, and 404 otherwise."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    objects: dict[str, dict] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            found = objects.get(self.path.split("?")[0])
+            body = json.dumps(found or {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+        "contexts": [{"name": "platform", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "current-context": "platform",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    yield objects
+    server.shutdown()
+
+
+APPS = "/apis/apps/v1/namespaces/kube-system"
+
+
+def test_an_existing_cluster_needs_the_lb_controller_running(tmp_path: Path, aws, cluster_api) -> None:
+    path, config = stack(tmp_path, cluster={"name": "platform", "kubeconfigContext": "platform"})
+    missing = preflight.check_lb_controller(path, config, aws)
+    assert missing.status == "fail" and "chart 1.13.4" in missing.detail
+    cluster_api[f"{APPS}/deployments/aws-load-balancer-controller"] = _deployment(available=0)
+    assert "no available replica" in preflight.check_lb_controller(path, config, aws).detail
+    cluster_api[f"{APPS}/deployments/aws-load-balancer-controller"] = _deployment(available=2)
+    assert preflight.check_lb_controller(path, config, aws) == preflight.Check.ok(
+        "LB controller", "2 available (aws-load-balancer-controller:v2.13.4)"
+    )
+
+
+def test_an_existing_cluster_must_enforce_network_policies(tmp_path: Path, aws, cluster_api) -> None:
+    path, config = stack(tmp_path, cluster={"name": "platform", "kubeconfigContext": "platform"})
+    cluster_api[f"{APPS}/daemonsets/aws-node"] = _daemon_set("aws-node", ["--enable-network-policy=false"])
+    off = preflight.check_network_policy_enforcement(path, config, aws)
+    assert off.status == "fail" and "enableNetworkPolicy" in off.detail
+    cluster_api[f"{APPS}/daemonsets/aws-node"] = _daemon_set("aws-node", ["--enable-network-policy=true"])
+    assert preflight.check_network_policy_enforcement(path, config, aws).status == "pass"
+    del cluster_api[f"{APPS}/daemonsets/aws-node"]
+    cluster_api[f"{APPS}/daemonsets/cilium"] = _daemon_set("cilium", [])
+    assert "cilium" in preflight.check_network_policy_enforcement(path, config, aws).detail
+
+
+def test_an_unreachable_cluster_api_is_a_failed_check_not_a_traceback(tmp_path: Path, aws, monkeypatch) -> None:
+    path, config = stack(tmp_path, cluster={"name": "platform", "kubeconfigContext": "nowhere"})
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    results = {c.name: c for c in preflight.run_checks(path, config, REGION)}
+    for name in ("LB controller", "NetworkPolicy enforcement"):
+        assert results[name].status == "fail" and results[name].detail.startswith("could not check:")

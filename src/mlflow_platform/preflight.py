@@ -8,14 +8,19 @@ tests point every check at a local AWS API.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import botocore.exceptions
+import kubernetes.client.exceptions
+import kubernetes.config.config_exception
+import urllib3.exceptions
 
 from .config import StackConfig
+from .eks import kubeconfig
 from .placeholders import placeholders
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -244,10 +249,151 @@ def check_existing_cluster(stack_file: Path, config: StackConfig, aws: Account) 
         return Check.bad(
             "EKS cluster", f"no IAM OIDC provider for {issuer}: `eksctl utils associate-iam-oidc-provider`"
         )
-    return Check.ok(
-        "EKS cluster",
-        f"{c.name}: OIDC provider present (check the LB controller and the deploy "
-        "role's access entry in the cluster yourself)",
+    return Check.ok("EKS cluster", f"{c.name}: IAM OIDC provider for IRSA present")
+
+
+def _existing_cluster(config: StackConfig) -> str | None:
+    c = config.cluster
+    return None if c is None or c.create else c.name
+
+
+@titled("EKS access entry")
+def check_access_entry(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """CI's deploy role must be a cluster admin through an access entry, or every Kubernetes
+    resource fails Unauthorized (https://docs.aws.amazon.com/eks/latest/userguide/access-entries.html)."""
+    name = _existing_cluster(config)
+    if name is None:
+        return Check.skip("EKS access entry", "the stack creates its cluster (its creator is admin)")
+    if not config.github.repository:
+        return Check.skip("EKS access entry", "no github.repository: no CI deploy role")
+    mode = aws.eks.describe_cluster(name=name)["cluster"].get("accessConfig", {}).get("authenticationMode", "")
+    if "API" not in mode.split("_AND_"):
+        return Check.bad(
+            "EKS access entry",
+            f"{name} authenticates with {mode or 'CONFIG_MAP'} only: `aws eks update-cluster-config --name {name} "
+            "--access-config authenticationMode=API_AND_CONFIG_MAP`",
+        )
+    role = f"arn:aws:iam::{aws.account_id}:role/mlflow-{config.environment}-ci-deploy"
+    try:
+        aws.iam.get_role(RoleName=role.rsplit("/", 1)[1])
+    except aws.iam.exceptions.NoSuchEntityException:
+        return Check.skip(
+            "EKS access entry",
+            f"{role} does not exist yet: the first `pulumi up` creates it; then {_grant_hint(name, role)}",
+        )
+    policies = [] if role not in _access_entries(aws, name) else _admin_policies(aws, name, role)
+    if not policies:
+        return Check.bad("EKS access entry", f"{role} is not a cluster admin of {name}: {_grant_hint(name, role)}")
+    return Check.ok("EKS access entry", f"{role}: {', '.join(policies)}")
+
+
+ADMIN_POLICIES = ("AmazonEKSClusterAdminPolicy", "AmazonEKSAdminPolicy")
+
+
+def _grant_hint(cluster: str, role: str) -> str:
+    return (
+        f"`aws eks create-access-entry --cluster-name {cluster} --principal-arn {role}` and `aws eks "
+        f"associate-access-policy --cluster-name {cluster} --principal-arn {role} --access-scope type=cluster "
+        "--policy-arn arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy`"
+    )
+
+
+def _access_entries(aws: Account, cluster: str) -> list[str]:
+    pages = aws.eks.get_paginator("list_access_entries").paginate(clusterName=cluster)
+    return [arn for page in pages for arn in page.get("accessEntries", [])]
+
+
+def _admin_policies(aws: Account, cluster: str, role: str) -> list[str]:
+    found = aws.eks.list_associated_access_policies(clusterName=cluster, principalArn=role)
+    names = [p["policyArn"].rsplit("/", 1)[-1] for p in found.get("associatedAccessPolicies", [])]
+    return [n for n in names if n in ADMIN_POLICIES]
+
+
+LB_CONTROLLER = ("kube-system", "aws-load-balancer-controller")
+#: DaemonSets whose presence means NetworkPolicies are enforced (another CNI or policy engine).
+POLICY_ENGINES = ("calico-node", "cilium", "antrea-agent")
+
+
+def cluster_api(config: StackConfig, aws: Account):
+    """A Kubernetes API client for the stack's existing cluster: its kubeconfig context if the stack
+    names one, else the same `aws eks get-token` kubeconfig the Pulumi provider uses."""
+    from kubernetes import config as kube_config
+
+    c = config.cluster
+    assert c is not None and c.name is not None
+    if c.kubeconfig_context:
+        # KUBECONFIG read now: the library reads it once, at import.
+        return kube_config.new_client_from_config(
+            config_file=os.environ.get("KUBECONFIG"), context=c.kubeconfig_context
+        )
+    found = aws.eks.describe_cluster(name=c.name)["cluster"]
+    ca = found["certificateAuthority"]["data"]
+    return kube_config.new_client_from_config_dict(kubeconfig(c.name, found["endpoint"], ca))
+
+
+def _read(call, *args):
+    """The object, or None when the API says 404."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return call(*args, _request_timeout=10)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+@titled("LB controller")
+def check_lb_controller(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """Its webhooks (failurePolicy: Fail) reject the server's Service and TargetGroupBinding when
+    it is not running, and nothing registers pods with the ALB."""
+    if _existing_cluster(config) is None:
+        return Check.skip("LB controller", "the stack installs it in the cluster it creates")
+    from kubernetes import client
+
+    apps = client.AppsV1Api(cluster_api(config, aws))
+    namespace, name = LB_CONTROLLER
+    deployment = _read(apps.read_namespaced_deployment, name, namespace)
+    if deployment is None:
+        from .infra.components.cluster import LB_CONTROLLER_CHART_VERSION
+
+        return Check.bad(
+            "LB controller",
+            f"no {namespace}/{name}: install the aws-load-balancer-controller chart {LB_CONTROLLER_CHART_VERSION} "
+            "with its IRSA role (https://kubernetes-sigs.github.io/aws-load-balancer-controller/)",
+        )
+    available = deployment.status.available_replicas or 0
+    if available < 1:
+        return Check.bad(
+            "LB controller",
+            f"{namespace}/{name} has no available replica: `kubectl -n {namespace} describe deploy {name}`",
+        )
+    image = deployment.spec.template.spec.containers[0].image
+    return Check.ok("LB controller", f"{available} available ({image.rsplit('/', 1)[-1]})")
+
+
+@titled("NetworkPolicy enforcement")
+def check_network_policy_enforcement(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """Without an enforcing agent NetworkPolicies are accepted and ignored: the server's and the
+    runbooks' policies would silently do nothing. VPC CNI enforces them only with its network-policy
+    agent on (https://docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html)."""
+    if _existing_cluster(config) is None:
+        return Check.skip("NetworkPolicy enforcement", "the stack turns it on in the VPC CNI add-on it creates")
+    from kubernetes import client
+
+    apps = client.AppsV1Api(cluster_api(config, aws))
+    for engine in POLICY_ENGINES:
+        if _read(apps.read_namespaced_daemon_set, engine, "kube-system") is not None:
+            return Check.ok("NetworkPolicy enforcement", f"kube-system/{engine} enforces NetworkPolicies")
+    aws_node = _read(apps.read_namespaced_daemon_set, "aws-node", "kube-system")
+    args = [a for c in (aws_node.spec.template.spec.containers if aws_node else []) for a in (c.args or [])]
+    if "--enable-network-policy=true" in args:
+        return Check.ok("NetworkPolicy enforcement", "VPC CNI's network-policy agent is on")
+    return Check.bad(
+        "NetworkPolicy enforcement",
+        'nothing enforces NetworkPolicies: set enableNetworkPolicy: "true" in the vpc-cni add-on\'s '
+        "configuration (`aws eks update-addon --addon-name vpc-cni --configuration-values "
+        '\'{"enableNetworkPolicy": "true"}\'`)',
     )
 
 
@@ -261,6 +407,20 @@ CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
     check_secret_names,
     check_nat_quota,
     check_existing_cluster,
+    check_access_entry,
+    check_lb_controller,
+    check_network_policy_enforcement,
+)
+
+
+#: A check that cannot ask (no credentials, an API that does not answer) fails in one line.
+UNREACHABLE = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    kubernetes.client.exceptions.ApiException,
+    kubernetes.config.config_exception.ConfigException,
+    urllib3.exceptions.HTTPError,
+    OSError,
 )
 
 
@@ -270,6 +430,6 @@ def run_checks(stack_file: Path, config: StackConfig, region: str) -> list[Check
     for check in CHECKS:
         try:
             results.append(check(stack_file, config, aws))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        except UNREACHABLE as exc:
             results.append(Check.bad(check.title, f"could not check: {str(exc).splitlines()[0][:160]}"))
     return results

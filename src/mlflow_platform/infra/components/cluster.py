@@ -12,6 +12,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from ...config import ClusterConfig
+from ...eks import kubeconfig as eks_kubeconfig
 from ._common import policy_json, tags
 from .iam import irsa_trust
 
@@ -23,29 +24,7 @@ LB_CONTROLLER_POLICY = Path(__file__).parents[1] / "vendor" / "aws-load-balancer
 
 def kubeconfig(name: pulumi.Input[str], endpoint: pulumi.Input[str], ca_data: pulumi.Input[str]) -> pulumi.Output[str]:
     """A kubeconfig that authenticates with `aws eks get-token` (no static credentials)."""
-    return pulumi.Output.all(name, endpoint, ca_data).apply(
-        lambda a: json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "eks",
-                "clusters": [{"name": "eks", "cluster": {"server": a[1], "certificate-authority-data": a[2]}}],
-                "contexts": [{"name": "eks", "context": {"cluster": "eks", "user": "eks"}}],
-                "users": [
-                    {
-                        "name": "eks",
-                        "user": {
-                            "exec": {
-                                "apiVersion": "client.authentication.k8s.io/v1beta1",
-                                "command": "aws",
-                                "args": ["eks", "get-token", "--cluster-name", a[0], "--output", "json"],
-                            }
-                        },
-                    }
-                ],
-            }
-        )
-    )
+    return pulumi.Output.all(name, endpoint, ca_data).apply(lambda a: json.dumps(eks_kubeconfig(*a)))
 
 
 class Cluster(pulumi.ComponentResource):
