@@ -6,13 +6,23 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench drills
 
-install: $(STAMP)
+SCANNERS := .venv-scanners
+SCANNERS_STAMP := $(SCANNERS)/.installed
+
+install: $(STAMP) $(SCANNERS_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# checkov and parliament in their own virtualenv: checkov pins a boto3 the platform cannot use.
+$(SCANNERS_STAMP): scanners/requirements.txt
+	$(PYTHON) -m venv $(SCANNERS)
+	$(SCANNERS)/bin/pip install --quiet --upgrade pip
+	$(SCANNERS)/bin/pip install --quiet -r scanners/requirements.txt
+	@touch $(SCANNERS_STAMP)
 
 local: install            ## start (or heal) the local platform and print how to reach it
 	$(BIN)/mlflow-platform local up
@@ -32,8 +42,8 @@ purge: install            ## stop and delete all local data
 test: install             ## every test; starts and stops its own platform on free ports
 	$(BIN)/pytest
 
-test-fast: install        ## the tests that start no server (seconds)
-	$(BIN)/pytest -m "not platform"
+test-fast: install        ## the tests that start no server and run no scanner (seconds)
+	$(BIN)/pytest -m "not platform and not slow"
 
 lint: install             ## ruff lint + format check (also part of make test)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

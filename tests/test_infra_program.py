@@ -630,7 +630,7 @@ def test_roles_the_deploy_role_creates_carry_a_boundary_it_cannot_remove(stack: 
     statements = {s["Sid"]: s for s in deploy_iam_statements(stack)}
     create = statements["ChangeRolesOnlyWithTheBoundary"]
     assert "iam:CreateRole" in create["Action"] and "iam:PutRolePolicy" in create["Action"]
-    assert create["Condition"]["StringLike"]["iam:PermissionsBoundary"].endswith(f":policy/{boundary_name(stack)}")
+    assert create["Condition"]["ArnLike"]["iam:PermissionsBoundary"].endswith(f":policy/{boundary_name(stack)}")
     assert not {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"} & set(
         statements["EnvironmentRoles"]["Action"]
     )

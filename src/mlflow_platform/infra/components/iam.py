@@ -293,7 +293,7 @@ def deploy_iam_statements(environment: str) -> list[dict]:
                 "iam:DeleteRolePolicy",
             ],
             "Resource": roles,
-            "Condition": {"StringLike": {"iam:PermissionsBoundary": boundary}},
+            "Condition": {"ArnLike": {"iam:PermissionsBoundary": boundary}},
         },
         {
             "Sid": "EnvironmentRoles",
@@ -329,12 +329,13 @@ def deploy_iam_statements(environment: str) -> list[dict]:
         {
             "Sid": "ReadIam",
             "Effect": "Allow",
-            "Action": [
-                "iam:GetPolicy*",
-                "iam:ListPolicies",
-                "iam:GetOpenIDConnectProvider",
-                "iam:ListOpenIDConnectProviders",
-            ],
+            "Action": ["iam:GetPolicy", "iam:GetPolicyVersion", "iam:GetOpenIDConnectProvider"],
+            "Resource": ["arn:aws:iam::*:policy/*", "arn:aws:iam::*:oidc-provider/*"],
+        },
+        {
+            "Sid": "ListIam",
+            "Effect": "Allow",
+            "Action": ["iam:ListPolicies", "iam:ListOpenIDConnectProviders"],
             "Resource": "*",
         },
         {
