@@ -62,7 +62,7 @@ check: install            ## validate every stack file
 
 clean:
 	-$(BIN)/mlflow-platform local down --purge
-	rm -rf $(VENV) *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(SCANNERS) *.egg-info src/*.egg-info
 
 drills: install           ## fault drills against a throwaway local platform: kill, heal, check every byte (~2 min)
 	$(BIN)/python -m benchmarks.fault_drills
