@@ -78,9 +78,14 @@ def ensure_app_role(owner_uri: str, role: str, password: str, databases: list[st
     """
     with connect(owner_uri) as conn:
         created = not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        # Only a superuser may even restate NOSUPERUSER on an existing role, and neither the RDS
+        # master user nor the local owner is one: ALTER keeps to attributes the owner may set.
+        attributes = (
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT" if created else "LOGIN NOCREATEDB NOCREATEROLE"
+        )
         verb = "CREATE" if created else "ALTER"
         conn.execute(
-            sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}").format(
+            sql.SQL(f"{verb} ROLE {{}} WITH {attributes} PASSWORD {{}}").format(
                 sql.Identifier(role), sql.Literal(password)
             )
         )

@@ -275,6 +275,38 @@ class GithubCiRoles(pulumi.ComponentResource):
         )
 
 
+#: What can widen a role: allowed to the deploy role only with the boundary attached.
+ROLE_CHANGES = (
+    "iam:CreateRole",
+    "iam:PutRolePermissionsBoundary",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+)
+ROLE_MANAGEMENT = (
+    "iam:GetRole",
+    "iam:GetRolePolicy",
+    "iam:ListRolePolicies",
+    "iam:ListAttachedRolePolicies",
+    "iam:ListInstanceProfilesForRole",
+    "iam:TagRole",
+    "iam:UntagRole",
+    "iam:UpdateRole",
+    "iam:UpdateRoleDescription",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:DeleteRole",
+    "iam:PassRole",
+)
+BOUNDARY_GUARD = (
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:CreatePolicyVersion",
+    "iam:DeletePolicy",
+    "iam:DeletePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+)
+
+
 def deploy_iam_statements(environment: str) -> list[dict]:
     """The deploy role's IAM: its own environment's roles, only with the workload boundary attached,
     never the boundary itself, never the CI roles (a role that may edit itself can grant itself anything)."""
@@ -284,46 +316,20 @@ def deploy_iam_statements(environment: str) -> list[dict]:
         {
             "Sid": "ChangeRolesOnlyWithTheBoundary",
             "Effect": "Allow",
-            "Action": [
-                "iam:CreateRole",
-                "iam:PutRolePermissionsBoundary",
-                "iam:AttachRolePolicy",
-                "iam:DetachRolePolicy",
-                "iam:PutRolePolicy",
-                "iam:DeleteRolePolicy",
-            ],
+            "Action": list(ROLE_CHANGES),
             "Resource": roles,
             "Condition": {"ArnLike": {"iam:PermissionsBoundary": boundary}},
         },
         {
             "Sid": "EnvironmentRoles",
             "Effect": "Allow",
-            "Action": [
-                "iam:GetRole",
-                "iam:GetRolePolicy",
-                "iam:ListRolePolicies",
-                "iam:ListAttachedRolePolicies",
-                "iam:ListInstanceProfilesForRole",
-                "iam:TagRole",
-                "iam:UntagRole",
-                "iam:UpdateRole",
-                "iam:UpdateRoleDescription",
-                "iam:UpdateAssumeRolePolicy",
-                "iam:DeleteRole",
-                "iam:PassRole",
-            ],
+            "Action": list(ROLE_MANAGEMENT),
             "Resource": roles,
         },
         {
             "Sid": "KeepTheBoundary",
             "Effect": "Deny",
-            "Action": [
-                "iam:DeleteRolePermissionsBoundary",
-                "iam:CreatePolicyVersion",
-                "iam:DeletePolicy",
-                "iam:DeletePolicyVersion",
-                "iam:SetDefaultPolicyVersion",
-            ],
+            "Action": list(BOUNDARY_GUARD),
             "Resource": [*roles, boundary],
         },
         {

@@ -1,0 +1,69 @@
+"""The tracking server's application: all of MLflow 3's server surface under gunicorn's gthread workers.
+
+Under gunicorn, MLflow serves only its Flask app; the routes that exist only in its FastAPI app
+(OTLP trace ingestion at ``/v1/traces``, the job API, the AI Gateway's database-backed endpoints,
+the Assistant, MCP, server info) answer 404. Serving everything through FastAPI instead costs the
+tracking operations half their throughput (the load benchmark's uvicorn variant): every Flask
+request then crosses a WSGI bridge onto a thread pool.
+
+So this app dispatches by path: a request for one of FastAPI's own routes goes to MLflow's FastAPI
+app (through a2wsgi's ASGI-to-WSGI adapter, with MLflow's FastAPI permission middleware), anything
+else goes straight to the Flask app with basic auth, exactly as before. Native routes that Flask
+also serves (the artifact proxy) stay on Flask.
+
+``mlflow server --app-name platform-auth`` loads ``create_app`` through the ``mlflow.app`` entry point.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+
+from starlette.routing import Match, Mount
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def native_route_matcher(fastapi_app, flask_app) -> Callable[[str, str], bool]:
+    """(method, path) -> whether FastAPI serves it natively and Flask does not."""
+    routes = [r for r in fastapi_app.router.routes if not isinstance(r, Mount)]
+    flask_urls = flask_app.url_map.bind("localhost")
+
+    def flask_serves(path: str, method: str) -> bool:
+        try:
+            flask_urls.match(path, method=method)
+        except Exception:  # werkzeug's NotFound / MethodNotAllowed / RequestRedirect
+            return False
+        return True
+
+    def native(method: str, path: str) -> bool:
+        scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+        full = any(route.matches(scope)[0] == Match.FULL for route in routes)
+        return full and not flask_serves(path, method)
+
+    return native
+
+
+def create_app() -> WSGIApp:
+    """Basic auth on both halves: Flask's before-request hooks and MLflow's FastAPI middleware."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from a2wsgi import ASGIMiddleware
+        from mlflow.server import app as flask_app
+        from mlflow.server.auth import add_fastapi_permission_middleware
+        from mlflow.server.auth import create_app as create_auth_app
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+    authenticated = create_auth_app(flask_app)
+    fastapi_app = create_fastapi_app(authenticated)
+    add_fastapi_permission_middleware(fastapi_app)
+    native = native_route_matcher(fastapi_app, authenticated)
+    bridged = ASGIMiddleware(fastapi_app)
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if native(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")):
+            return bridged(environ, start_response)
+        return authenticated(environ, start_response)
+
+    app.fastapi_app = fastapi_app  # type: ignore[attr-defined]
+    return app
