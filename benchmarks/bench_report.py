@@ -72,6 +72,32 @@ def results_table(results: dict[str, list[LevelResult]], labels: dict[str, str])
     return table
 
 
+TRACKING_OPS = ("log-batch", "log-metric", "artifact-put-get", "search-runs", "model-by-alias")
+#: The platform's own app may cost the tracking operations at most 5 % against the one it replaced.
+GATE_RATIO = 0.95
+
+
+def check_gate(
+    results: dict[str, list[LevelResult]], subject: str = "rendered", before: str = "previous"
+) -> list[dict]:
+    """Each tracking operation at 32 clients: the chosen design against the previous one, same run."""
+    rows = {(r.operation, r.clients): r for r in results.get(subject, [])}
+    old = {(r.operation, r.clients): r for r in results.get(before, [])}
+    checks = []
+    for op in TRACKING_OPS:
+        if (op, 32) in rows and (op, 32) in old:
+            new_rate, old_rate = rows[(op, 32)].throughput, old[(op, 32)].throughput
+            ratio = new_rate / old_rate if old_rate else 0.0
+            checks.append(
+                {
+                    "target": f"{op} @32: {subject} >= {GATE_RATIO}x {before}",
+                    "measured": f"{new_rate:.1f}/s vs {old_rate:.1f}/s = {ratio:.2f}x",
+                    "met": ratio >= GATE_RATIO,
+                }
+            )
+    return checks
+
+
 def check_targets(
     results: dict[str, list[LevelResult]], subject: str = "rendered", baseline: str = "stock"
 ) -> list[dict]:

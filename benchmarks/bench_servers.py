@@ -141,12 +141,19 @@ class LocalBench:
         files = {spec.auth_config_path: spec.auth_ini} if spec.auth_ini and spec.auth_config_path else {}
         return Variant(
             key,
-            label or "(c) this project's rendered config (gunicorn)",
+            label or "(c) this project's rendered config (gunicorn, platform-auth)",
             True,
             list(spec.argv),
             self.platform.server_environment(spec),
             files,
         )
+
+    def previous(self, port: int) -> Variant:
+        """The rendered configuration as it was before the platform's own app: MLflow's basic-auth
+        app, which under gunicorn serves only the Flask routes (no OTLP, jobs, gateway, ...)."""
+        variant = self.rendered(port, key="previous", label="(c0) rendered config, MLflow's basic-auth app (before)")
+        variant.argv[variant.argv.index("--app-name") + 1] = "basic-auth"
+        return variant
 
     def uvicorn(self, port: int) -> Variant:
         """The rendered configuration served by uvicorn (MLflow 3's default) instead of gunicorn.

@@ -47,8 +47,10 @@ class Client:
     token: str
     seq: int = 0
 
-    async def call(self, method: str, path: str, *, json=None, params=None, data=None) -> bytes:
-        async with self.session.request(method, self.base_url + path, json=json, params=params, data=data) as response:
+    async def call(self, method: str, path: str, *, json=None, params=None, data=None, headers=None) -> bytes:
+        async with self.session.request(
+            method, self.base_url + path, json=json, params=params, data=data, headers=headers
+        ) as response:
             body = await response.read()
             if response.status >= 400:
                 raise RequestFailed(response.status, body.decode(errors="replace"))

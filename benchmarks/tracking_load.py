@@ -33,6 +33,7 @@ from mlflow_platform.local.processes import free_port
 
 from .bench_pgbench import pgbench_ceiling
 from .bench_report import (
+    check_gate,
     check_targets,
     console,
     machine,
@@ -265,7 +266,7 @@ def report_pgbench(report: dict, results: dict[str, list[LevelResult]]) -> None:
 
 
 def report_targets(results: dict[str, list[LevelResult]]) -> list[dict]:
-    checks = check_targets(results)
+    checks = check_targets(results) + check_gate(results)
     table = Table(title="Targets (rendered config, basic-auth on)")
     for col in ("target", "measured", "met"):
         table.add_column(col)
@@ -282,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["stock", "guide", "rendered", "uvicorn"],
-        choices=["stock", "guide", "rendered", "uvicorn"],
+        default=["stock", "guide", "previous", "rendered", "uvicorn"],
+        choices=["stock", "guide", "previous", "rendered", "uvicorn"],
     )
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients")
     parser.add_argument(
@@ -291,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per operation and level")
     parser.add_argument(
-        "--operations", nargs="+", help="a subset of: log-batch log-metric artifact-put-get search-runs model-by-alias"
+        "--operations",
+        nargs="+",
+        help="a subset of: log-batch log-metric artifact-put-get search-runs model-by-alias otlp-traces",
     )
     parser.add_argument(
         "--server",

@@ -6,6 +6,7 @@ library's retries and thread pools; the payloads are the ones ``MlflowClient`` s
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ TAGS_PER_BATCH = 2
 ARTIFACT_BYTES = 4096
 SEARCH_FILTER = "tags.team = 'vision'"
 SEARCH_PAGE = 100
+SPANS_PER_EXPORT = 10
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,30 @@ class Fixture:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def otlp_export(seq: int, token: str, index: int) -> bytes:
+    """One OTLP/HTTP protobuf export, as an OpenTelemetry SDK sends it: one trace of
+    SPANS_PER_EXPORT spans (a root and its children), ids unique per call."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="bench")))
+    scope = resource.scope_spans.add()
+    trace_id = hashlib.sha256(f"{token}-{index}-{seq}".encode()).digest()[:16]
+    start = time.time_ns()
+    for k in range(SPANS_PER_EXPORT):
+        span = scope.spans.add()
+        span.trace_id = trace_id
+        span.span_id = hashlib.sha256(trace_id + bytes([k])).digest()[:8]
+        if k:
+            span.parent_span_id = scope.spans[0].span_id
+        span.name = "predict" if k == 0 else f"step_{k}"
+        span.start_time_unix_nano = start + k * 1000
+        span.end_time_unix_nano = start + 1_000_000
+    return request.SerializeToString()
 
 
 def operations(fx: Fixture) -> list[Operation]:
@@ -108,10 +134,19 @@ def operations(fx: Fixture) -> list[Operation]:
             "GET", "/api/2.0/mlflow/registered-models/alias", params={"name": fx.model_name, "alias": fx.alias}
         )
 
+    async def otlp_traces(c: Client) -> None:
+        await c.call(
+            "POST",
+            "/v1/traces",
+            data=otlp_export(c.seq, c.token, c.index),
+            headers={"Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": fx.training_experiment_id},
+        )
+
     return [
         Operation("log-batch", True, log_batch, METRICS_PER_BATCH, "metrics"),
         Operation("log-metric", True, log_metric),
         Operation("artifact-put-get", True, artifact_round_trip),
         Operation("search-runs", False, search_runs),
         Operation("model-by-alias", False, model_by_alias),
+        Operation("otlp-traces", True, otlp_traces, SPANS_PER_EXPORT, "spans"),
     ]

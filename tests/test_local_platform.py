@@ -177,3 +177,49 @@ def test_a_stale_pid_that_now_names_a_stranger_is_left_alone(tmp_path: Path) -> 
     finally:
         stranger.kill()
         stranger.wait()
+
+
+FASTAPI_ONLY = [
+    # (method, path, body): routes MLflow serves only from its FastAPI app (404 under plain gunicorn)
+    ("POST", "/ajax-api/3.0/jobs/search", {}),
+    ("GET", "/ajax-api/3.0/mlflow/assistant/config", None),
+    ("GET", "/api/3.0/mlflow/server-info", None),
+]
+
+
+def test_mlflow3_routes_answer_with_credentials_and_refuse_without(platform: LocalPlatform) -> None:
+    """The FastAPI-only surface is served under gunicorn, behind the same basic auth; so is /metrics.
+    Only /health answers without credentials."""
+    env = platform.client_env()
+    base, auth = env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    for method, path, body in [*FASTAPI_ONLY, ("GET", "/metrics", None), ("POST", "/v1/traces", None)]:
+        anonymous = requests.request(method, base + path, json=body, timeout=10)
+        assert anonymous.status_code == 401, (path, anonymous.status_code)
+    for method, path, body in [*FASTAPI_ONLY, ("GET", "/metrics", None)]:
+        answered = requests.request(method, base + path, json=body, auth=auth, timeout=10)
+        assert answered.status_code == 200, (path, answered.status_code, answered.text[:200])
+    # /v1/traces is there: without the experiment header FastAPI refuses the request (422), not 404.
+    assert requests.post(base + "/v1/traces", data=b"", auth=auth, timeout=10).status_code == 422
+    assert requests.get(base + "/health", timeout=10).status_code == 200
+
+
+def _requests_served(base: str, auth: tuple[str, str]) -> float:
+    text = requests.get(base + "/metrics", auth=auth, timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mlflow_http_request_total{") and 'status="200"' in line
+    )
+
+
+def test_metrics_count_requests_across_all_workers(platform: LocalPlatform) -> None:
+    """prometheus_client's multiprocess mode: whichever worker answers /metrics reports every
+    worker's requests (one worker alone would report only its share)."""
+    env = platform.client_env()
+    base, auth = env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert platform.config.server.workers > 1
+    before = _requests_served(base, auth)
+    for _ in range(60):  # a new connection each: gunicorn's workers take turns accepting
+        requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", auth=auth, timeout=10)
+    counted = [_requests_served(base, auth) - before for _ in range(4)]
+    assert min(counted) >= 60, counted

@@ -219,7 +219,7 @@ CASES = {
         "prod",
         DEPLOYMENT,
         lambda r: container(r).update(
-            command=[a for a in container(r)["command"] if a not in ("--app-name", "basic-auth")]
+            command=[a for a in container(r)["command"] if a not in ("--app-name", "platform-auth")]
         ),
         None,
     ),

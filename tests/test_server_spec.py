@@ -120,7 +120,7 @@ def test_auth_ini_is_read_by_mlflow_itself(prod, tmp_path: Path, monkeypatch: py
     from mlflow.server.auth.config import read_auth_config
 
     spec = render_server(prod, ENDPOINTS)
-    assert "--app-name" in spec.argv and option(spec.argv, "--app-name") == "basic-auth"
+    assert "--app-name" in spec.argv and option(spec.argv, "--app-name") == "platform-auth"
     ini = tmp_path / "basic_auth.ini"
     ini.write_text(spec.auth_ini)
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))

@@ -117,7 +117,19 @@ class ServerConfig(_Section):
     max_requests: int = Field(2000, ge=0, description="Recycle a worker after this many requests (0 disables).")
     max_requests_jitter: int = Field(200, ge=0, description="Random spread so workers don't recycle together.")
     port: int = Field(5000, ge=1, le=65535, description="Container port the server listens on.")
-    basic_auth: bool = Field(True, description="MLflow basic-auth app (`--app-name basic-auth`).")
+    basic_auth: bool = Field(
+        True,
+        description="Basic auth on every route (`--app-name platform-auth`: MLflow's basic-auth on its Flask "
+        "routes and its FastAPI-only ones, e.g. OTLP /v1/traces).",
+    )
+    prometheus: bool = Field(
+        True, description="Prometheus metrics at /metrics (`--expose-prometheus`), counted across workers."
+    )
+    webhook_local_targets: bool = Field(
+        False,
+        description="Let registry webhooks reach loopback and private addresses over http (MLflow's SSRF "
+        "protection off). For a laptop's receivers only; refused in a deployed stack.",
+    )
     auth_cache_ttl_seconds: int = Field(
         60,
         ge=0,
@@ -391,6 +403,15 @@ class MonitoringConfig(_Section):
     error_rate_percent: float = Field(1.0, gt=0, le=100, description="5xx share of requests.")
     free_storage_gb: int = Field(10, ge=1, description="RDS FreeStorageSpace floor.")
     cpu_percent: int = Field(80, ge=1, le=100, description="RDS CPU ceiling.")
+    service_monitor: bool = Field(
+        False,
+        description="Render a Prometheus Operator ServiceMonitor for /metrics (the cluster must have its CRDs).",
+    )
+    prometheus_namespace: str = Field(
+        "monitoring",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of the Prometheus that scrapes /metrics; the server's NetworkPolicy admits it.",
+    )
 
 
 class GithubConfig(_Section):
@@ -492,6 +513,13 @@ class StackConfig(BaseModel):
             problems.append(("cluster", "is required to deploy: set cluster.name or cluster.create: true"))
         if not lb.hostname:
             problems.append(("loadBalancer.hostname", "is required to deploy: the public DNS name for TLS"))
+        if self.server.webhook_local_targets:
+            problems.append(
+                (
+                    "server.webhookLocalTargets",
+                    "turns off MLflow's SSRF protection for webhooks; remove it (it is for the local platform)",
+                )
+            )
         if not lb.certificate_arn and not lb.route53_zone_id:
             problems.append(
                 (

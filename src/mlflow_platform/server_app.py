@@ -44,6 +44,19 @@ def native_route_matcher(fastapi_app, flask_app) -> Callable[[str, str], bool]:
     return native
 
 
+def _require_login_for_server_info() -> None:
+    """MLflow serves /mlflow/server-info without login ("public capability discovery"); here every
+    route but /health and the UI's static files needs credentials, so it is taken off that list.
+    Loud if MLflow renames the list, so an upgrade cannot silently reopen it."""
+    from mlflow.server import auth
+
+    if not hasattr(auth, "_PUBLIC_ROUTE_SUFFIXES"):
+        raise RuntimeError(
+            "mlflow.server.auth._PUBLIC_ROUTE_SUFFIXES is gone: re-check which routes MLflow leaves public"
+        )
+    auth._PUBLIC_ROUTE_SUFFIXES = ()
+
+
 def create_app() -> WSGIApp:
     """Basic auth on both halves: Flask's before-request hooks and MLflow's FastAPI middleware."""
     with warnings.catch_warnings():
@@ -54,6 +67,7 @@ def create_app() -> WSGIApp:
         from mlflow.server.auth import create_app as create_auth_app
         from mlflow.server.fastapi_app import create_fastapi_app
 
+    _require_login_for_server_info()
     authenticated = create_auth_app(flask_app)
     fastapi_app = create_fastapi_app(authenticated)
     add_fastapi_permission_middleware(fastapi_app)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from .config import StackConfig
 
 SERVER_SECRET = "mlflow-server"
+#: The ``mlflow.app`` entry point of mlflow_platform.server_app: basic auth on Flask and FastAPI routes.
+AUTH_APP = "platform-auth"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class Endpoints:
     auth_config_path: str = "/etc/mlflow/auth/basic_auth.ini"
     #: Host headers accepted besides the configured public hostnames (e.g. ``localhost`` locally).
     extra_allowed_hosts: tuple[str, ...] = ()
+    #: prometheus_client's multiprocess directory, shared by gunicorn's workers (an emptyDir in a pod).
+    metrics_dir: str = "/tmp/mlflow-metrics"
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,33 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
+def server_env(config: StackConfig, endpoints: Endpoints, primary: bool) -> list[EnvVar]:
+    """The server's environment, auth aside: pools, host checks, job runner, webhooks, S3 endpoint."""
+    s, d = config.server, config.database
+    env: list[EnvVar] = [
+        EnvVar("PGPASSWORD", secret=DB_PASSWORD),
+        EnvVar("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(d.pool_size)),
+        EnvVar("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(d.max_overflow)),
+        EnvVar("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", str(d.pool_recycle_seconds)),
+        # With gunicorn the Flask app reads host/CORS checks from the environment only.
+        EnvVar("MLFLOW_SERVER_ALLOWED_HOSTS", ",".join(allowed_hosts(config, endpoints))),
+        EnvVar("MLFLOW_FLASK_SERVER_SECRET_KEY", secret=FLASK_SECRET_KEY),
+        EnvVar("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", _bool(s.job_execution and primary)),
+        EnvVar("MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS", _bool(s.job_execution and primary)),
+        EnvVar("PYTHONUNBUFFERED", "1"),
+    ]
+    if s.webhook_local_targets:
+        env += [
+            EnvVar("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true"),
+            EnvVar("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https"),
+        ]
+    if s.cors_allowed_origins:
+        env.append(EnvVar("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", ",".join(s.cors_allowed_origins)))
+    if endpoints.s3_endpoint_url:
+        env.append(EnvVar("MLFLOW_S3_ENDPOINT_URL", endpoints.s3_endpoint_url))
+    return env
+
+
 def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = True) -> ServerSpec:
     """Render the tracking server for one replica.
 
@@ -177,24 +208,11 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
         gunicorn_options(config),
     ]
     if s.basic_auth:
-        argv += ["--app-name", "basic-auth"]
+        argv += ["--app-name", AUTH_APP]
+    if s.prometheus:
+        argv += ["--expose-prometheus", endpoints.metrics_dir]
 
-    env: list[EnvVar] = [
-        EnvVar("PGPASSWORD", secret=DB_PASSWORD),
-        EnvVar("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(d.pool_size)),
-        EnvVar("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(d.max_overflow)),
-        EnvVar("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", str(d.pool_recycle_seconds)),
-        # With gunicorn the Flask app reads host/CORS checks from the environment only.
-        EnvVar("MLFLOW_SERVER_ALLOWED_HOSTS", ",".join(allowed_hosts(config, endpoints))),
-        EnvVar("MLFLOW_FLASK_SERVER_SECRET_KEY", secret=FLASK_SECRET_KEY),
-        EnvVar("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", _bool(s.job_execution and primary)),
-        EnvVar("MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS", _bool(s.job_execution and primary)),
-        EnvVar("PYTHONUNBUFFERED", "1"),
-    ]
-    if s.cors_allowed_origins:
-        env.append(EnvVar("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", ",".join(s.cors_allowed_origins)))
-    if endpoints.s3_endpoint_url:
-        env.append(EnvVar("MLFLOW_S3_ENDPOINT_URL", endpoints.s3_endpoint_url))
+    env = server_env(config, endpoints, primary)
     auth_ini = auth_path = None
     if s.basic_auth:
         auth_ini = render_auth_ini(config, endpoints)

@@ -210,13 +210,23 @@ class LocalPlatform:
             s3_endpoint_url=f"http://127.0.0.1:{ports.s3}",
             auth_config_path=str(self.state_dir / "auth" / "basic_auth.ini"),
             extra_allowed_hosts=("localhost", "127.0.0.1"),
+            metrics_dir=str(self.metrics_dir),
         )
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus_client's multiprocess files; emptied before each server start (like a pod's)."""
+        return self.state_dir / "server" / "metrics"
 
     def server_spec(self, ports: Ports | None = None) -> ServerSpec:
         return render_server(self.config, self.endpoints(ports or self.state.ports), primary=True)
 
     def tracking_uri(self, ports: Ports | None = None) -> str:
         return f"http://127.0.0.1:{(ports or self.state.ports).tracking}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"{self.tracking_uri()}/metrics" if self.config.server.prometheus else None
 
     def s3_client(self, ports: Ports | None = None):
         return self.object_store(ports).client()
@@ -393,6 +403,8 @@ class LocalPlatform:
             private_dir(ini.parent)
             write_private(ini, spec.auth_ini)
         workdir = private_dir(self.state_dir / "server")
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        private_dir(self.metrics_dir)
         pid = spawn(spec.argv, env=self.server_environment(spec), log=self.logs / "tracking.log", cwd=workdir)
         state.pids["tracking"] = pid
         started.append("tracking")

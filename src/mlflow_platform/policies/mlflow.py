@@ -20,8 +20,11 @@ from ..config import (
     PARENT_PROCESSES_PER_REPLICA,
     DatabaseConfig,
 )
+from ..server_spec import AUTH_APP
 from ._helpers import as_list, env_of, gunicorn_option, of_type, option, server_containers
 
+#: App names that put MLflow's basic auth in front of the server.
+AUTH_APPS = ("basic-auth", AUTH_APP)
 SECRET_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "PGPASSWORD")
 # SQLAlchemy's own defaults, which MLflow uses when the variables are unset.
 DEFAULT_POOL, DEFAULT_OVERFLOW = 5, 10
@@ -31,9 +34,10 @@ def _basic_auth(args: StackValidationArgs, report: ReportViolation) -> None:
     found = False
     for deployment, container in server_containers(args):
         found = True
-        if option(as_list(container.get("command")), "--app-name") != "basic-auth":
+        if option(as_list(container.get("command")), "--app-name") not in AUTH_APPS:
             report(
-                f"{deployment.name} runs mlflow server without --app-name basic-auth: anyone can read and write",
+                f"{deployment.name} runs mlflow server without basic auth (--app-name {AUTH_APP}): anyone can "
+                "read and write",
                 deployment.urn,
             )
     if not found:
@@ -52,7 +56,7 @@ def _auth_ini(args: StackValidationArgs) -> dict[str, str] | None:
 
 def _auth_db_postgres(args: StackValidationArgs, report: ReportViolation) -> None:
     servers = list(server_containers(args))
-    if not any(option(as_list(c.get("command")), "--app-name") == "basic-auth" for _, c in servers):
+    if not any(option(as_list(c.get("command")), "--app-name") in AUTH_APPS for _, c in servers):
         return
     ini = _auth_ini(args)
     uri = (ini or {}).get("database_uri", "sqlite:///basic_auth.db (MLflow's default)")
@@ -136,7 +140,7 @@ def _connection_budget(args: StackValidationArgs, report: ReportViolation) -> No
         name = (deployment.props.get("metadata") or {}).get("name", deployment.name)
         replicas = ceilings.get(name, int((deployment.props.get("spec") or {}).get("replicas") or 1))
         workers = int(option(argv, "--workers") or 4)
-        engines = ENGINES_WITH_AUTH if option(argv, "--app-name") == "basic-auth" else ENGINES_WITHOUT_AUTH
+        engines = ENGINES_WITH_AUTH if option(argv, "--app-name") in AUTH_APPS else ENGINES_WITHOUT_AUTH
         pool = int(env.get("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE") or DEFAULT_POOL)
         overflow = int(env.get("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW") or DEFAULT_OVERFLOW)
         processes = replicas * (workers + PARENT_PROCESSES_PER_REPLICA)
@@ -190,7 +194,7 @@ POLICIES = [
         description="The tracking server requires authentication in every environment.",
         validate=_basic_auth,
         enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Keep server.basicAuth: true (renders --app-name basic-auth).",
+        remediation_steps=f"Keep server.basicAuth: true (renders --app-name {AUTH_APP}).",
     ),
     StackValidationPolicy(
         name="mlflow-auth-db-postgres",

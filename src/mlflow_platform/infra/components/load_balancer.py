@@ -170,7 +170,7 @@ class LoadBalancer(pulumi.ComponentResource):
         target_group: aws.lb.TargetGroup,
         certificate_arn: pulumi.Input[str],
     ) -> None:
-        aws.lb.Listener(
+        https = aws.lb.Listener(
             f"{self._name}-https",
             load_balancer_arn=alb.arn,
             port=443,
@@ -178,6 +178,20 @@ class LoadBalancer(pulumi.ComponentResource):
             ssl_policy=config.ssl_policy,
             certificate_arn=certificate_arn,
             default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
+            opts=self._child,
+        )
+        # Prometheus metrics are scraped inside the cluster; through the ALB they answer 404.
+        aws.lb.ListenerRule(
+            f"{self._name}-no-metrics",
+            listener_arn=https.arn,
+            priority=1,
+            conditions=[{"path_pattern": {"values": ["/metrics", "/metrics/*"]}}],
+            actions=[
+                {
+                    "type": "fixed-response",
+                    "fixed_response": {"content_type": "text/plain", "message_body": "Not Found", "status_code": "404"},
+                }
+            ],
             opts=self._child,
         )
         aws.lb.Listener(

@@ -14,10 +14,9 @@ import pulumi_random as random
 from ...config import StackConfig
 from ...server_spec import ADMIN_PASSWORD, DB_PASSWORD, SERVER_SECRET, database_url
 from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, labels, metadata, secret_env
-from .tracking_server import APP, MAINTENANCE_ACCOUNT, RUNBOOKS, TrackingServer, endpoints_for
+from .tracking_server import APP, MAINTENANCE_ACCOUNT, OPS_SECRET, RUNBOOKS, TrackingServer, endpoints_for
 
 OPS_USER = "mlflow-ops"
-OPS_SECRET = "mlflow-ops"
 
 
 class ScheduledRunbooks(pulumi.ComponentResource):

@@ -36,6 +36,8 @@ APP = "mlflow-server"
 MAINTENANCE_ACCOUNT = "mlflow-maintenance"
 #: The runbook pods' name label: the only in-cluster clients the server admits.
 RUNBOOKS = "mlflow-runbooks"
+#: The ops user's credentials (ScheduledRunbooks creates the Secret and the user).
+OPS_SECRET = "mlflow-ops"
 
 
 def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
@@ -99,6 +101,8 @@ class TrackingServer(pulumi.ComponentResource):
         service = self._service()
         self._network_policy()
         self._target_group_binding(service)
+        if config.monitoring.service_monitor and config.server.prometheus:
+            self._service_monitor(service)
         self.in_cluster_url = f"http://{in_cluster_hosts(self._ns)[0]}"
         self.namespace = namespace.metadata["name"]
         self.service_name = service.metadata["name"]
@@ -327,6 +331,11 @@ class TrackingServer(pulumi.ComponentResource):
             lambda cidrs: [{"ipBlock": {"cidr": c}} for c in cidrs]
         )
         runbooks = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": RUNBOOKS}}}
+        ingress = [{"from": from_alb, "ports": tcp}, {"from": [runbooks], "ports": tcp}]
+        if self._config.monitoring.service_monitor:
+            prometheus = self._config.monitoring.prometheus_namespace
+            scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}}
+            ingress.append({"from": [scraper], "ports": tcp})
         dns = {
             "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
@@ -337,7 +346,7 @@ class TrackingServer(pulumi.ComponentResource):
             spec={
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": APP}},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"from": from_alb, "ports": tcp}, {"from": [runbooks], "ports": tcp}],
+                "ingress": ingress,
                 "egress": [
                     dns,
                     {"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"port": 5432, "protocol": "TCP"}]},
@@ -346,6 +355,31 @@ class TrackingServer(pulumi.ComponentResource):
                 ],
             },
             opts=self._ns_opts,
+        )
+
+    def _service_monitor(self, service: k8s.core.v1.Service) -> None:
+        """Prometheus Operator scrapes /metrics in-cluster, as the ops user (every route needs login)."""
+        credentials = {"name": OPS_SECRET}
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-servicemonitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=self._meta(APP),
+            spec={
+                "selector": {"matchLabels": self._labels},
+                "endpoints": [
+                    {
+                        "port": "http",
+                        "path": "/metrics",
+                        "interval": "30s",
+                        "basicAuth": {
+                            "username": {**credentials, "key": "username"},
+                            "password": {**credentials, "key": "password"},
+                        },
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider, depends_on=[service]),
         )
 
     def _target_group_binding(self, service: k8s.core.v1.Service) -> None:
