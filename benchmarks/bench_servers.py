@@ -138,7 +138,7 @@ class LocalBench:
         spec = render_server(
             config or self.config, self.platform.endpoints(dataclasses.replace(self.ports, tracking=port))
         )
-        files = {spec.auth_config_path: spec.auth_ini} if spec.auth_ini and spec.auth_config_path else {}
+        files = spec.files
         return Variant(
             key,
             label or "(c) this project's rendered config (gunicorn, platform-auth)",

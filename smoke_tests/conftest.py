@@ -43,6 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="CA bundle for a TLS endpoint [env MLFLOW_TRACKING_SERVER_CERT_PATH].",
     )
     group.addoption(
+        "--webhook-host",
+        default=os.environ.get("MLFLOW_SMOKE_WEBHOOK_HOST"),
+        help="Address the server can reach this machine on, for the webhook test (default: loopback "
+        "against a loopback server, else skipped) [env MLFLOW_SMOKE_WEBHOOK_HOST].",
+    )
+    group.addoption(
         "--keep-data", action="store_true", help="Leave what the suite created (for debugging) instead of deleting it."
     )
 

@@ -292,7 +292,17 @@ def test_alarms_cover_latency_errors_hosts_and_the_database(stack: str) -> None:
         r.inputs["name"].split(f"mlflow-{stack}-", 1)[1]: r.inputs
         for r in capture.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     }
-    assert set(alarms) == {"p95-latency", "5xx-rate", "unhealthy-hosts", "db-free-storage", "db-cpu", "db-connections"}
+    assert set(alarms) == {
+        "p95-latency",
+        "5xx-rate",
+        "unhealthy-hosts",
+        "db-free-storage",
+        "db-storage-runway",
+        "db-cpu",
+        "db-connections",
+    }
+    runway = alarms["db-storage-runway"]
+    assert "RATE(free)" in runway["metricQueries"][0]["expression"] and runway["threshold"] == 7
     assert alarms["p95-latency"]["extendedStatistic"] == "p95" and alarms["p95-latency"]["threshold"] == 0.5
     assert alarms["db-connections"]["threshold"] == capture.outputs["connectionBudget"]
     assert capture.one("aws:cloudwatch/dashboard:Dashboard")

@@ -175,3 +175,35 @@ def test_the_running_local_server_executes_exactly_the_rendered_command(platform
         else:
             assert environ[var.name], var.name
     assert Path(spec.auth_config_path).read_text() == spec.auth_ini
+
+
+def test_trace_archival_config_is_read_by_mlflow_itself(prod, tmp_path: Path) -> None:
+    """The rendered file goes through MLflow's own loader (the one MLFLOW_TRACE_ARCHIVAL_CONFIG feeds)."""
+    from mlflow.tracing.trace_archival_config import load_trace_archival_server_config
+
+    config = prod.model_copy(
+        update={
+            "tracing": prod.tracing.model_copy(update={"archive_after": "30d"}),
+            "server": prod.server.model_copy(update={"job_execution": True}),
+        }
+    )
+    spec = render_server(config, ENDPOINTS)
+    env = {e.name: e.value for e in spec.env}
+    path = env["MLFLOW_TRACE_ARCHIVAL_CONFIG"]
+    (tmp_path / "archival.yaml").write_text(spec.files[path])
+    loaded = load_trace_archival_server_config(tmp_path / "archival.yaml")
+    assert loaded.enabled and loaded.retention == "30d" and loaded.interval_seconds == 300
+    assert loaded.location == "s3://acme-mlflow-prod/prod/trace-archive"
+    assert "MLFLOW_TRACE_ARCHIVAL_CONFIG" not in {e.name for e in render_server(prod, ENDPOINTS).env}
+
+
+def test_trace_archival_needs_the_job_runner() -> None:
+    from mlflow_platform.config import ConfigError
+
+    document = {
+        "mlflow-platform:environment": "dev",
+        "mlflow-platform:artifacts": {"bucket": "acme-mlflow-dev", "prefix": "dev"},
+        "mlflow-platform:tracing": {"archiveAfter": "30d"},
+    }
+    with pytest.raises(ConfigError, match=r"tracing\.archiveAfter.*server\.jobExecution"):
+        from_config_values(document, source="test")

@@ -402,6 +402,9 @@ class MonitoringConfig(_Section):
     p95_latency_seconds: float = Field(0.5, gt=0, description="ALB p95 TargetResponseTime threshold (the SLO).")
     error_rate_percent: float = Field(1.0, gt=0, le=100, description="5xx share of requests.")
     free_storage_gb: int = Field(10, ge=1, description="RDS FreeStorageSpace floor.")
+    storage_runway_days: int = Field(
+        7, ge=1, le=90, description="Alarm when RDS free storage would run out within this many days (trace growth)."
+    )
     cpu_percent: int = Field(80, ge=1, le=100, description="RDS CPU ceiling.")
     service_monitor: bool = Field(
         False,
@@ -434,6 +437,19 @@ class GithubConfig(_Section):
     promotion_repositories: tuple[str, ...] = Field(
         (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`."
     )
+
+
+class TracingConfig(_Section):
+    """Trace retention: traces are rows in PostgreSQL until MLflow's trace archival moves them out."""
+
+    archive_after: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]*[mhd]$",
+        description="Move traces older than this (e.g. `30d`) to the artifact bucket under `trace-archive/` "
+        "(MLflow's server-owned trace archival; runs in the job runner, so needs server.jobExecution). "
+        "Unset: traces stay in the database.",
+    )
+    archive_interval_seconds: int = Field(300, ge=60, le=86400, description="How often archival runs.")
 
 
 class RunbooksConfig(_Section):
@@ -475,6 +491,7 @@ class StackConfig(BaseModel):
     monitoring: MonitoringConfig = MonitoringConfig()
     github: GithubConfig = GithubConfig()
     runbooks: RunbooksConfig = RunbooksConfig()
+    tracing: TracingConfig = TracingConfig()
     admin_password: SecretStr | None = Field(
         None, description="Bootstrap admin password (secret); generated when absent."
     )
@@ -570,6 +587,14 @@ class StackConfig(BaseModel):
                     f"{s.keep_alive_seconds}s must exceed loadBalancer.idleTimeoutSeconds "
                     f"({lb.idle_timeout_seconds}s), or the load balancer reuses connections the server "
                     f"already closed (502s); set it to at least {lb.idle_timeout_seconds + 5}",
+                )
+            )
+        if self.tracing.archive_after and not s.job_execution:
+            problems.append(
+                (
+                    "tracing.archiveAfter",
+                    "trace archival runs in MLflow's job runner: set server.jobExecution: true (one extra "
+                    "replica runs it), or remove tracing.archiveAfter",
                 )
             )
         if d.pool_size + d.max_overflow < s.threads:

@@ -67,6 +67,7 @@ class Endpoints:
     port_override: int | None = None
     s3_endpoint_url: str | None = None
     auth_config_path: str = "/etc/mlflow/auth/basic_auth.ini"
+    trace_archival_config_path: str = "/etc/mlflow/auth/trace_archival.yaml"
     #: Host headers accepted besides the configured public hostnames (e.g. ``localhost`` locally).
     extra_allowed_hosts: tuple[str, ...] = ()
     #: prometheus_client's multiprocess directory, shared by gunicorn's workers (an emptyDir in a pod).
@@ -80,6 +81,16 @@ class ServerSpec:
     auth_ini: str | None
     auth_config_path: str | None
     port: int
+    #: Further configuration files the server reads: path -> content.
+    extra_files: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Every file the server reads besides its code (the runtime writes or mounts them)."""
+        found = dict(self.extra_files)
+        if self.auth_ini is not None and self.auth_config_path is not None:
+            found[self.auth_config_path] = self.auth_ini
+        return found
 
     @property
     def secret_refs(self) -> tuple[SecretRef, ...]:
@@ -221,7 +232,32 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
             EnvVar("MLFLOW_AUTH_CONFIG_PATH", auth_path),
             EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD", secret=ADMIN_PASSWORD),
         ]
-    return ServerSpec(argv=tuple(argv), env=tuple(env), auth_ini=auth_ini, auth_config_path=auth_path, port=port)
+    extra: list[tuple[str, str]] = []
+    if config.tracing.archive_after:
+        extra.append((endpoints.trace_archival_config_path, render_trace_archival(config, endpoints)))
+        env.append(EnvVar("MLFLOW_TRACE_ARCHIVAL_CONFIG", endpoints.trace_archival_config_path))
+    return ServerSpec(
+        argv=tuple(argv),
+        env=tuple(env),
+        auth_ini=auth_ini,
+        auth_config_path=auth_path,
+        port=port,
+        extra_files=tuple(extra),
+    )
+
+
+def render_trace_archival(config: StackConfig, endpoints: Endpoints) -> str:
+    """MLflow's trace archival config (MLFLOW_TRACE_ARCHIVAL_CONFIG): old traces move from the
+    database to the artifact bucket; the primary replica's job runner does it."""
+    t = config.tracing
+    location = f"s3://{endpoints.bucket}/{config.artifacts.prefix}/trace-archive"
+    return (
+        "trace_archival:\n"
+        "  enabled: true\n"
+        f"  location: {location}\n"
+        f"  retention: {t.archive_after}\n"
+        f"  interval_seconds: {t.archive_interval_seconds}\n"
+    )
 
 
 def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:

@@ -209,6 +209,7 @@ class LocalPlatform:
             port_override=ports.tracking,
             s3_endpoint_url=f"http://127.0.0.1:{ports.s3}",
             auth_config_path=str(self.state_dir / "auth" / "basic_auth.ini"),
+            trace_archival_config_path=str(self.state_dir / "auth" / "trace_archival.yaml"),
             extra_allowed_hosts=("localhost", "127.0.0.1"),
             metrics_dir=str(self.metrics_dir),
         )
@@ -398,10 +399,9 @@ class LocalPlatform:
         stop_group(pid, self.state_dir)  # a crashed leader can leave its gunicorn workers holding the port
         require_free_port(port, "the tracking server", "--port")
         spec = self.server_spec(state.ports)
-        if spec.auth_ini is not None and spec.auth_config_path is not None:
-            ini = Path(spec.auth_config_path)
-            private_dir(ini.parent)
-            write_private(ini, spec.auth_ini)
+        for path, text in spec.files.items():
+            private_dir(Path(path).parent)
+            write_private(Path(path), text)
         workdir = private_dir(self.state_dir / "server")
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         private_dir(self.metrics_dir)

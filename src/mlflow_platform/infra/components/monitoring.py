@@ -48,6 +48,7 @@ class Monitoring(pulumi.ComponentResource):
         self._common = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": base}
         self._alb_alarms(config, alb_arn_suffix, target_group_arn_suffix)
         self._db_alarms(config, db_identifier, connection_budget)
+        self._storage_runway(config, db_identifier)
 
         body = pulumi.Output.all(region, alb_arn_suffix, target_group_arn_suffix, db_identifier).apply(
             lambda a: json.dumps(_dashboard(*a, connection_budget=connection_budget, slo=config.p95_latency_seconds))
@@ -153,6 +154,29 @@ class Monitoring(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold",
         )
 
+    def _storage_runway(self, config: MonitoringConfig, db_identifier: pulumi.Input[str]) -> None:
+        """Traces live in PostgreSQL and are the fastest-growing rows: alarm on the days of free
+        storage left at the last hours' rate (RATE is per second), before the floor is reached.
+        Storage autoscaling raises free space, so this fires when autoscaling has hit its ceiling."""
+        self._alarm(
+            "db-storage-runway",
+            f"RDS free storage runs out within {config.storage_runway_days} days at the current growth",
+            evaluation_periods=6,
+            datapoints_to_alarm=6,
+            threshold=config.storage_runway_days,
+            comparison_operator="LessThanThreshold",
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                {
+                    "id": "days",
+                    "expression": "IF(RATE(free) < 0, free / (0 - RATE(free)) / 86400, 3650)",
+                    "label": "days of free storage left",
+                    "return_data": True,
+                },
+                _free_storage(db_identifier),
+            ],
+        )
+
     def _db_alarms(self, config: MonitoringConfig, db_identifier: pulumi.Input[str], connection_budget: int) -> None:
         db = {"DBInstanceIdentifier": db_identifier}
         alarm = self._alarm
@@ -192,6 +216,19 @@ class Monitoring(pulumi.ComponentResource):
             threshold=connection_budget,
             comparison_operator="GreaterThanThreshold",
         )
+
+
+def _free_storage(db_identifier: pulumi.Input[str]) -> dict:
+    return {
+        "id": "free",
+        "metric": {
+            "namespace": "AWS/RDS",
+            "metric_name": "FreeStorageSpace",
+            "dimensions": {"DBInstanceIdentifier": db_identifier},
+            "period": 3600,
+            "stat": "Minimum",
+        },
+    }
 
 
 def _metric(id_: str, metric: str, dimensions: dict) -> dict:

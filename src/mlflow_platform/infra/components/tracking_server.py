@@ -50,6 +50,7 @@ def endpoints_for(config: StackConfig, db_host: str, bucket: str) -> Endpoints:
         db_host=db_host,
         bucket=bucket,
         auth_config_path=f"{AUTH_DIR}/basic_auth.ini",
+        trace_archival_config_path=f"{AUTH_DIR}/trace_archival.yaml",
         extra_allowed_hosts=in_cluster_hosts(config.namespace),
     )
 
@@ -92,6 +93,8 @@ class TrackingServer(pulumi.ComponentResource):
         self._ns_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace])
         spec = self._render(primary=False)
         self._auth_ini = spec.apply(lambda sp: sp.auth_ini or "")
+        # Every file the server reads, keyed by file name, in the ConfigMap mounted at AUTH_DIR.
+        self._config_files = spec.apply(lambda sp: {path.rsplit("/", 1)[1]: text for path, text in sp.files.items()})
         prerequisites = [*self._identity(), self._migration_job()]
         # No replica count: the HPA owns it (its minReplicas is server.replicas).
         self.deployment = self._deployment(f"{name}-deployment", APP, None, spec, "server", prerequisites)
@@ -165,7 +168,7 @@ class TrackingServer(pulumi.ComponentResource):
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-auth",
             metadata=self._meta("mlflow-auth"),
-            data={"basic_auth.ini": self._auth_ini},
+            data=self._config_files,
             opts=self._ns_opts,
         )
         self.maintenance_account = maintenance
@@ -258,7 +261,7 @@ class TrackingServer(pulumi.ComponentResource):
             }
             for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
         ]
-        checksum = self._auth_ini.apply(lambda t: hashlib.sha256(t.encode()).hexdigest())
+        checksum = self._config_files.apply(lambda f: hashlib.sha256(repr(sorted(f.items())).encode()).hexdigest())
         pod = {
             "serviceAccountName": APP,
             "automountServiceAccountToken": False,
@@ -276,7 +279,7 @@ class TrackingServer(pulumi.ComponentResource):
                 "selector": {"matchLabels": selector},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
-                    "metadata": {"labels": selector, "annotations": {"checksum/auth-ini": checksum}},
+                    "metadata": {"labels": selector, "annotations": {"checksum/config": checksum}},
                     "spec": pod,
                 },
             },
