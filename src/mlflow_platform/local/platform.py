@@ -338,7 +338,7 @@ class LocalPlatform:
         spec = render_migration(self.config, self.endpoints(ports))
         env = {**self._base_env(), **spec.resolve_env(self._secret_map(secret_values))}
         log_file = self.logs / "migrate.log"
-        with open(log_file, "ab") as sink:
+        with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as sink:
             result = subprocess.run(spec.argv, env=env, stdout=sink, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
             raise PlatformError(f"database migration failed; last lines of {log_file}:\n{tail(log_file)}")
