@@ -149,10 +149,16 @@ class LocalBench:
         )
 
     def previous(self, port: int) -> Variant:
-        """The rendered configuration as it was before the platform's own app: MLflow's basic-auth
-        app, which under gunicorn serves only the Flask routes (no OTLP, jobs, gateway, ...)."""
-        variant = self.rendered(port, key="previous", label="(c0) rendered config, MLflow's basic-auth app (before)")
-        variant.argv[variant.argv.index("--app-name") + 1] = "basic-auth"
+        """The rendered configuration as it was before this change: MLflow's basic-auth app, which
+        under gunicorn serves only the Flask routes (no OTLP, jobs, gateway, ...), and no metrics."""
+        variant = self.rendered(
+            port, key="previous", label="(c0) the rendered config before: basic-auth app, no metrics"
+        )
+        argv = variant.argv
+        argv[argv.index("--app-name") + 1] = "basic-auth"
+        if "--expose-prometheus" in argv:  # the previous config had no metrics endpoint either
+            at = argv.index("--expose-prometheus")
+            del argv[at : at + 2]
         return variant
 
     def uvicorn(self, port: int) -> Variant:
