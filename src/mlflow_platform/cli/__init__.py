@@ -6,6 +6,8 @@ without a name, so their commands stay flat (``mlflow-platform promote …``).
 
 from __future__ import annotations
 
+from functools import partial
+
 import typer
 
 from . import database, db, local, registry, runs, stack, users
@@ -22,6 +24,39 @@ for group in (stack.app, registry.app, runs.app, database.app, users.app):
     app.add_typer(group)
 
 
+def command():
+    """The click command behind ``app``, with plain value names in help (TEXT, NUMBER, PATH, the
+    argument's own name; nothing for flags) where typer 0.29 prints Python types (<str>, <bool>)."""
+    built = typer.main.get_command(app)
+    _plain_types(built)
+    return built
+
+
+#: typer's type labels -> the plain names click itself uses.
+PLAIN_TYPES = {"str": "TEXT", "float": "NUMBER", "int": "INTEGER", "path": "PATH", "bool": ""}
+
+
+def _plain_types(cmd) -> None:
+    help_option = cmd.get_help_option(cmd.context_class(cmd))
+    for param in [*cmd.params, *([help_option] if help_option else [])]:
+        # typer's help asks each parameter for its type label: answer with a plain one.
+        param.display_type_rich = partial(_plain_type, param, param.display_type_rich)
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_types(sub)
+
+
+def _plain_type(param, typer_label, ctx) -> str:
+    if getattr(param, "is_flag", False):
+        return ""
+    if param.metavar:
+        return param.metavar
+    label = typer_label(ctx) or ""
+    inner = label.strip("<>").removesuffix("...")
+    if inner.startswith("list[") and inner.endswith("]"):
+        return PLAIN_TYPES.get(inner[5:-1].lower(), inner[5:-1].upper()) + "..."
+    return PLAIN_TYPES.get(inner.lower(), label)
+
+
 def main() -> None:
     """The ``mlflow-platform`` entry point: any error a command did not turn into a message
     still ends as one plain line and exit 1, never a traceback."""
@@ -32,7 +67,7 @@ def main() -> None:
     from .output import fail
 
     try:
-        app()
+        command()(prog_name="mlflow-platform")
     except (MlflowException, PlatformError, RunbookError) as exc:
         text = getattr(exc, "message", None) or str(exc)
         raise SystemExit(fail(text.strip().splitlines()[0][:300]).exit_code) from None

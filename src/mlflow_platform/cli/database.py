@@ -26,6 +26,9 @@ def db_upgrade_command(
     ] = None,
     backup_dir: Annotated[Path | None, typer.Option(help="pg_dump target directory.")] = None,
     rds_instance: Annotated[str | None, typer.Option(help="Take an RDS snapshot of this instance instead.")] = None,
+    auth_database: Annotated[
+        str | None, typer.Option(help="Also back up and migrate this basic-auth database (on the same server).")
+    ] = None,
     dry_run: DryRun = False,
     local: Local = False,
 ) -> None:
@@ -37,10 +40,15 @@ def db_upgrade_command(
     from ..runbooks.database import db_upgrade
 
     uri = database_uri(backend_store_uri, local)
-    if local and backup_dir is None and rds_instance is None:
-        backup_dir = local_platform().backup_dir
+    if local:
+        platform = local_platform()
+        auth_database = auth_database or platform.config.database.auth_database
+        if backup_dir is None and rds_instance is None:
+            backup_dir = platform.backup_dir
     try:
-        report = db_upgrade(uri, backup_dir=backup_dir, rds_instance=rds_instance, dry_run=dry_run)
+        report = db_upgrade(
+            uri, backup_dir=backup_dir, rds_instance=rds_instance, auth_database=auth_database, dry_run=dry_run
+        )
     except RunbookError as exc:
         raise fail(str(exc) + "; the schema was not touched") from None
     print_actions("db-upgrade", report.actions, dry_run)

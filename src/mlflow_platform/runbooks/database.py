@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ..db import connect, libpq_params, upgrade_schema
+from ..db import connect, libpq_params, upgrade_auth_schema, upgrade_schema
 from . import RunbookError
 from .registry import CHAMPION
 
@@ -84,18 +84,35 @@ class UpgradeReport:
 
 
 def db_upgrade(
-    uri: str, *, backup_dir: Path | None = None, rds_instance: str | None = None, dry_run: bool = False
+    uri: str,
+    *,
+    backup_dir: Path | None = None,
+    rds_instance: str | None = None,
+    auth_database: str | None = None,
+    dry_run: bool = False,
 ) -> UpgradeReport:
-    """Back up, then `mlflow db upgrade`; refuse to upgrade without a backup."""
+    """Back up, then migrate the tracking schema (`mlflow db upgrade`) and, with ``auth_database``,
+    basic-auth's; refuse to migrate without a backup. A snapshot covers both databases; pg_dump
+    takes one file each."""
     if not backup_dir and not rds_instance:
         raise RunbookError("db-upgrade needs a backup target: --backup-dir (pg_dump) or --rds-instance (snapshot)")
     report = UpgradeReport()
+    auth_uri = (
+        make_url(uri).set(database=auth_database).render_as_string(hide_password=False) if auth_database else None
+    )
+    databases = [uri, *([auth_uri] if auth_uri else [])]
     target = f"RDS snapshot of {rds_instance}" if rds_instance else f"pg_dump to {backup_dir}"
-    report.actions += [f"back up: {target}", f"mlflow db upgrade {make_url(uri).render_as_string(hide_password=True)}"]
+    report.actions += [f"back up: {target}"]
+    report.actions += [f"migrate {make_url(u).render_as_string(hide_password=True)}" for u in databases]
     if dry_run:
         return report
-    report.backup = snapshot_rds(rds_instance) if rds_instance else str(backup_to_file(uri, backup_dir))
+    if rds_instance:
+        report.backup = snapshot_rds(rds_instance)
+    else:
+        report.backup = ", ".join(str(backup_to_file(u, backup_dir)) for u in databases)
     upgrade_schema(uri)
+    if auth_uri:
+        upgrade_auth_schema(auth_uri)
     report.upgraded = True
     return report
 
