@@ -171,6 +171,8 @@ class LocalBench:
         argv = variant.argv
         at = argv.index("--gunicorn-opts")
         argv[at : at + 2] = ["--uvicorn-opts", f"--timeout-keep-alive {self.config.server.keep_alive_seconds}"]
+        # Under uvicorn MLflow's own basic-auth app is already the whole FastAPI surface.
+        argv[argv.index("--app-name") + 1] = "basic-auth"
         variant.env.update({"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "10"})
         return variant
 

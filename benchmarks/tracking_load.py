@@ -109,7 +109,9 @@ async def settle(
 def variant_plans(args) -> list[tuple[str, dict | None, dict | None]]:
     """(name, server overrides, database overrides) per server to run, in order."""
     if args.tune is None:
-        return [(key, None, None) for key in args.variants]
+        # Rounds interleave the variants (A B A B): the database grows under every variant, so a
+        # later one would otherwise look slower for running later.
+        return [(key if r == 0 else f"{key} #{r + 1}", None, None) for r in range(args.rounds) for key in args.variants]
     chosen = [plan for plan in TUNING if not args.tune or plan[0] in args.tune]
     # Rounds interleave the candidates (A B C A B C): drift in the machine over the
     # run then shows up as spread within a candidate, not as a difference between them.
@@ -174,7 +176,8 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
                     )
                     variant = bench.rendered(port, config=config, key=name, label=name)
                 else:
-                    variant = getattr(bench, name)(port)
+                    variant = getattr(bench, name.split(" #")[0])(port)
+                    variant.key = name
                 labels[variant.key], argvs[variant.key] = variant.label, variant.argv
                 console.print(f"[bold]{variant.label}[/bold]: {shlex.join(_redact(variant.argv))}")
                 pid = bench.launch(variant)
@@ -313,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tune", nargs="*", metavar="CANDIDATE", help="compare candidate server settings instead (all, or those named)"
     )
-    parser.add_argument("--rounds", type=int, default=1, help="with --tune: repeat the candidates, interleaved")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the variants (or candidates), interleaved")
     parser.add_argument("--no-pgbench", action="store_true")
     parser.add_argument("--pgbench-seconds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "tracking_load.json")

@@ -34,6 +34,10 @@ OLD_REQUIREMENTS = [f"mlflow=={OLD}", "sqlalchemy<2.1", "psycopg2-binary==2.9.13
 WRITER = ROOT / "tests" / "upgrade_drill" / "write_old.py"
 
 
+def _cli() -> str:
+    return str(Path(sys.executable).parent / "mlflow-platform")
+
+
 def _cache() -> Path:
     return Path(os.environ.get("MLFLOW_PLATFORM_DRILL_CACHE", Path.home() / ".cache" / "mlflow-platform"))
 
@@ -143,7 +147,7 @@ def _upgrade(platform: LocalPlatform, work: Path) -> float:
     owner = platform.database_uri("drill")
     started = time.monotonic()
     upgrade = subprocess.run(
-        [str(Path(sys.executable).parent / "mlflow-platform"), "db-upgrade", "--backend-store-uri", owner]
+        [_cli(), "db-upgrade", "--backend-store-uri", owner]
         + ["--auth-database", "drill_auth", "--backup-dir", str(work / "backups")],
         capture_output=True,
         text=True,
@@ -279,3 +283,69 @@ def test_gc_still_purges_the_deleted_run(upgraded: dict, platform: LocalPlatform
     assert purge.returncode == 0, purge.stderr[-2000:]
     with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST|not found"):
         as_admin.get_run(upgraded["deleted_run"])
+
+
+def _restore_env(platform: LocalPlatform) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_PLATFORM_STATE_DIR": str(platform.state_dir)}
+
+
+def test_local_upgrade_stops_backs_up_migrates_and_restarts(platform: LocalPlatform) -> None:
+    from mlflow_platform.runbooks.database import counts
+
+    before = counts(platform.database_uri(), platform.config.database.auth_database)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mlflow-platform"),
+            "local",
+            "upgrade",
+            "--state-dir",
+            str(platform.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "upgraded" in result.stdout and result.stdout.count(".dump") >= 2
+    assert counts(platform.database_uri(), platform.config.database.auth_database) == before
+    assert _answers(platform.tracking_uri())
+
+
+def test_a_failed_migration_leaves_the_data_restorable_by_the_documented_command(
+    platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that breaks the data half-way: the server stays down, the error names the
+    restore command, and that command brings every row back."""
+    from mlflow_platform.db import connect
+    from mlflow_platform.local.upgrade import coordinated_upgrade
+    from mlflow_platform.runbooks import RunbookError
+    from mlflow_platform.runbooks import database as runbook
+
+    uri = platform.database_uri()
+    before = runbook.counts(uri, platform.config.database.auth_database)
+    assert before["runs"] > 0  # earlier tests wrote some
+
+    def broken_migration(target: str) -> None:
+        with connect(target) as conn:
+            conn.execute("DELETE FROM metrics")
+        raise RuntimeError("simulated: the migration died half-way")
+
+    monkeypatch.setattr(runbook, "upgrade_schema", broken_migration)
+    with pytest.raises(RunbookError) as failed:
+        coordinated_upgrade(platform, log=lambda _: None)
+    message = str(failed.value)
+    assert "server stays stopped" in message and "db-restore" in message
+    assert not _answers(platform.tracking_uri())
+    commands = [c.strip() for c in message.split("restore with: ")[1].split("; then")[0].split(";")]
+    tracking_dump = next(c for c in commands if f"/{platform.config.database.tracking_database}-" in c)
+    restore = subprocess.run(
+        [_cli(), *tracking_dump.split(" ", 1)[1].split()[1:]],
+        env=_restore_env(platform),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert runbook.counts(uri, platform.config.database.auth_database) == before
+    platform.up(log=lambda _: None)
+    assert _answers(platform.tracking_uri())

@@ -25,9 +25,15 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 def native_route_matcher(fastapi_app, flask_app) -> Callable[[str, str], bool]:
-    """(method, path) -> whether FastAPI serves it natively and Flask does not."""
+    """(method, path) -> whether FastAPI serves it natively and Flask does not.
+
+    Cheap on the hot path: a path outside every native route's literal prefix (all tracking
+    calls) is decided by one ``str.startswith``; the rest is matched against the route table,
+    and whether Flask serves the same route is decided once per route."""
     routes = [r for r in fastapi_app.router.routes if not isinstance(r, Mount)]
+    prefixes = tuple(sorted({_literal_prefix(p) for p in _route_paths(routes)}))
     flask_urls = flask_app.url_map.bind("localhost")
+    decided: dict[tuple[int, str], bool] = {}
 
     def flask_serves(path: str, method: str) -> bool:
         try:
@@ -37,11 +43,38 @@ def native_route_matcher(fastapi_app, flask_app) -> Callable[[str, str], bool]:
         return True
 
     def native(method: str, path: str) -> bool:
+        if not path.startswith(prefixes):
+            return False
         scope = {"type": "http", "path": path, "method": method, "root_path": ""}
-        full = any(route.matches(scope)[0] == Match.FULL for route in routes)
-        return full and not flask_serves(path, method)
+        route = next((r for r in routes if r.matches(scope)[0] == Match.FULL), None)
+        if route is None:
+            return False
+        key = (id(route), method)
+        if key not in decided:
+            decided[key] = not flask_serves(path, method)
+        return decided[key]
 
     return native
+
+
+def _route_paths(routes) -> list[str]:
+    """Path templates of FastAPI routes, also inside included routers (whose include prefix is
+    kept apart from their routes). An unknown shape yields "", which only costs speed: every
+    request is then matched against the table."""
+    paths = []
+    for route in routes:
+        if hasattr(route, "path"):
+            paths.append(route.path)
+        elif hasattr(route, "original_router"):
+            prefix = getattr(getattr(route, "include_context", None), "prefix", "") or ""
+            paths += [prefix + path for path in _route_paths(route.original_router.routes)]
+        else:
+            paths.append("")
+    return paths
+
+
+def _literal_prefix(template: str) -> str:
+    return template.split("{", 1)[0]
 
 
 def _require_login_for_server_info() -> None:
@@ -69,6 +102,9 @@ def create_app() -> WSGIApp:
 
     _require_login_for_server_info()
     authenticated = create_auth_app(flask_app)
+    if not hasattr(authenticated, "url_map"):
+        # Under uvicorn, MLflow already composed its FastAPI app with basic auth: serve that.
+        return authenticated
     fastapi_app = create_fastapi_app(authenticated)
     add_fastapi_permission_middleware(fastapi_app)
     native = native_route_matcher(fastapi_app, authenticated)

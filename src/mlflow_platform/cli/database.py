@@ -56,6 +56,40 @@ def db_upgrade_command(
         out.print(f"[bold green]upgraded[/] after backup {escape(str(report.backup))}")
 
 
+@app.command("db-restore", rich_help_panel=PANEL)
+def db_restore_command(
+    backup: Annotated[Path, typer.Option(help="A pg_dump file written by db-upgrade or local upgrade.")],
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Any database on that server, as its owner."),
+    ] = None,
+    dry_run: DryRun = False,
+    local: Local = False,
+) -> None:
+    """Replace the database the backup was taken from with it (stop the server first). Destructive:
+    everything written since the backup is gone.
+
+    Example: mlflow-platform db-restore --local --backup .mlflow-platform/backups/mlflow-20261126T080000Z.dump
+    """
+    from ..runbooks.database import dump_database_name, restore_database
+
+    uri = database_uri(backend_store_uri, local)
+    target = dump_database_name(backup)
+    actions = [f"drop and re-create database {target}", f"pg_restore {backup}"]
+    print_actions("db-restore", (["stop the local tracking server"] if local else []) + actions, dry_run)
+    if dry_run:
+        return
+    if local:  # no writer while the database is replaced
+        local_platform().stop_tracking(log=out.print)
+    try:
+        restored = restore_database(uri, backup)
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"[bold green]restored[/] {escape(restored)} from {escape(str(backup))}", highlight=False)
+    if local:
+        out.print("start the server again with `mlflow-platform local up`")
+
+
 @app.command("restore-drill", rich_help_panel=PANEL)
 def restore_drill_command(
     backend_store_uri: Annotated[

@@ -97,6 +97,25 @@ def down_command(
         raise fail(str(exc)) from None
 
 
+@app.command("upgrade")
+def upgrade_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
+    """Coordinated schema upgrade after an MLflow bump: stop the tracking server, back up both
+    databases, migrate, check the row counts, start it again. On failure it stays stopped and
+    the restore commands are printed.
+    """
+    from ..local.upgrade import coordinated_upgrade
+    from ..runbooks import RunbookError
+
+    platform = platform_for(state_dir, stack_file)
+    if not platform.started_before:
+        raise fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`")
+    try:
+        outcome = coordinated_upgrade(platform, log=out.print)
+    except (RunbookError, PlatformError) as exc:
+        raise fail(str(exc)) from None
+    out.print(f"[bold green]upgraded[/]; backups: {', '.join(outcome.backups)}", highlight=False)
+
+
 @app.command("status")
 def status_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
     """Show each component's pid, port and health; exit 1 if any is unhealthy."""

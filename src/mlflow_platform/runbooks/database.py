@@ -117,6 +117,46 @@ def db_upgrade(
     return report
 
 
+def dump_database_name(dump: Path) -> str:
+    """``backup_to_file`` names a dump ``<database>-<UTC stamp>.dump``."""
+    return dump.name.rsplit("-", 1)[0]
+
+
+def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
+    """Replace a database with a pg_dump backup (its server's writers must be stopped); returns the
+    database restored. The dump's own name says which database it holds, unless ``database`` is given."""
+    if not dump.is_file():
+        raise RunbookError(f"no backup at {dump}")
+    target = database or dump_database_name(dump)
+    with connect(uri, "postgres") as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+    args, env = _libpq_args(uri, target)
+    result = subprocess.run(
+        [_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(dump)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RunbookError(f"pg_restore of {dump} into {target} failed: {result.stderr.strip()[:300]}")
+    return target
+
+
+def counts(uri: str, auth_database: str | None = None) -> dict[str, int]:
+    """What an upgrade must not lose: rows a user would miss first."""
+    found: dict[str, int] = {}
+    with connect(uri) as conn:
+        for table in ("experiments", "runs", "metrics", "params", "tags", "model_versions", "registered_model_aliases"):
+            found[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    if auth_database:
+        with connect(uri, auth_database) as conn:
+            for table in ("users", "experiment_permissions", "registered_model_permissions"):
+                query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+                found[f"auth.{table}"] = conn.execute(query).fetchone()[0]
+    return found
+
+
 def latest_backup(backup_dir: Path) -> Path:
     dumps = sorted(backup_dir.glob("*.dump"), key=lambda p: p.stat().st_mtime)
     if not dumps:
