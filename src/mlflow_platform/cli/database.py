@@ -69,7 +69,7 @@ def db_restore_command(
     """Replace the database the backup was taken from with it (stop the server first). Destructive:
     everything written since the backup is gone.
 
-    Example: mlflow-platform db-restore --local --backup .mlflow-platform/backups/mlflow-20261126T080000Z.dump
+    Example: mlflow-platform db-restore --local --backup <state dir>/backups/mlflow-20261126T080000Z.dump
     """
     from ..runbooks.database import dump_database_name, restore_database
 

@@ -158,11 +158,21 @@ def stop_group(pid: int | None, marker: Path, *, timeout: float = 15.0) -> None:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
         _, members = psutil.wait_procs(members, timeout=timeout if sig == signal.SIGTERM else 5)
+        # A process that exited but whose parent (another process, e.g. the one that ran `up`) has
+        # not reaped it yet is a zombie: it holds no port and no file, so it counts as stopped.
+        members = [p for p in members if not _zombie(p)]
         if not members:
             return
     survivors = [p.pid for p in members if p.is_running()]
     if survivors:
         raise PlatformError(f"processes {survivors} did not stop; kill them by hand")
+
+
+def _zombie(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True  # gone
 
 
 def group_members(pgid: int) -> list[psutil.Process]:

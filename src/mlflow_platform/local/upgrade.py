@@ -27,21 +27,26 @@ def coordinated_upgrade(platform: LocalPlatform, *, log=print) -> UpgradeOutcome
     """Stop the tracking server, back up both databases, migrate both schemas, check that nothing a
     user would miss went missing, then start the server (its migration step re-grants the role).
 
-    On any failure the server stays stopped and the error names the restore commands."""
-    from ..runbooks.database import counts, db_upgrade
+    If a backup fails nothing has changed and the server starts again; if the migration or the
+    check fails the server stays stopped and the error names the restore commands."""
+    from ..runbooks import database as runbook
 
     d = platform.config.database
     uri = platform.database_uri()
-    outcome = UpgradeOutcome(before=counts(uri, d.auth_database))
+    auth_uri = platform.database_uri(d.auth_database)
+    outcome = UpgradeOutcome(before=runbook.counts(uri, d.auth_database))
     platform.stop_tracking(log=log)
     try:
-        report = db_upgrade(uri, backup_dir=platform.backup_dir, auth_database=d.auth_database)
-        outcome.backups = [b.strip() for b in (report.backup or "").split(",") if b.strip()]
-        log(f"backup    {', '.join(outcome.backups)}")
-        outcome.after = counts(uri, d.auth_database)
+        outcome.backups = [str(runbook.backup_to_file(u, platform.backup_dir)) for u in (uri, auth_uri)]
+    except Exception:
+        platform.up(log=log)  # nothing was changed
+        raise
+    log(f"backup    {', '.join(outcome.backups)}")
+    try:
+        runbook.upgrade_schema(uri)
+        runbook.upgrade_auth_schema(auth_uri)
+        outcome.after = runbook.counts(uri, d.auth_database)
     except Exception as exc:
-        backups = sorted(platform.backup_dir.glob("*.dump"))[-2:]
-        outcome.backups = outcome.backups or [str(b) for b in backups]
         raise RunbookError(_failed(f"migration failed: {exc}", outcome, platform)) from None
     lost = {k: (v, outcome.after.get(k, 0)) for k, v in outcome.before.items() if outcome.after.get(k, 0) < v}
     if lost:
