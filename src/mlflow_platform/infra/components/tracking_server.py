@@ -92,7 +92,6 @@ class TrackingServer(pulumi.ComponentResource):
         namespace = self._namespace()
         self._ns_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace])
         spec = self._render(primary=False)
-        self._auth_ini = spec.apply(lambda sp: sp.auth_ini or "")
         # Every file the server reads, keyed by file name, in the ConfigMap mounted at AUTH_DIR.
         self._config_files = spec.apply(lambda sp: {path.rsplit("/", 1)[1]: text for path, text in sp.files.items()})
         prerequisites = [*self._identity(), self._migration_job()]
