@@ -66,8 +66,8 @@ def db_restore_command(
     dry_run: DryRun = False,
     local: Local = False,
 ) -> None:
-    """Replace the database the backup was taken from with it (stop the server first). Destructive:
-    everything written since the backup is gone.
+    """Replace the database the backup was taken from with it. Destructive: everything written since
+    the backup is gone. With --local the tracking server is stopped first; elsewhere stop it yourself.
 
     Example: mlflow-platform db-restore --local --backup <state dir>/backups/mlflow-20261126T080000Z.dump
     """

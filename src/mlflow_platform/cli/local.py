@@ -135,7 +135,7 @@ def status_command(state_dir: StateDir = None, stack_file: StackFile = None) -> 
             row.name, str(row.pid or "-"), str(row.port), "[green]yes[/]" if row.healthy else "[red]no[/]", row.detail
         )
     out.print(table)
-    if platform.metrics_url:
+    if platform.metrics_url and all(row.healthy for row in rows if row.name == "tracking"):
         out.print(f"metrics: {platform.metrics_url} (Prometheus format, the same credentials)", highlight=False)
     if not all(row.healthy for row in rows):
         raise typer.Exit(code=1)

@@ -117,6 +117,17 @@ def db_upgrade(
     return report
 
 
+def _pg_restore(uri: str, database: str, dump: Path) -> subprocess.CompletedProcess:
+    """Restore ``dump`` into the (empty) ``database`` on the server behind ``uri``."""
+    args, env = _libpq_args(uri, database)
+    return subprocess.run(
+        [_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(dump)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
 def dump_database_name(dump: Path) -> str:
     """``backup_to_file`` names a dump ``<database>-<UTC stamp>.dump``."""
     return dump.name.rsplit("-", 1)[0]
@@ -131,13 +142,7 @@ def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
     with connect(uri, "postgres") as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
-    args, env = _libpq_args(uri, target)
-    result = subprocess.run(
-        [_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(dump)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    result = _pg_restore(uri, target, dump)
     if result.returncode != 0:
         raise RunbookError(f"pg_restore of {dump} into {target} failed: {result.stderr.strip()[:300]}")
     return target
@@ -200,13 +205,7 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
         source_runs, source_versions, source_champions = _snapshot(source)
         source.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
-        args, env = _libpq_args(uri, scratch)
-        result = subprocess.run(
-            [_tool("pg_restore"), "--no-owner", "--exit-on-error", *args, str(backup)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        result = _pg_restore(uri, scratch, backup)
         if result.returncode != 0:
             report.problems.append(f"pg_restore failed: {result.stderr.strip()}")
             return report
