@@ -116,6 +116,10 @@ class ObjectStore:
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume_grpc']}",
             "-volume.preStopSeconds=1",  # default 10 s: every `down` would wait for it
+            # Default 8, and one collection grows 7 at a time: a volume that a crash left read-only
+            # (its integrity check fails on restart) must have room for new ones, or every later
+            # write fails. 0: free disk space / volume size.
+            "-volume.max=0",
             "-filer",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer_grpc']}",
