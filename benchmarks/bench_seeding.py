@@ -41,16 +41,26 @@ class Admin:
             return self.call("POST", "/api/2.0/mlflow/experiments/create", json={"name": name})["experiment_id"]
 
 
-def create_client_user(admin: Admin, experiment_id: str) -> tuple[str, str]:
-    """A non-admin user with EDIT on the training experiment: permission checks are part of
-    every request a real training job makes (an admin skips them)."""
+def create_client_user(admin: Admin, experiment_id: str, *, reads: tuple[tuple[str, str], ...] = ()) -> tuple[str, str]:
+    """A non-admin user with EDIT on the training experiment and READ on ``reads`` (resource type,
+    id): permission checks are part of every request a real training job makes (an admin skips
+    them), and the grants hold whatever the server's default permission is."""
     username, password = f"bench-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex + "Aa1!"
     admin.call("POST", "/api/2.0/mlflow/users/create", json={"username": username, "password": password})
-    admin.call(
-        "POST",
-        "/api/3.0/mlflow/users/permissions/grant",
-        json={"username": username, "resource_type": "experiment", "resource_id": experiment_id, "permission": "EDIT"},
-    )
+    for resource_type, resource_id, permission in (
+        ("experiment", experiment_id, "EDIT"),
+        *((t, i, "READ") for t, i in reads),
+    ):
+        admin.call(
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": username,
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "permission": permission,
+            },
+        )
     return username, password
 
 

@@ -125,8 +125,8 @@ def seed(bench: LocalBench, args) -> tuple[Fixture, tuple[str, str], Callable[[]
     admin = Admin(uri, bench.admin_auth())
     training = admin.experiment("/platform/benchmark/training")
     search = admin.experiment("/platform/benchmark/search")
-    user = create_client_user(admin, training)
     ensure_model(admin, "bench-model", training)
+    user = create_client_user(admin, training, reads=(("experiment", search), ("registered_model", "bench-model")))
     database_uri = bench.platform.database_uri()
     seconds = seed_search_runs_sql(database_uri, search, args.search_runs)
     console.print(

@@ -52,8 +52,13 @@ def test_artifact_is_stored_under_the_bucket_prefix(client: MlflowClient, upload
     run, source = uploaded
     parsed = urlparse(root)
     prefix = parsed.path.strip("/")
-    key = f"{prefix}/{run.info.experiment_id}/{run.info.run_id}/artifacts/checkpoints/weights.bin"
-    head = s3.head_object(Bucket=parsed.netloc, Key=key)
-    assert head["ContentLength"] == SIZE
     # The run's artifact URI is the proxy, never the bucket: clients need no S3 credentials.
-    assert client.get_run(run.info.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    proxied = client.get_run(run.info.run_id).info.artifact_uri
+    assert proxied.startswith("mlflow-artifacts:")
+    # Under the prefix: <experiment>/<run>/artifacts, or with workspaces on (a stack with teams)
+    # workspaces/<workspace>/<experiment>/<run>/artifacts, MLflow's layout.
+    path = proxied.split("mlflow-artifacts:", 1)[1].strip("/")
+    assert path.endswith(f"{run.info.experiment_id}/{run.info.run_id}/artifacts"), path
+    assert path.count("/") in (2, 4) and (path.count("/") == 2 or path.startswith("workspaces/")), path
+    head = s3.head_object(Bucket=parsed.netloc, Key=f"{prefix}/{path}/checkpoints/weights.bin")
+    assert head["ContentLength"] == SIZE

@@ -60,12 +60,22 @@ def aws_api_endpoint():
         server.stop()
 
 
-@pytest.fixture
-def aws_api(aws_api_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def _fake_credentials(monkeypatch: pytest.MonkeyPatch, region: str) -> None:
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": region,
     }.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def aws_api(aws_api_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    _fake_credentials(monkeypatch, "us-east-1")
     return aws_api_endpoint
+
+
+@pytest.fixture
+def moto_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For in-process moto (`mock_aws`): credentials that cannot reach a real account."""
+    _fake_credentials(monkeypatch, "eu-west-1")

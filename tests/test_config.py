@@ -213,3 +213,36 @@ def test_a_misspelt_key_gets_a_did_you_mean() -> None:
     assert "server.replcas: unknown key; did you mean `replicas`?" in str(refused.value)
     with pytest.raises(ConfigError, match="databse: unknown key; did you mean `database`"):
         from_config_values({"mlflow-platform:environment": "dev", "mlflow-platform:databse": {}}, source="test")
+
+
+TEAM_A = {"name": "search", "members": ["ana"]}
+
+
+@pytest.mark.parametrize(
+    ("teams", "key", "fragment"),
+    [
+        ([TEAM_A, {"name": "ranking", "members": ["ana"]}], "teams[1].members", "add 'search' to teams[1].readers"),
+        ([TEAM_A, {"name": "ranking", "readers": ["serch"]}], "teams[1].readers", "unknown team 'serch'"),
+        ([{"name": "Search_Team"}], "teams.0.name", "must match the pattern"),
+        ([{"name": "api"}], "teams.0.name", "is reserved"),
+        ([{"name": "default"}], "teams.0.name", "MLflow's default workspace"),
+        ([{"name": "search", "members": ["ana smith"]}], "teams.0.members", "is not a username"),
+        ([TEAM_A, TEAM_A], "teams[1].name", "declared twice"),
+        ([{"name": "search", "admins": ["admin"]}], "teams[0].admins", "server.adminUsername"),
+        ([TEAM_A, {"name": "ranking", "workspace": "search"}], "teams[1].workspace", "already team 'search'"),
+        ([{"name": "search", "experimentPrefix": "search"}], "teams.0.experimentPrefix", "match pattern"),
+    ],
+)
+def test_team_mistakes_name_the_key_and_the_fix(teams: list, key: str, fragment: str) -> None:
+    found = problems(base_values(teams=teams))
+    assert key in found, found
+    assert fragment in found[key], found[key]
+
+
+def test_teams_turn_workspaces_on_and_close_the_default_permission() -> None:
+    without = from_config_values(base_values(), source="test")
+    assert (without.workspaces, without.default_permission) == (False, "READ")
+    teams = from_config_values(base_values(teams=[TEAM_A]), source="test")
+    assert (teams.workspaces, teams.default_permission) == (True, "NO_PERMISSIONS")
+    explicit = from_config_values(base_values(teams=[TEAM_A], server={"defaultPermission": "READ"}), source="test")
+    assert explicit.default_permission == "READ"  # stated, so kept (the policy pack refuses it in prod)

@@ -25,6 +25,7 @@ COMPONENTS = {
     "mlflow-platform:aws:ArtifactStore",
     "mlflow-platform:aws:Database",
     "mlflow-platform:aws:ServerRole",
+    "mlflow-platform:aws:MigrationRole",
     "mlflow-platform:aws:WorkloadBoundary",
     "mlflow-platform:aws:ServerImage",
     "mlflow-platform:aws:LoadBalancer",
@@ -549,14 +550,26 @@ def _list(value) -> list:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_maintenance_pods_never_run_as_the_servers_irsa_account(stack: str) -> None:
-    """The server's account carries the IRSA role that may delete artifacts; the migration Job, the
-    ops-user Job and the runbook CronJobs need HTTP or the database only."""
+    """The server's account carries the IRSA role that may delete artifacts; the ops-user Job and the
+    runbook CronJobs need HTTP or the database only, and the migration and release Jobs run as
+    their own account (snapshots and scaling only: test_upgrade_deploy.py)."""
     capture = captured(stack)
     accounts = {
         a.inputs["metadata"]["name"]: a.inputs["metadata"] for a in capture.of_type("kubernetes:core/v1:ServiceAccount")
     }
     assert "eks.amazonaws.com/role-arn" not in (accounts["mlflow-maintenance"].get("annotations") or {})
-    pods = [j.inputs["spec"]["template"]["spec"] for j in capture.of_type("kubernetes:batch/v1:Job")]
+    steps = ("tracking-migrate", "tracking-release")
+    pods = [
+        j.inputs["spec"]["template"]["spec"] for j in capture.of_type("kubernetes:batch/v1:Job") if j.name not in steps
+    ]
+    assert {
+        capture.one("kubernetes:batch/v1:Job", s).inputs["spec"]["template"]["spec"]["serviceAccountName"]
+        for s in steps
+    } == {"mlflow-migration"}
+    assert (
+        accounts["mlflow-migration"]["annotations"]["eks.amazonaws.com/role-arn"]
+        != accounts["mlflow-server"]["annotations"]["eks.amazonaws.com/role-arn"]
+    )
     pods += [
         c.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         for c in capture.of_type("kubernetes:batch/v1:CronJob")

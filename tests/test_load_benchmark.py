@@ -178,8 +178,10 @@ def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatfor
     suffix = uuid.uuid4().hex[:6]
     training = admin.experiment(f"/test/bench-{suffix}/training")
     search = admin.experiment(f"/test/bench-{suffix}/search")
-    user = create_client_user(admin, training)
     ensure_model(admin, f"bench-model-{suffix}", training)
+    # Explicit grants: the local platform declares teams, so nothing is readable by default.
+    reads = (("experiment", search), ("registered_model", f"bench-model-{suffix}"))
+    user = create_client_user(admin, training, reads=reads)
     runs = fresh_training_runs_sql(platform.database_uri(), training, 2, user[0])
     seeded = len(TEAMS) * SEARCH_PAGE  # a full page of the filtered team
     seed_search_runs_sql(platform.database_uri(), search, seeded)

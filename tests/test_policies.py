@@ -215,6 +215,12 @@ CASES = {
         "runbooks-gc",
     ),
     "mlflow-runbooks-scheduled": ("prod", "kubernetes:batch/v1:CronJob", lambda r: False, "runbooks-reap-stuck-runs"),
+    "mlflow-teams-closed-by-default": (
+        "prod",
+        DEPLOYMENT,
+        lambda r: container(r)["command"].append("--enable-workspaces"),
+        None,
+    ),
     "mlflow-basic-auth": (
         "prod",
         DEPLOYMENT,
@@ -335,7 +341,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 37
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 38
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 
@@ -377,3 +383,21 @@ def test_connection_budget_rule_counts_the_job_runner_replica_like_the_config_mo
         {"mlflow-connection-budget": {"reservedConnections": 202 - config.connection_budget + 1}},
     )
     assert tight, "one connection less than the model's budget must fail the rule"
+
+
+def test_a_prod_stack_with_teams_passes_closed_and_fails_with_read_as_the_default() -> None:
+    from .test_infra_program import run_with, stack_section
+
+    teams = [{"name": "search", "members": ["ana"]}, {"name": "ranking", "members": ["ben"], "readers": ["search"]}]
+    closed = run_with("prod", teams=teams)
+    ini = closed.one("kubernetes:core/v1:ConfigMap", "tracking-auth").inputs["data"]["basic_auth.ini"]
+    assert "default_permission = NO_PERMISSIONS" in ini
+    assert violations(closed, "prod", "mlflow-teams-closed-by-default") == []
+    for permission in ("READ", "EDIT"):
+        opened = run_with(
+            "prod", teams=teams, server={**stack_section("prod", "server"), "defaultPermission": permission}
+        )
+        found = violations(opened, "prod", "mlflow-teams-closed-by-default")
+        assert found and permission in found[0].message
+    dev = run_with("dev", teams=teams, server={**stack_section("dev", "server"), "defaultPermission": "READ"})
+    assert violations(dev, "dev", "mlflow-teams-closed-by-default") == []  # production only

@@ -313,7 +313,11 @@ def test_gc_purges_deleted_runs_and_their_artifacts_through_the_proxy(
     client.log_artifact(run.info.run_id, str(artifact))
     client.set_terminated(run.info.run_id)
     s3 = platform.s3_client()
-    prefix = f"{platform.config.artifacts.prefix}/{experiment}/{run.info.run_id}/"
+    # <prefix>/<experiment>/<run>/, or with workspaces on (local.yaml declares teams)
+    # <prefix>/workspaces/<workspace>/<experiment>/<run>/: read the layout from the run itself.
+    proxied = client.get_run(run.info.run_id).info.artifact_uri.split("mlflow-artifacts:", 1)[1].strip("/")
+    prefix = f"{platform.config.artifacts.prefix}/{proxied.removesuffix('/artifacts')}/"
+    assert prefix.endswith(f"/{experiment}/{run.info.run_id}/")
     assert s3.list_objects_v2(Bucket=platform.bucket, Prefix=prefix).get("KeyCount") == 1
     client.delete_run(run.info.run_id)
 

@@ -10,10 +10,12 @@ import sys
 from .paths import ROOT
 
 
-def run_smoke_suite(target: dict[str, str], tmp_path, *, timeout: float) -> subprocess.CompletedProcess[str]:
+def run_smoke_suite(
+    target: dict[str, str], tmp_path, *, timeout: float, tests: str = "smoke_tests"
+) -> subprocess.CompletedProcess[str]:
     """`pytest smoke_tests` as a user runs it, with only the target's MLFLOW_* variables set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    command = [sys.executable, "-m", "pytest", "smoke_tests", "-q", "-p", "no:cacheprovider", "-rs"]
+    command = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider", "-rs"]
     return subprocess.run(
         [*command, "--basetemp", str(tmp_path / "smoke")],
         cwd=ROOT,

@@ -1,8 +1,9 @@
-"""The MLflow 2.x -> 3.17.2 migration drill: a database written by MLflow 2.18's own server and
-client goes through the project's upgrade path (`mlflow-platform db-upgrade`: pg_dump backups of
-both databases, then both schemas migrated), and 3.17.2's client finds every byte of it.
+"""MLflow upgrade drills: databases written by older MLflow releases (2.18, and 3.10) through their
+own server and client go through the project's coordinated upgrade (the writer stopped, pg_dump
+backups, both schemas migrated and verified; the migration Job runs the same code with an RDS
+snapshot), and 3.17.2's client finds every byte.
 
-MLflow 2.18 runs from its own virtualenv, created on first use and cached between runs under
+Each old release runs from its own virtualenv, created on first use and cached between runs under
 ~/.cache/mlflow-platform (MLFLOW_PLATFORM_DRILL_CACHE overrides it).
 """
 
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,17 +29,42 @@ from .paths import ROOT
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow]
 
-OLD = "2.18.0"
-#: MLflow 2.18 with what it needs to reach PostgreSQL and S3, in a version range that still
-#: installs beside Python 3.11 (2.18 predates SQLAlchemy 2.1 and pandas 3).
-OLD_REQUIREMENTS = [
-    f"mlflow=={OLD}",
-    "sqlalchemy<2.1",
-    "psycopg2-binary==2.9.13",
-    "boto3==1.44.5",  # its artifact proxy writes to the bucket; MLflow 2.18 does not pull boto3 in
-    "pandas<3",
-    "numpy<3",
-]
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    #: What it needs beside it to reach PostgreSQL and S3, in versions that install on Python 3.11.
+    requirements: tuple[str, ...]
+    #: Its SQLAlchemy dialect's driver, named in the URL.
+    driver: str
+
+    @property
+    def slug(self) -> str:
+        return self.version.replace(".", "_")
+
+
+RELEASES = (
+    # 2.18 predates SQLAlchemy 2.1 and pandas 3; its artifact proxy needs boto3, which it does not pull in.
+    Release(
+        "2.18.0",
+        (
+            "mlflow==2.18.0",
+            "sqlalchemy<2.1",
+            "psycopg2-binary==2.9.13",
+            "boto3==1.44.5",
+            "pandas<3",
+            "numpy<3",
+        ),
+        "psycopg2",
+    ),
+    # 3.10 with the SQLAlchemy and driver of its time: under SQLAlchemy 2.1 + psycopg 3 its
+    # set_model_version_tag fails on PostgreSQL ("operator does not exist: integer = character varying").
+    Release(
+        "3.10.1",
+        ("mlflow[auth]==3.10.1", "sqlalchemy<2.1", "psycopg2-binary==2.9.13", "boto3==1.44.5"),
+        "psycopg2",
+    ),
+)
 WRITER = ROOT / "tests" / "upgrade_drill" / "write_old.py"
 
 
@@ -49,15 +76,20 @@ def _cache() -> Path:
     return Path(os.environ.get("MLFLOW_PLATFORM_DRILL_CACHE", Path.home() / ".cache" / "mlflow-platform"))
 
 
-@pytest.fixture(scope="session")
-def old_mlflow() -> Path:
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"from-{r.version}")
+def release(request) -> Release:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def old_mlflow(release: Release) -> Path:
     """The old release's virtualenv; rebuilt when its requirements change."""
-    key = hashlib.sha256(json.dumps(OLD_REQUIREMENTS).encode()).hexdigest()[:10]
-    venv = _cache() / f"mlflow-{OLD}-{key}"
+    key = hashlib.sha256(json.dumps(list(release.requirements)).encode()).hexdigest()[:10]
+    venv = _cache() / f"mlflow-{release.version}-{key}"
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        installed = subprocess.run([*pip, *OLD_REQUIREMENTS], capture_output=True, text=True, timeout=900)
+        installed = subprocess.run([*pip, *release.requirements], capture_output=True, text=True, timeout=900)
         assert installed.returncode == 0, installed.stderr[-3000:]
         (venv / ".complete").touch()
     return venv / "bin"
@@ -74,10 +106,14 @@ def _create_databases(platform: LocalPlatform, names: list[str]) -> None:
             )
 
 
-def _start_old_server(platform: LocalPlatform, bin_dir: Path, work: Path, tracking: str, auth: str) -> tuple[int, str]:
-    """MLflow 2.18's `mlflow server` with its basic-auth app, on the platform's PostgreSQL and bucket."""
-    owner = platform.database_uri(tracking).replace("postgresql+psycopg://", "postgresql://")
-    auth_uri = platform.database_uri(auth).replace("postgresql+psycopg://", "postgresql://")
+def _start_old_server(
+    platform: LocalPlatform, bin_dir: Path, work: Path, release: Release, prefix: str
+) -> tuple[int, str]:
+    """The old release's `mlflow server` with its basic-auth app, on the platform's PostgreSQL and bucket."""
+    tracking, auth = _databases(release)
+    scheme = f"postgresql+{release.driver}://"
+    owner = platform.database_uri(tracking).replace("postgresql+psycopg://", scheme)
+    auth_uri = platform.database_uri(auth).replace("postgresql+psycopg://", scheme)
     admin_password = platform.secret_values()["admin_password"]
     ini = work / "basic_auth.ini"
     ini.write_text(
@@ -90,6 +126,7 @@ def _start_old_server(platform: LocalPlatform, bin_dir: Path, work: Path, tracki
         **platform.server_environment(),
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": platform.secret_values()["flask_secret_key"],  # 3.x requires it
         "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{platform.state.ports.s3}",
     }
     argv = [
@@ -99,7 +136,7 @@ def _start_old_server(platform: LocalPlatform, bin_dir: Path, work: Path, tracki
         owner,
         "--serve-artifacts",
         "--artifacts-destination",
-        f"s3://{platform.bucket}/drill",
+        f"s3://{platform.bucket}/{prefix}",
         "--host",
         "127.0.0.1",
         "--port",
@@ -121,16 +158,48 @@ def _start_old_server(platform: LocalPlatform, bin_dir: Path, work: Path, tracki
 
     if not wait_until(healthy, timeout=180):
         stop_group(pid, work)
-        pytest.fail(f"MLflow {OLD} server did not start:\n{tail(log)}")
+        pytest.fail(f"MLflow {release.version} server did not start:\n{tail(log)}")
     return pid, url
 
 
+def _databases(release: Release) -> tuple[str, str]:
+    return f"drill_{release.slug}", f"drill_{release.slug}_auth"
+
+
+@dataclass
+class OldServer:
+    """The old release's server as the upgrade's only writer: stopping it is stopping the writers."""
+
+    pid: int
+    url: str
+    work: Path
+    version: str
+    failures: list[str] = field(default_factory=list)
+
+    def stop(self, log) -> None:
+        stop_group(self.pid, self.work)
+
+    def resume(self, log) -> None:
+        pytest.fail("the drill's backup failed")
+
+    def deployed_version(self) -> str:
+        return self.version
+
+    def mark_failed(self, reason: str) -> None:
+        self.failures.append(reason)
+
+    def failure(self) -> str | None:
+        return None
+
+
 @pytest.fixture(scope="module")
-def written_by_old(platform: LocalPlatform, old_mlflow: Path, tmp_path_factory) -> dict:
-    """Databases drill / drill_auth, written by MLflow 2.18 through its own server and client."""
-    work = tmp_path_factory.mktemp("drill")
-    _create_databases(platform, ["drill", "drill_auth"])
-    pid, url = _start_old_server(platform, old_mlflow, work, "drill", "drill_auth")
+def written_by_old(platform: LocalPlatform, release: Release, old_mlflow: Path, tmp_path_factory):
+    """Two databases written by the old release through its own server and client; yields the
+    manifest of what it wrote and the server, still running (the writer the upgrade must stop)."""
+    work = tmp_path_factory.mktemp(f"drill-{release.slug}")
+    _create_databases(platform, list(_databases(release)))
+    pid, url = _start_old_server(platform, old_mlflow, work, release, f"drill-{release.slug}")
+    server = OldServer(pid, url, work, release.version)
     try:
         env = {
             "PATH": f"{old_mlflow}:/usr/bin:/bin",
@@ -139,35 +208,35 @@ def written_by_old(platform: LocalPlatform, old_mlflow: Path, tmp_path_factory) 
             "MLFLOW_TRACKING_PASSWORD": platform.secret_values()["admin_password"],
         }
         result = subprocess.run(
-            [str(old_mlflow / "python"), str(WRITER), url], env=env, capture_output=True, text=True, timeout=600
+            [str(old_mlflow / "python"), str(WRITER), url], env=env, capture_output=True, text=True, timeout=900
         )
         assert result.returncode == 0, result.stderr[-3000:]
         manifest = json.loads(result.stdout.strip().splitlines()[-1])
+        assert manifest["mlflow"] == release.version
+        yield manifest, server
     finally:
         stop_group(pid, work)  # its processes run in `work`
-    assert manifest["mlflow"] == OLD
-    return manifest
 
 
-def _upgrade(platform: LocalPlatform, work: Path) -> float:
-    """The project's path: `mlflow-platform db-upgrade` (pg_dump of both databases, both schemas
-    migrated), then the migration step that grants the server's role (what a rollout runs)."""
-    owner = platform.database_uri("drill")
-    started = time.monotonic()
-    upgrade = subprocess.run(
-        [_cli(), "db-upgrade", "--backend-store-uri", owner]
-        + ["--auth-database", "drill_auth", "--backup-dir", str(work / "backups")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    seconds = time.monotonic() - started
-    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+def _upgrade(platform: LocalPlatform, release: Release, server: OldServer, work: Path):
+    """The project's coordinated upgrade (what `local upgrade` and the migration Job run), with the
+    old server as the writer and pg_dump files as the backup."""
+    from mlflow_platform.upgrades.coordinated import PgDumps, coordinated_upgrade
+    from mlflow_platform.upgrades.revisions import UPGRADE, schema_plan
+
+    tracking, auth = _databases(release)
+    owner = platform.database_uri(tracking)
+    assert schema_plan(owner, auth).action == UPGRADE  # the drill would prove nothing otherwise
+    backup = PgDumps([owner, platform.database_uri(auth)], work / "backups")
+    lines: list[str] = []
+    outcome = coordinated_upgrade(owner, auth, server, backup, log=lines.append)
+    assert not _answers(server.url) and server.failures == []  # stopped, and no failure recorded
     assert len(list((work / "backups").glob("*.dump"))) == 2  # one per database
-    return seconds
+    assert outcome.after == {k: outcome.after[k] for k in outcome.before} and outcome.before["runs"] > 30
+    return outcome
 
 
-def _start_new_server(platform: LocalPlatform, work: Path) -> tuple[int, str]:
+def _start_new_server(platform: LocalPlatform, release: Release, work: Path) -> tuple[int, str]:
     """3.17.2 as the project renders it, on the drill's databases and bucket prefix."""
     import dataclasses
 
@@ -176,9 +245,9 @@ def _start_new_server(platform: LocalPlatform, work: Path) -> tuple[int, str]:
     config = platform.config.model_copy(
         update={
             "database": platform.config.database.model_copy(
-                update={"tracking_database": "drill", "auth_database": "drill_auth"}
+                update=dict(zip(("tracking_database", "auth_database"), _databases(release), strict=True))
             ),
-            "artifacts": platform.config.artifacts.model_copy(update={"prefix": "drill"}),
+            "artifacts": platform.config.artifacts.model_copy(update={"prefix": f"drill-{release.slug}"}),
         }
     )
     endpoints = platform.endpoints(dataclasses.replace(platform.state.ports, tracking=free_port()))
@@ -208,12 +277,20 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def upgraded(platform: LocalPlatform, written_by_old: dict, tmp_path_factory):
-    work = tmp_path_factory.mktemp("upgraded")
-    seconds = _upgrade(platform, work)
-    print(f"\nMLflow {OLD} -> 3.17.2: backup of both databases + migration: {seconds:.1f} s")
-    pid, url = _start_new_server(platform, work)
-    yield {"url": url, "upgrade_seconds": seconds, **written_by_old}
+def upgraded(platform: LocalPlatform, release: Release, written_by_old, tmp_path_factory):
+    manifest, server = written_by_old
+    work = tmp_path_factory.mktemp(f"upgraded-{release.slug}")
+    outcome = _upgrade(platform, release, server, work)
+    started = time.monotonic()
+    pid, url = _start_new_server(platform, release, work)
+    downtime = outcome.stopped_seconds + time.monotonic() - started
+    runs = outcome.before["runs"]
+    print(
+        f"\nMLflow {release.version} -> 3.17.2, {runs} runs / {outcome.before['metrics']} metric rows: "
+        f"writer stopped, both databases backed up, migrated and verified in {outcome.stopped_seconds:.1f} s; "
+        f"downtime until 3.17.2 answered {downtime:.1f} s"
+    )
+    yield {"url": url, **manifest, "tracking": _databases(release)[0]}
     stop_group(pid, work)
 
 
@@ -242,7 +319,7 @@ def test_artifacts_download_byte_identical(upgraded: dict, as_admin, tmp_path: P
         assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == expected["artifact"]["sha256"]
 
 
-def test_the_2x_champion_loads_and_predicts(upgraded: dict, as_admin) -> None:
+def test_the_old_champion_loads_and_predicts(upgraded: dict, as_admin) -> None:
     import mlflow
     import pandas as pd
 
@@ -281,7 +358,7 @@ def test_gc_still_purges_the_deleted_run(upgraded: dict, platform: LocalPlatform
 
     env = {**platform.server_environment(), "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{platform.state.ports.s3}"}
     purge = subprocess.run(
-        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", platform.database_uri("drill")]
+        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", platform.database_uri(upgraded["tracking"])]
         + ["--run-ids", upgraded["deleted_run"]],
         env={**os.environ, **env},
         capture_output=True,
@@ -297,39 +374,41 @@ def _restore_env(platform: LocalPlatform) -> dict[str, str]:
     return {**os.environ, "MLFLOW_PLATFORM_STATE_DIR": str(platform.state_dir)}
 
 
-def test_local_upgrade_stops_backs_up_migrates_and_restarts(platform: LocalPlatform) -> None:
-    from mlflow_platform.runbooks.database import counts
+def _cli_run(*args: str, platform: LocalPlatform) -> subprocess.CompletedProcess:
+    return subprocess.run([_cli(), *args], env=_restore_env(platform), capture_output=True, text=True, timeout=600)
 
-    before = counts(platform.database_uri(), platform.config.database.auth_database)
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mlflow-platform"),
-            "local",
-            "upgrade",
-            "--state-dir",
-            str(platform.state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+def test_local_upgrade_with_no_schema_change_keeps_the_server_running(platform: LocalPlatform) -> None:
+    pid = platform.state.pids.get("tracking")
+    dumps = set(platform.backup_dir.glob("*.dump")) if platform.backup_dir.exists() else set()
+    result = _cli_run("local", "upgrade", "--state-dir", str(platform.state_dir), platform=platform)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "upgraded" in result.stdout and result.stdout.count(".dump") >= 2
-    assert counts(platform.database_uri(), platform.config.database.auth_database) == before
+    assert "=> current" in result.stdout and "nothing to migrate" in result.stdout
+    assert (set(platform.backup_dir.glob("*.dump")) if platform.backup_dir.exists() else set()) == dumps
+    assert pid is not None and platform.state.pids.get("tracking") == pid  # never stopped
     assert _answers(platform.tracking_uri())
+
+
+def _stamp(uri: str, revision: str) -> None:
+    from mlflow_platform.db import connect
+
+    with connect(uri) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = %s", (revision,))
 
 
 def test_a_failed_migration_leaves_the_data_restorable_by_the_documented_command(
     platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A migration that breaks the data half-way: the server stays down, the error names the
-    restore command, and that command brings every row back."""
+    """The database one MLflow release behind; a migration that breaks the data half-way and dies:
+    the server stays down, the error names the restore command, that command brings every row back,
+    and `local up` refuses to start the old schema without the coordinated upgrade."""
     import mlflow
 
     from mlflow_platform.db import connect
-    from mlflow_platform.local.upgrade import coordinated_upgrade
-    from mlflow_platform.runbooks import RunbookError
+    from mlflow_platform.local.upgrade import upgrade_local
     from mlflow_platform.runbooks import database as runbook
+    from mlflow_platform.upgrades import UpgradeError
+    from mlflow_platform.upgrades.revisions import _scripts, image_head
 
     for key, value in platform.client_env().items():
         monkeypatch.setenv(key, value)
@@ -341,6 +420,8 @@ def test_a_failed_migration_leaves_the_data_restorable_by_the_documented_command
     uri = platform.database_uri()
     before = runbook.counts(uri, platform.config.database.auth_database)
     assert before["metrics"] >= 10
+    head = image_head("tracking")
+    _stamp(uri, _scripts("tracking").get_revision(head).down_revision)  # as if the image were one release newer
 
     def broken_migration(target: str) -> None:
         with connect(target) as conn:
@@ -348,22 +429,111 @@ def test_a_failed_migration_leaves_the_data_restorable_by_the_documented_command
         raise RuntimeError("simulated: the migration died half-way")
 
     monkeypatch.setattr(runbook, "upgrade_schema", broken_migration)
-    with pytest.raises(RunbookError) as failed:
-        coordinated_upgrade(platform, log=lambda _: None)
+    with pytest.raises(UpgradeError) as failed:
+        upgrade_local(platform, log=lambda _: None)
     message = str(failed.value)
-    assert "server stays stopped" in message and "db-restore" in message
+    assert "Writers stay stopped" in message and "db-restore" in message
     assert not _answers(platform.tracking_uri())
-    commands = [c.strip() for c in message.split("restore with: ")[1].split("; then")[0].split(";")]
+    commands = [c.strip() for c in message.split("restore with: ")[1].split(";")]
     tracking_dump = next(c for c in commands if f"/{platform.config.database.tracking_database}-" in c)
-    restore = subprocess.run(
-        [_cli(), *tracking_dump.split(" ", 1)[1].split()[1:]],
-        env=_restore_env(platform),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    restore = _cli_run(*tracking_dump.split(" ", 1)[1].split()[1:], platform=platform)
     assert restore.returncode == 0, restore.stdout + restore.stderr
     after = runbook.counts(uri, platform.config.database.auth_database)
     assert {k: (before[k], after[k]) for k in before if before[k] != after[k]} == {}
+    refused = _cli_run("local", "up", "--state-dir", str(platform.state_dir), platform=platform)
+    assert refused.returncode == 1 and "local upgrade" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    _stamp(uri, head)  # the schema really is at the head: only the stamp was moved back
     platform.up(log=lambda _: None)
     assert _answers(platform.tracking_uri())
+
+
+@pytest.fixture
+def snapshot_instance(platform: LocalPlatform):
+    """A second PostgreSQL standing in for the instance RDS restores a snapshot into: same owner
+    and password (a snapshot keeps the master user), reached the way an operator's tunnel would."""
+    import shutil
+    import tempfile
+
+    from mlflow_platform.local.postgres import LocalPostgres
+
+    home = Path(tempfile.mkdtemp(prefix="mlflow-platform-snapshot-")) / "state" / "postgres"
+    home.mkdir(parents=True)
+    pg = LocalPostgres(home / "data", home / "postgres.log", free_port(), "superuser-" + "x" * 20, 20)
+    pg.initialize()
+    pg.start()
+    owner, password = platform.config.database.username, platform.secret_values()["db_password"]
+    try:
+        pg.ensure_role_and_databases(owner, password, ["snaptest", "snaptest_auth"])
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(home.parent.parent, ignore_errors=True)
+
+
+def _rows(uri: str, database: str) -> list[str]:
+    from mlflow_platform.db import connect
+
+    with connect(uri, database) as conn:
+        return [r[0] for r in conn.execute("SELECT note FROM notes ORDER BY note")]
+
+
+def _write_notes(uri: str, database: str, notes: list[str]) -> None:
+    from mlflow_platform.db import connect
+
+    with connect(uri, database) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS notes (note text)")
+        conn.execute("DELETE FROM notes")
+        for note in notes:
+            conn.execute("INSERT INTO notes VALUES (%s)", (note,))
+
+
+def test_db_restore_puts_both_databases_back_from_an_rds_snapshot(
+    platform: LocalPlatform, snapshot_instance, moto_credentials
+) -> None:
+    """The command a failed deploy upgrade names: RDS's side (restore to a temporary instance,
+    delete it afterwards) under moto, the data side for real: the live databases get exactly the
+    snapshot's rows, and the instance Pulumi manages is never replaced."""
+    import boto3
+    from moto import mock_aws
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    _create_databases(platform, ["snaptest", "snaptest_auth"])
+    live = platform.database_uri("snaptest")
+    for database in ("snaptest", "snaptest_auth"):
+        _write_notes(live, database, ["written after the snapshot"])
+        _write_notes(
+            f"postgresql://{platform.config.database.username}:{platform.secret_values()['db_password']}"
+            f"@127.0.0.1:{snapshot_instance.port}/{database}",
+            database,
+            ["before-1", "before-2"],
+        )
+    with mock_aws():
+        ec2, rds = boto3.client("ec2"), boto3.client("rds")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"eu-west-1{z}")["Subnet"][
+                "SubnetId"
+            ]
+            for i, z in enumerate("ab")
+        ]
+        rds.create_db_subnet_group(DBSubnetGroupName="mlflow-prod", DBSubnetGroupDescription="x", SubnetIds=subnets)
+        rds.create_db_instance(
+            DBInstanceIdentifier="mlflow-prod", Engine="postgres", DBInstanceClass="db.t4g.medium",
+            MasterUsername="mlflow", MasterUserPassword="x" * 20, AllocatedStorage=20, DBSubnetGroupName="mlflow-prod",
+        )  # fmt: skip
+        rds.create_db_snapshot(DBInstanceIdentifier="mlflow-prod", DBSnapshotIdentifier="mlflow-prod-upgrade-x")
+        args = ["db-restore", "--snapshot", "mlflow-prod-upgrade-x", "--rds-instance", "mlflow-prod"]
+        args += ["--backend-store-uri", live, "--auth-database", "snaptest_auth"]
+        args += ["--restored-endpoint", f"127.0.0.1:{snapshot_instance.port}"]
+        dry = CliRunner().invoke(app, [*args, "--dry-run"])
+        assert (
+            dry.exit_code == 0 and "would" in dry.output and _rows(live, "snaptest") == ["written after the snapshot"]
+        )
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        instances = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]
+        assert instances == ["mlflow-prod"]  # the temporary instance is gone, the managed one untouched
+    assert _rows(live, "snaptest") == _rows(live, "snaptest_auth") == ["before-1", "before-2"]

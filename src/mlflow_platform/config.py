@@ -136,8 +136,10 @@ class ServerConfig(_Section):
         le=3600,
         description="Cache verified credentials per worker; 0 re-hashes PBKDF2 on every request.",
     )
-    default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = Field(
-        "READ", description="Permission a user has on resources it was not granted anything on."
+    default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] | None = Field(
+        None,
+        description="Permission a user has on resources it was not granted anything on. Default: READ "
+        "(MLflow's) in a stack without teams, NO_PERMISSIONS in a stack with teams.",
     )
     admin_username: str = Field("admin", min_length=1, description="Bootstrap admin user.")
     allowed_hosts: tuple[str, ...] = Field(
@@ -475,6 +477,100 @@ class RunbooksConfig(_Section):
         return value
 
 
+_USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
+
+
+class TeamConfig(_Section):
+    """One team: its own MLflow workspace, who administers it, who works in it, who may read it."""
+
+    name: str = Field(..., description="Team name; also its workspace unless `workspace` is set.")
+    workspace: str | None = Field(None, description="MLflow workspace of the team (default: the name).")
+    admins: tuple[str, ...] = Field((), description="Usernames that manage everything in the workspace.")
+    members: tuple[str, ...] = Field((), description="Usernames that read and edit the workspace's resources.")
+    readers: tuple[str, ...] = Field(
+        (), description="Teams whose users may read (never change) this team's experiments, models and prompts."
+    )
+    experiment_prefix: str | None = Field(
+        None, pattern=r"^/[a-z0-9][a-z0-9-]*$", description="Experiment-name prefix, the guide's `/{team}`."
+    )
+
+    @field_validator("name", "workspace")
+    @classmethod
+    def _mlflow_workspace_name(cls, value: str | None) -> str | None:
+        """MLflow's own workspace-name rule (Kubernetes-style), so the config never holds a name it refuses."""
+        if value is None:
+            return value
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.workspace.abstract_store import WorkspaceNameValidator
+
+        try:
+            WorkspaceNameValidator.validate(value)
+        except MlflowException as exc:
+            raise ValueError(exc.message) from None
+        if value == "default":
+            raise ValueError("'default' is MLflow's default workspace, shared by everyone; name the team")
+        return value
+
+    @field_validator("admins", "members")
+    @classmethod
+    def _usernames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for username in value:
+            if not re.match(_USERNAME, username):
+                raise ValueError(f"{username!r} is not a username: letters, digits and . _ @ + - (at most 64)")
+        return value
+
+    @property
+    def workspace_name(self) -> str:
+        return self.workspace or self.name
+
+    @property
+    def prefix(self) -> str:
+        return self.experiment_prefix or f"/{self.name}"
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return (*self.admins, *self.members)
+
+
+def team_problems(teams: tuple[TeamConfig, ...], admin_username: str) -> list[tuple[str, str]]:
+    """Mistakes across teams, each naming its key: duplicates, a user in two teams, an unknown reader."""
+    problems: list[tuple[str, str]] = []
+    names = [t.name for t in teams]
+    owner: dict[str, str] = {}
+    workspaces: dict[str, str] = {}
+    for i, team in enumerate(teams):
+        key = f"teams[{i}]"
+        if names.count(team.name) > 1:
+            problems.append((f"{key}.name", f"team {team.name!r} is declared twice; merge the two entries"))
+        if team.workspace_name in workspaces and workspaces[team.workspace_name] != team.name:
+            other = workspaces[team.workspace_name]
+            problems.append((f"{key}.workspace", f"workspace {team.workspace_name!r} is already team {other!r}'s"))
+        workspaces.setdefault(team.workspace_name, team.name)
+        for field, usernames in (("admins", team.admins), ("members", team.members)):
+            for username in usernames:
+                if username == admin_username:
+                    problems.append(
+                        (f"{key}.{field}", f"{username!r} is the server's admin (server.adminUsername); remove it")
+                    )
+                elif username in owner and owner[username] != team.name:
+                    problems.append(
+                        (
+                            f"{key}.{field}",
+                            f"{username!r} is already in team {owner[username]!r}: a user belongs to one team; "
+                            f"to let it read {team.name!r}, add {owner[username]!r} to teams[{i}].readers",
+                        )
+                    )
+                elif username in owner:
+                    problems.append((f"{key}.{field}", f"{username!r} is listed twice in team {team.name!r}"))
+                owner.setdefault(username, team.name)
+        for reader in team.readers:
+            if reader not in names:
+                problems.append((f"{key}.readers", f"unknown team {reader!r}; declared teams: {', '.join(names)}"))
+            elif reader == team.name:
+                problems.append((f"{key}.readers", f"{team.name!r} need not grant itself read access; remove it"))
+    return problems
+
+
 class StackConfig(BaseModel):
     """One environment: everything ``pulumi up`` and ``mlflow-platform local up`` need to know."""
 
@@ -492,6 +588,9 @@ class StackConfig(BaseModel):
     github: GithubConfig = GithubConfig()
     runbooks: RunbooksConfig = RunbooksConfig()
     tracing: TracingConfig = TracingConfig()
+    teams: tuple[TeamConfig, ...] = Field(
+        (), description="Teams sharing the server, each in its own workspace (turns workspaces on)."
+    )
     admin_password: SecretStr | None = Field(
         None, description="Bootstrap admin password (secret); generated when absent."
     )
@@ -577,9 +676,21 @@ class StackConfig(BaseModel):
                 )
         return problems
 
+    @property
+    def workspaces(self) -> bool:
+        """MLflow's multi-workspace mode: on wherever teams are declared."""
+        return bool(self.teams)
+
+    @property
+    def default_permission(self) -> str:
+        """server.defaultPermission if set; else nothing for a user outside its grants where teams
+        are declared, and READ (MLflow's own default) where they are not."""
+        explicit = self.server.default_permission
+        return explicit or ("NO_PERMISSIONS" if self.teams else "READ")
+
     def cross_field_problems(self) -> list[tuple[str, str]]:
         s, d, lb = self.server, self.database, self.load_balancer
-        problems = self._budget_problems()
+        problems = self._budget_problems() + team_problems(self.teams, s.admin_username)
         if s.keep_alive_seconds <= lb.idle_timeout_seconds:
             problems.append(
                 (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -109,10 +110,30 @@ def _grant_data_rights(conn: psycopg.Connection, database: str, role: str) -> No
         conn.execute(sql.SQL(statement).format(db=db, r=r))
 
 
-def prepare(owner_uri: str, auth_database: str, app_role: str | None, app_password: str | None, log=print) -> None:
-    """The whole migration step; safe to re-run."""
+def prepare(
+    owner_uri: str,
+    auth_database: str,
+    app_role: str | None,
+    app_password: str | None,
+    log=print,
+    coordinate: Callable[[str, str], object] | None = None,
+) -> None:
+    """The whole migration step; safe to re-run. A schema change runs only through ``coordinate``
+    (writers stopped, backup first); without it, a database behind the image is refused."""
+    from .upgrades import UpgradeError
+    from .upgrades.revisions import UPGRADE, schema_plan
+
     created = ensure_database(owner_uri, auth_database)
     log(f"auth database {auth_database}: {'created' if created else 'exists'}")
+    if coordinate is not None:
+        coordinate(owner_uri, auth_database)
+    else:
+        plan = schema_plan(owner_uri, auth_database)
+        if plan.action == UPGRADE:
+            raise UpgradeError(
+                f"the schema changes ({plan.describe()}) and MLflow needs every writer stopped and a backup "
+                "first: run `mlflow-platform local upgrade` (locally) or deploy (the migration Job does it)"
+            )
     upgrade_schema(owner_uri)
     log("tracking schema: up to date")
     auth_uri = make_url(owner_uri).set(database=auth_database).render_as_string(hide_password=False)

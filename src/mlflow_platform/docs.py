@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic.alias_generators import to_camel
 
-from .config import PROJECT, section_models
+from .config import PROJECT, StackConfig, section_models
 
 
 def _default(field) -> str:
@@ -22,8 +22,12 @@ def _default(field) -> str:
 
 def config_reference_markdown() -> str:
     parts = []
+    lists = {
+        to_camel(n) for n, f in StackConfig.model_fields.items() if getattr(f.annotation, "__origin__", None) is tuple
+    }
     for section, model in section_models().items():
-        parts.append(f"`{PROJECT}:{section}`\n\n| key | default | meaning |\n|---|---|---|")
+        heading = f"`{PROJECT}:{section}`" + (" (a list: one entry each)" if section in lists else "")
+        parts.append(f"{heading}\n\n| key | default | meaning |\n|---|---|---|")
         for name, field in model.model_fields.items():
             parts[-1] += f"\n| `{to_camel(name)}` | {_default(field)} | {field.description or ''} |"
     return "\n\n".join(parts) + "\n"

@@ -38,6 +38,10 @@ class Resource:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     #: URNs this resource waits for: explicit ``depends_on`` plus property dependencies
     dependencies: list[str] = field(default_factory=list)
+    #: what the mocks answered (ARNs, ids): what other resources received
+    outputs: dict[str, Any] = field(default_factory=dict)
+    #: ``custom_timeouts`` as registered (empty strings: the provider's defaults)
+    timeouts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -288,7 +292,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             inputs = _unwrap(args.inputs)
             rid, state = _mock_state(args.typ, args.name, inputs)
-            capture.resources.append(Resource(args.typ, args.name, inputs, display=_mask(args.inputs, inputs)))
+            resource = Resource(args.typ, args.name, inputs, display=_mask(args.inputs, inputs), outputs=state)
+            capture.resources.append(resource)
             return [rid, state]
 
         def call(self, args: pulumi.runtime.MockCallArgs):
@@ -300,16 +305,17 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
         def RegisterResource(self, request):
             response = super().RegisterResource(request)
             parent = request.parent or ""
-            parent_type = parent.split("::")[-2] if parent.count("::") >= 3 else ""
+            top = (parent.split("::")[-2] if parent.count("::") >= 3 else "").endswith("pulumi:pulumi:Stack")
             links[(request.type, request.name)] = (
                 response.urn,
-                None if parent_type.endswith("pulumi:pulumi:Stack") else parent.rsplit("::", 1)[-1] or None,
+                None if top else parent.rsplit("::", 1)[-1] or None,
                 {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns},
                 list(request.dependencies),
-            )
+                {k: getattr(request.customTimeouts, k) for k in ("create", "update", "delete")},
+            )  # fmt: skip
             return response
 
-    links: dict[tuple[str, str], tuple[str, str | None, dict[str, list[str]], list[str]]] = {}
+    links: dict[tuple[str, str], tuple] = {}
 
     stack = stack_file.name.split(".")[1] if stack_file.name.startswith("Pulumi.") else stack_file.stem
     values, secret_keys = stack_config_values(stack_file, overrides)
@@ -317,8 +323,7 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
     asyncio.set_event_loop(loop)
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(values, secret_keys=secret_keys)
-    mocks = Mocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
+    pulumi.runtime.set_mocks(mocks := Mocks(), project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
 
     @pulumi.runtime.test  # waits for every registration and apply before returning
     def _run():
@@ -331,10 +336,8 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
     finally:
         loop.close()
         asyncio.set_event_loop(None)
-    for resource in capture.resources:
-        resource.urn, resource.parent, resource.property_dependencies, resource.dependencies = links.get(
-            (resource.type, resource.name), ("", None, {}, [])
-        )
+    for r in capture.resources:
+        r.urn, r.parent, r.property_dependencies, r.dependencies, r.timeouts = links[(r.type, r.name)]
     return capture
 
 

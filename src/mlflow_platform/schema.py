@@ -24,6 +24,8 @@ def stack_file_schema() -> dict:
         key = to_camel(name)
         if key in sections:
             schema = sections[key].model_json_schema(by_alias=True)
+            if getattr(field.annotation, "__origin__", None) is tuple:  # a list of entries (teams)
+                schema = {"type": "array", "description": field.description, "items": schema}
         elif key in SECRET_KEYS:
             schema = {
                 "description": f"{field.description} Set with `pulumi config set --secret {PROJECT}:{key}`.",

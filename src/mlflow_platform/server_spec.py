@@ -152,7 +152,7 @@ def render_auth_ini(config: StackConfig, endpoints: Endpoints) -> str:
     s = config.server
     lines = [
         "[mlflow]",
-        f"default_permission = {s.default_permission}",
+        f"default_permission = {config.default_permission}",
         f"database_uri = {database_url(config, endpoints, config.database.auth_database)}",
         f"admin_username = {s.admin_username}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
@@ -222,6 +222,8 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
         argv += ["--app-name", AUTH_APP]
     if s.prometheus:
         argv += ["--expose-prometheus", endpoints.metrics_dir]
+    if config.workspaces:  # one workspace per declared team
+        argv += ["--enable-workspaces"]
 
     env = server_env(config, endpoints, primary)
     auth_ini = auth_path = None
@@ -260,9 +262,30 @@ def render_trace_archival(config: StackConfig, endpoints: Endpoints) -> str:
     )
 
 
-def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
+@dataclass(frozen=True)
+class ClusterWriters:
+    """Who writes to the database in a cluster, so a schema change can stop them first."""
+
+    namespace: str
+    deployments: tuple[str, ...]
+    cronjobs: tuple[str, ...]
+    pod_selectors: tuple[str, ...]
+    rds_instance: str
+
+    def argv(self, *, with_pods: bool = True) -> tuple[str, ...]:
+        args = ["--namespace", self.namespace]
+        args += [a for d in self.deployments for a in ("--deployment", d)]
+        args += [a for c in self.cronjobs for a in ("--cronjob", c)]
+        if with_pods:
+            args += [a for p in self.pod_selectors for a in ("--writer-pods", p)]
+            args += ["--rds-instance", self.rds_instance]
+        return tuple(args)
+
+
+def render_migration(config: StackConfig, endpoints: Endpoints, writers: ClusterWriters | None = None) -> ServerSpec:
     """The pre-rollout schema step, as the schema owner: create the auth database if missing,
-    upgrade both schemas, then (re)grant the server's DML-only role."""
+    upgrade both schemas (coordinated when the schema changes: ``writers`` stopped and the RDS
+    instance snapshotted first), then (re)grant the server's DML-only role."""
     d = config.database
     argv = (
         "mlflow-platform",
@@ -274,6 +297,7 @@ def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
         d.auth_database,
         "--app-role",
         d.app_username,
+        *(writers.argv() if writers else ()),
     )
     env = (
         EnvVar("PGPASSWORD", secret=DB_OWNER_PASSWORD),
@@ -281,3 +305,8 @@ def render_migration(config: StackConfig, endpoints: Endpoints) -> ServerSpec:
         EnvVar("PYTHONUNBUFFERED", "1"),
     )
     return ServerSpec(argv=argv, env=env, auth_ini=None, auth_config_path=None, port=0)
+
+
+def render_release(writers: ClusterWriters) -> tuple[str, ...]:
+    """The post-rollout step: start the writers a coordinated upgrade stopped (nothing otherwise)."""
+    return ("mlflow-platform", "db", "resume", *writers.argv(with_pods=False))

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import mlflow.server  # not imported by `import mlflow` in 3.x
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.pyfunc import PythonModel
@@ -54,6 +55,18 @@ def write_runs(client: MlflowClient, experiment_id: str, count: int) -> list[dic
     return runs
 
 
+def write_bulk(client: MlflowClient, experiment_id: str, count: int) -> int:
+    """Runs as a training pipeline writes them (one batch per run), so the drill's timings mean something."""
+    from mlflow.entities import Metric, Param
+
+    for i in range(count):
+        run = client.create_run(experiment_id, run_name=f"sweep-{i}")
+        metrics = [Metric("loss", 1.0 / (s + 1), 1_700_000_000_000 + s, s) for s in range(STEPS)]
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param("trial", str(i))])
+        client.set_terminated(run.info.run_id)
+    return count
+
+
 def write_model(client: MlflowClient, experiment_id: str, name: str) -> dict:
     versions = []
     for n in (1.0, 2.0):
@@ -86,6 +99,7 @@ def main(uri: str) -> None:
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("/search/ranking/drill")
     runs = write_runs(client, experiment_id, 5)
+    bulk = write_bulk(client, experiment_id, int(os.environ.get("DRILL_BULK_RUNS", "30")))
     model = write_model(client, experiment_id, "drill-ranker")
     with mlflow.start_run(experiment_id=experiment_id, run_name="to-delete") as doomed:
         mlflow.log_metric("loss", 1.0)
@@ -95,6 +109,7 @@ def main(uri: str) -> None:
         "mlflow": mlflow.__version__,
         "experiment_id": experiment_id,
         "runs": runs,
+        "bulk_runs": bulk,
         "model": model,
         "users": users,
         "deleted_run": doomed.info.run_id,

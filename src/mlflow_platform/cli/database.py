@@ -58,22 +58,41 @@ def db_upgrade_command(
 
 @app.command("db-restore", rich_help_panel=PANEL)
 def db_restore_command(
-    backup: Annotated[Path, typer.Option(help="A pg_dump file written by db-upgrade or local upgrade.")],
+    backup: Annotated[Path | None, typer.Option(help="A pg_dump file written by db-upgrade or local upgrade.")] = None,
+    snapshot: Annotated[str | None, typer.Option(help="An RDS snapshot (e.g. the one a failed upgrade names).")] = None,
+    rds_instance: Annotated[str | None, typer.Option(help="With --snapshot: the instance to put it back on.")] = None,
+    auth_database: Annotated[
+        str, typer.Option(help="The basic-auth database, restored too from a snapshot.")
+    ] = "mlflow_auth",
+    restored_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="With --snapshot: HOST:PORT reaching the temporary instance (a tunnel), not its RDS address."
+        ),
+    ] = None,
     backend_store_uri: Annotated[
         str | None,
-        typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="Any database on that server, as its owner."),
+        typer.Option(envvar="MLFLOW_BACKEND_STORE_URI", help="The tracking database, as its owner."),
     ] = None,
     dry_run: DryRun = False,
     local: Local = False,
 ) -> None:
-    """Replace the database the backup was taken from with it. Destructive: everything written since
-    the backup is gone. With --local the tracking server is stopped first; elsewhere stop it yourself.
+    """Replace databases with a backup. Destructive: everything written since the backup is gone.
+    With --backup, the database the dump was taken from; with --snapshot, the tracking and auth
+    databases as they were in the snapshot (restored to a temporary instance, copied over, then
+    deleted), so the instance Pulumi manages stays. With --local the tracking server is stopped
+    first; elsewhere the writers must be stopped (a failed upgrade leaves them stopped).
 
-    Example: mlflow-platform db-restore --local --backup <state dir>/backups/mlflow-20261126T080000Z.dump
+    Example: mlflow-platform db-restore --snapshot mlflow-prod-upgrade-3-10-1-to-3-17-2-… --rds-instance mlflow-prod
     """
+    if (backup is None) == (snapshot is None):
+        raise fail("give one of --backup (a pg_dump file) or --snapshot (an RDS snapshot)")
+    uri = database_uri(backend_store_uri, local)
+    if snapshot:
+        _restore_snapshot(uri, snapshot, rds_instance, auth_database, restored_endpoint, dry_run)
+        return
     from ..runbooks.database import dump_database_name, restore_database
 
-    uri = database_uri(backend_store_uri, local)
     target = dump_database_name(backup)
     actions = [f"drop and re-create database {target}", f"pg_restore {backup}"]
     print_actions("db-restore", (["stop the local tracking server"] if local else []) + actions, dry_run)
@@ -88,6 +107,36 @@ def db_restore_command(
     out.print(f"[bold green]restored[/] {escape(restored)} from {escape(str(backup))}", highlight=False)
     if local:
         out.print("start the server again with `mlflow-platform local up`")
+
+
+def _restore_snapshot(
+    uri: str, snapshot: str, instance: str | None, auth_database: str, endpoint: str | None, dry_run: bool
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from ..runbooks.database import restore_from_snapshot
+
+    if not instance:
+        raise fail("--snapshot needs --rds-instance: the instance whose databases it replaces")
+    tunnel = None
+    if endpoint:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise fail(f"--restored-endpoint {endpoint!r}: give HOST:PORT, e.g. 127.0.0.1:15432")
+        tunnel = (host, int(port))
+    databases = [make_url(uri).database, auth_database]
+    actions = [f"restore {snapshot} to a temporary instance beside {instance}"]
+    actions += [f"drop and re-create database {d} on {instance}, then copy it from the snapshot" for d in databases]
+    actions += ["delete the temporary instance"]
+    print_actions("db-restore", actions, dry_run)
+    if dry_run:
+        return
+    try:
+        restored = restore_from_snapshot(uri, snapshot, instance, databases, endpoint=tunnel, log=out.print)
+    except RunbookError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"[bold green]restored[/] {', '.join(restored)} from {escape(snapshot)}", highlight=False)
+    out.print("then: `mlflow-platform db clear-failed-upgrade --namespace <ns>`, revert the MLflow bump, `pulumi up`")
 
 
 @app.command("restore-drill", rich_help_panel=PANEL)

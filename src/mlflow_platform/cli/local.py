@@ -99,21 +99,29 @@ def down_command(
 
 @app.command("upgrade")
 def upgrade_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
-    """Coordinated schema upgrade after an MLflow bump: stop the tracking server, back up both
-    databases, migrate, check the row counts, start it again. On failure it stays stopped and
-    the restore commands are printed.
+    """Coordinated schema upgrade after an MLflow bump, when the schema changes: stop the tracking
+    server, back up both databases (pg_dump), migrate, verify revisions and row counts, start it
+    again. On failure it stays stopped and the restore commands are printed.
+
+    Example: after installing the new MLflow pin, mlflow-platform local upgrade
     """
-    from ..local.upgrade import coordinated_upgrade
+    from ..local.upgrade import upgrade_local
     from ..runbooks import RunbookError
+    from ..upgrades import UpgradeError
+    from ..upgrades.revisions import UPGRADE
 
     platform = platform_for(state_dir, stack_file)
     if not platform.started_before:
         raise fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`")
     try:
-        outcome = coordinated_upgrade(platform, log=out.print)
-    except (RunbookError, PlatformError) as exc:
+        outcome = upgrade_local(platform, log=out.print)
+    except (RunbookError, PlatformError, UpgradeError) as exc:
         raise fail(str(exc)) from None
-    out.print(f"[bold green]upgraded[/]; backups: {', '.join(outcome.backups)}", highlight=False)
+    if outcome.action != UPGRADE:
+        out.print("both schemas already at this MLflow's head: nothing to migrate; the server kept running")
+        return
+    seconds = f"{outcome.stopped_seconds:.1f}"
+    out.print(f"[bold green]upgraded[/] (writes stopped {seconds} s); backups: {', '.join(outcome.backups)}")
 
 
 @app.command("status")

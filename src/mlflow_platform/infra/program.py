@@ -18,7 +18,7 @@ from ..config import PROJECT, ConfigError, StackConfig, from_config_values
 from .components.artifact_store import ArtifactStore
 from .components.cluster import Cluster
 from .components.database import Database
-from .components.iam import GithubCiRoles, ServerRole, WorkloadBoundary
+from .components.iam import GithubCiRoles, Irsa, MigrationRole, ServerRole, TeamsRole, WorkloadBoundary
 from .components.image import ServerImage
 from .components.load_balancer import LoadBalancer
 from .components.monitoring import Monitoring
@@ -26,7 +26,13 @@ from .components.network import Network
 from .components.promotion_lock import PromotionLock
 from .components.scheduled_runbooks import ScheduledRunbooks
 from .components.server_secrets import ServerSecrets
-from .components.tracking_server import APP, TrackingServer, TrackingServerArgs
+from .components.tracking_server import (
+    APP,
+    MIGRATION_ACCOUNT,
+    TrackingServer,
+    TrackingServerArgs,
+    deregistration_delay,
+)
 
 
 def load_config() -> StackConfig:
@@ -73,7 +79,9 @@ class Foundation:
     store: ArtifactStore
     database: Database
     server_role: ServerRole
+    migration_role: MigrationRole
     lb: LoadBalancer
+    irsa: Irsa
 
 
 def main(project_root: Path | None = None) -> dict:
@@ -100,6 +108,8 @@ def main(project_root: Path | None = None) -> dict:
         bucket=base.store.bucket_name,
         provider=base.cluster.provider,
     )
+    if config.teams:
+        team_sync(config, base, tracking, image, account_id, region)
     monitoring = Monitoring(
         "monitoring",
         config.monitoring,
@@ -123,6 +133,21 @@ def main(project_root: Path | None = None) -> dict:
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs
+
+
+def team_sync(config: StackConfig, base: Foundation, tracking: TrackingServer, image, account_id, region) -> None:
+    """Teams, after each rollout: their role for the users' secrets, and the Job that syncs them."""
+    from .components.team_sync import TEAMS_ACCOUNT, TeamSync
+
+    role = TeamsRole(
+        "teams-role",
+        config.environment,
+        account_id=account_id,
+        region=region,
+        irsa=base.irsa,
+        service_account=TEAMS_ACCOUNT,
+    )
+    TeamSync("teams", config, server=tracking, image=image.ref, role_arn=role.arn, provider=base.cluster.provider)
 
 
 def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulumi.Output[str]) -> Foundation:
@@ -162,6 +187,15 @@ def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulu
         service_account=APP,
         boundary_arn=boundary.arn,
     )
+    irsa = Irsa(cluster.oidc_provider_arn, cluster.oidc_issuer, config.namespace, boundary.arn)
+    migration_role = MigrationRole(
+        "migration-role",
+        env,
+        instance_arn=database.instance_arn,
+        instance_identifier=database.instance_identifier,
+        irsa=irsa,
+        service_account=MIGRATION_ACCOUNT,
+    )
     lb = LoadBalancer(
         "lb",
         config.load_balancer,
@@ -171,8 +205,9 @@ def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulu
         subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
         target_port=config.server.port,
         log_bucket=store.log_bucket_name,
+        deregistration_delay=deregistration_delay(config),
     )
-    return Foundation(network, cluster, store, database, server_role, lb)
+    return Foundation(network, cluster, store, database, server_role, migration_role, lb, irsa)
 
 
 def tracking_server(
@@ -188,6 +223,8 @@ def tracking_server(
             role_arn=base.server_role.arn,
             db_password=base.database.app_password,
             db_owner_password=base.database.password,
+            db_instance=base.database.instance_identifier,
+            migration_role_arn=base.migration_role.arn,
             flask_secret_key=secrets.flask_secret_key,
             admin_password=secrets.admin_password,
             target_group_arn=base.lb.target_group_arn,

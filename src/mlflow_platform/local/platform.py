@@ -9,6 +9,7 @@ keeps the data and ``down --purge`` removes it; ``up`` and ``down`` hold its loc
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 import shlex
 import shutil
@@ -269,6 +270,7 @@ class LocalPlatform:
                 self._migrate(state.ports, secret_values, log)
             self._sync_admin_password(state.ports, secret_values, log)
             self._start_tracking(state, log, started_here)
+            self._sync_teams(state, log)
         except BaseException:
             self._stop(state, started_here)
             raise
@@ -560,6 +562,30 @@ class LocalPlatform:
     @property
     def backup_dir(self) -> Path:
         return self.state_dir / "backups"
+
+    @property
+    def team_passwords_file(self) -> Path:
+        return self.state_dir / "team_passwords.json"
+
+    def _sync_teams(self, state: State, log) -> None:
+        """The stack's teams onto the server, as the deploy's teams Job does (idempotent). Skipped
+        when neither the teams nor the server process changed since the last sync (`teams sync
+        --local` forces one)."""
+        if not self.config.teams:
+            return
+        marker = self.state_dir / "teams.synced"
+        stamp = json.dumps([[t.model_dump() for t in self.config.teams], state.pids.get("tracking")])
+        if marker.exists() and marker.read_text() == stamp:
+            log(f"teams     in sync with the stack ({len(self.config.teams)} declared)")
+            return
+        env = {**self._base_env(), "MLFLOW_PLATFORM_STATE_DIR": str(self.state_dir)}
+        argv = [str(Path(sys.executable).parent / "mlflow-platform"), "teams", "sync", "--local"]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+        if result.returncode != 0:
+            raise PlatformError(f"teams sync failed: {(result.stdout + result.stderr).strip()[-800:]}")
+        write_private(marker, stamp)
+        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "teams: synced"
+        log(f"teams     {last.removeprefix('teams: ')} ({len(self.config.teams)} declared)")
 
     def client_env(self) -> dict[str, str]:
         """What a client (or the smoke suite) needs to talk to this platform."""

@@ -21,7 +21,7 @@ from ..config import (
     DatabaseConfig,
 )
 from ..server_spec import AUTH_APP
-from ._helpers import as_list, env_of, gunicorn_option, of_type, option, server_containers
+from ._helpers import PRODUCTION_SCHEMA, as_list, env_of, gunicorn_option, of_type, option, server_containers
 
 #: App names that put MLflow's basic auth in front of the server.
 AUTH_APPS = ("basic-auth", AUTH_APP)
@@ -188,7 +188,26 @@ def _pool_not_in_uri(args: StackValidationArgs, report: ReportViolation) -> None
             report(f"{deployment.name}: the database URI on the command line carries a password", deployment.urn)
 
 
+def _teams_closed_by_default(args: StackValidationArgs, report: ReportViolation) -> None:
+    """With workspaces on (teams declared), production may not fall back to READ or EDIT for a
+    user outside its grants: that would reopen every team's data to every user."""
+    if not args.get_config().get("production"):
+        return
+    teams = any("--enable-workspaces" in as_list(c.get("command")) for _, c in server_containers(args))
+    permission = (_auth_ini(args) or {}).get("default_permission", "READ (MLflow's default)")
+    if teams and not permission.startswith("NO_PERMISSIONS"):
+        report(f"teams are declared (workspaces on) but basic_auth.ini has default_permission = {permission}")
+
+
 POLICIES = [
+    StackValidationPolicy(
+        name="mlflow-teams-closed-by-default",
+        description="A production stack with teams gives users nothing outside their grants.",
+        validate=_teams_closed_by_default,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PRODUCTION_SCHEMA,
+        remediation_steps="Remove server.defaultPermission (it defaults to NO_PERMISSIONS with teams).",
+    ),
     StackValidationPolicy(
         name="mlflow-basic-auth",
         description="The tracking server requires authentication in every environment.",

@@ -56,11 +56,14 @@ def backup_to_file(uri: str, backup_dir: Path) -> Path:
     return target
 
 
-def snapshot_rds(instance: str, *, wait: bool = True) -> str:
+def snapshot_rds(instance: str, *, name: str | None = None, wait: bool = True) -> str:
+    """A manual snapshot, named ``<instance>-upgrade-…`` (the prefix the migration role may create)."""
     import boto3
 
+    from ..upgrades.coordinated import snapshot_name
+
     rds = boto3.client("rds", endpoint_url=os.environ.get("MLFLOW_PLATFORM_RDS_ENDPOINT_URL"))
-    snapshot = f"{instance}-pre-upgrade-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    snapshot = name or snapshot_name(instance, "manual", "db-upgrade")
     try:
         rds.create_db_snapshot(
             DBInstanceIdentifier=instance,
@@ -146,6 +149,75 @@ def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
     if result.returncode != 0:
         raise RunbookError(f"pg_restore of {dump} into {target} failed: {result.stderr.strip()[:300]}")
     return target
+
+
+def _rds():
+    import boto3
+
+    return boto3.client("rds", endpoint_url=os.environ.get("MLFLOW_PLATFORM_RDS_ENDPOINT_URL"))
+
+
+def _restore_side_instance(rds, snapshot: str, instance: str, log) -> str:
+    """Restore ``snapshot`` next to ``instance``, into its subnets, security groups and parameter
+    group (RDS restores a snapshot only into a new instance); returns the new identifier."""
+    source = rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]
+    side = f"{instance}-restore-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"[:63]
+    rds.restore_db_instance_from_db_snapshot(
+        DBInstanceIdentifier=side,
+        DBSnapshotIdentifier=snapshot,
+        DBInstanceClass=source["DBInstanceClass"],
+        DBSubnetGroupName=source["DBSubnetGroup"]["DBSubnetGroupName"],
+        VpcSecurityGroupIds=[g["VpcSecurityGroupId"] for g in source.get("VpcSecurityGroups", [])],
+        DBParameterGroupName=source["DBParameterGroups"][0]["DBParameterGroupName"],
+        PubliclyAccessible=False,
+        MultiAZ=False,
+        DeletionProtection=False,
+        Tags=[{"Key": "CreatedBy", "Value": "mlflow-platform db-restore"}],
+    )
+    log(f"restoring snapshot {snapshot} into {side} (waiting until available)")
+    rds.get_waiter("db_instance_available").wait(
+        DBInstanceIdentifier=side, WaiterConfig={"Delay": 30, "MaxAttempts": 120}
+    )
+    return side
+
+
+def restore_from_snapshot(
+    owner_uri: str,
+    snapshot: str,
+    instance: str,
+    databases: list[str],
+    *,
+    endpoint: tuple[str, int] | None = None,
+    keep: bool = False,
+    log=print,
+) -> list[str]:
+    """Put ``databases`` on ``instance`` back to their state in ``snapshot`` without replacing the
+    instance Pulumi manages: restore the snapshot to a temporary instance, pg_dump each database
+    from it and pg_restore it over the live one, then delete the temporary instance (unless
+    ``keep``). ``endpoint`` reaches the temporary instance through a tunnel instead of its RDS
+    address. The writers must be stopped (a failed upgrade leaves them stopped)."""
+    import tempfile
+
+    rds = _rds()
+    try:
+        side = _restore_side_instance(rds, snapshot, instance, log)
+    except Exception as exc:
+        raise RunbookError(f"restoring snapshot {snapshot} failed: {exc}") from None
+    try:
+        found = rds.describe_db_instances(DBInstanceIdentifier=side)["DBInstances"][0]["Endpoint"]
+        host, port = endpoint or (found["Address"], found["Port"])
+        restored = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for database in databases:
+                source = make_url(owner_uri).set(host=host, port=port, database=database)
+                dump = backup_to_file(source.render_as_string(hide_password=False), Path(scratch))
+                restored.append(restore_database(owner_uri, dump, database))
+                log(f"restored  {database} from {snapshot}")
+        return restored
+    finally:
+        if not keep:
+            rds.delete_db_instance(DBInstanceIdentifier=side, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+            log(f"deleting  the temporary instance {side}")
 
 
 def counts(uri: str, auth_database: str | None = None) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
@@ -59,6 +61,21 @@ WORKLOAD_SERVICES = (
 )
 
 
+#: What the teams Job needs to keep generated user passwords (one secret per user, under a prefix).
+TEAM_SECRET_ACTIONS = (
+    "secretsmanager:CreateSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:TagResource",
+)
+
+#: What the migration Job needs to snapshot the instance before a schema change and wait for it.
+#: CreateDBSnapshot authorizes on the instance and the new snapshot; tags on create need
+#: AddTagsToResource (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonrds.html).
+SNAPSHOT_ACTIONS = ("rds:CreateDBSnapshot", "rds:AddTagsToResource", "rds:DescribeDBSnapshots")
+
+
 class WorkloadBoundary(pulumi.ComponentResource):
     """The permissions boundary every workload role carries. The deploy role may create and change
     roles only with it attached, and may neither edit it nor remove it (AWS's delegation pattern:
@@ -75,6 +92,18 @@ class WorkloadBoundary(pulumi.ComponentResource):
             description=f"Permissions boundary of the mlflow {environment} workload roles",
             policy=policy_json(
                 {"Sid": "WorkloadServices", "Effect": "Allow", "Action": list(WORKLOAD_SERVICES), "Resource": "*"},
+                {
+                    "Sid": "SnapshotBeforeSchemaUpgrade",
+                    "Effect": "Allow",
+                    "Action": list(SNAPSHOT_ACTIONS),
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "TeamUserPasswords",
+                    "Effect": "Allow",
+                    "Action": list(TEAM_SECRET_ACTIONS),
+                    "Resource": "*",
+                },
                 {
                     "Sid": "ReadIamAndServiceLinkedRoles",
                     "Effect": "Allow",
@@ -151,6 +180,116 @@ class ServerRole(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.arn = role.arn
+        self.register_outputs({"arn": self.arn})
+
+
+@dataclass(frozen=True)
+class Irsa:
+    """How a workload role is assumed (the cluster's OIDC provider, one namespace) and bounded."""
+
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer: pulumi.Input[str]
+    namespace: str
+    boundary_arn: pulumi.Input[str]
+
+
+def _workload_role(
+    parent: pulumi.Resource, name: str, purpose: tuple[str, str], irsa: Irsa, account: str, *statements
+) -> aws.iam.Role:
+    """``mlflow-<env>-<purpose>``: assumable by one service account only, bounded, with one policy
+    (``purpose`` is the environment and the role's purpose)."""
+    environment, role_purpose = purpose
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        f"{name}-role",
+        name=f"mlflow-{environment}-{role_purpose}",
+        permissions_boundary=irsa.boundary_arn,
+        assume_role_policy=irsa_trust(irsa.oidc_provider_arn, irsa.oidc_issuer, irsa.namespace, account),
+        tags=tags(environment, "iam"),
+        opts=child,
+    )
+    aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=output_policy(*statements), opts=child)
+    return role
+
+
+class MigrationRole(pulumi.ComponentResource):
+    """The migration Job's IRSA role: snapshot this instance, under the upgrade prefix, and nothing else."""
+
+    arn: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        environment: str,
+        *,
+        instance_arn: pulumi.Input[str],
+        instance_identifier: pulumi.Input[str],
+        irsa: Irsa,
+        service_account: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("mlflow-platform:aws:MigrationRole", name, None, opts)
+        # arn:aws:rds:<region>:<account>:db:<id> -> arn:aws:rds:<region>:<account>:snapshot:<id>-upgrade-*
+        snapshots = pulumi.Output.all(instance_arn, instance_identifier).apply(
+            lambda v: v[0].rsplit(":db:", 1)[0] + f":snapshot:{v[1]}-upgrade-*"
+        )
+        resources = [instance_arn, snapshots]
+        role = _workload_role(
+            self,
+            name,
+            (environment, "migration"),
+            irsa,
+            service_account,
+            {
+                "Sid": "SnapshotThisInstance",
+                "Effect": "Allow",
+                "Action": ["rds:CreateDBSnapshot"],
+                "Resource": resources,
+            },
+            {
+                "Sid": "TagAndWatchItsSnapshots",
+                "Effect": "Allow",
+                "Action": ["rds:AddTagsToResource", "rds:DescribeDBSnapshots"],
+                "Resource": resources,
+            },
+        )
+        self.arn = role.arn
+        self.register_outputs({"arn": self.arn})
+
+
+def team_secrets_prefix(environment: str) -> str:
+    return f"mlflow-{environment}/users/"
+
+
+class TeamsRole(pulumi.ComponentResource):
+    """The teams Job's IRSA role: the secrets of the users it creates, under one prefix, nothing else."""
+
+    arn: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        environment: str,
+        *,
+        account_id: pulumi.Input[str],
+        region: pulumi.Input[str],
+        irsa: Irsa,
+        service_account: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("mlflow-platform:aws:TeamsRole", name, None, opts)
+        # Secrets Manager appends a random suffix to a secret's ARN: "<name>-??????" matches it.
+        secrets = pulumi.Output.concat(
+            "arn:aws:secretsmanager:", region, ":", account_id, ":secret:", team_secrets_prefix(environment), "*"
+        )
+        statement = {
+            "Sid": "UserPasswords",
+            "Effect": "Allow",
+            "Action": list(TEAM_SECRET_ACTIONS),
+            "Resource": secrets,
+        }
+        role = _workload_role(self, name, (environment, "teams"), irsa, service_account, statement)
         self.arn = role.arn
         self.register_outputs({"arn": self.arn})
 

@@ -28,10 +28,12 @@ class LoadBalancer(pulumi.ComponentResource):
         subnet_ids: pulumi.Input[list[str]],
         target_port: int,
         log_bucket: pulumi.Input[str],
+        deregistration_delay: int = 40,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:LoadBalancer", name, None, opts)
         self._name, self._child = name, pulumi.ResourceOptions(parent=self)
+        self._deregistration_delay = deregistration_delay
         self._base = tags(environment, "load-balancer")
         assert config.hostname, "validated by StackConfig.deployment_problems"
 
@@ -118,7 +120,7 @@ class LoadBalancer(pulumi.ComponentResource):
             protocol="HTTP",
             target_type="ip",
             vpc_id=vpc_id,
-            deregistration_delay=30,
+            deregistration_delay=self._deregistration_delay,
             health_check={
                 "path": "/health",
                 "matcher": "200",

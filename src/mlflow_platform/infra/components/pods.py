@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from ...server_spec import EnvVar
 
+#: The runbook CronJobs (named ``mlflow-<name>``): writers a schema upgrade suspends.
+RUNBOOK_CRONJOBS = ("reap-stuck-runs", "cleanup-runs", "gc")
+
 UID = 10001
 HOME = "/home/mlflow"
 

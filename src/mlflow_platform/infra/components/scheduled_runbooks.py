@@ -13,7 +13,17 @@ import pulumi_random as random
 
 from ...config import StackConfig
 from ...server_spec import ADMIN_PASSWORD, DB_PASSWORD, SERVER_SECRET, database_url
-from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, labels, metadata, secret_env
+from .pods import (
+    CONTAINER_SECURITY,
+    HOME,
+    POD_SECURITY,
+    RUNBOOK_CRONJOBS,
+    SCRATCH_MOUNTS,
+    SCRATCH_VOLUMES,
+    labels,
+    metadata,
+    secret_env,
+)
 from .tracking_server import APP, MAINTENANCE_ACCOUNT, OPS_SECRET, RUNBOOKS, TrackingServer, endpoints_for
 
 OPS_USER = "mlflow-ops"
@@ -40,7 +50,9 @@ class ScheduledRunbooks(pulumi.ComponentResource):
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": HOME},
         ]
-        self._child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server.deployment])
+        # After the rollout and the release step: a coordinated upgrade leaves the server at zero
+        # replicas until the release Job scales it back.
+        self._child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[server.rollout_done])
         self._ops_user(config, server, provider)
         self._network_policy(config)
         if config.runbooks.enabled:
@@ -123,7 +135,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=provider,
-                depends_on=[server.deployment],
+                depends_on=[server.rollout_done],
                 replace_on_changes=["spec"],
                 delete_before_replace=True,
             ),
@@ -158,7 +170,7 @@ def _schedules(config: StackConfig, backend_uri: pulumi.Output[str]) -> dict[str
     """CronJob name -> (schedule, command, extra environment)."""
     r = config.runbooks
     cleanup_mode = "--execute" if r.cleanup_execute else "--dry-run"
-    return {
+    schedules = {
         "reap-stuck-runs": (
             r.reap_schedule,
             [
@@ -185,3 +197,5 @@ def _schedules(config: StackConfig, backend_uri: pulumi.Output[str]) -> dict[str
             ],
         ),
     }
+    assert tuple(schedules) == RUNBOOK_CRONJOBS  # the migration Job suspends them by these names
+    return schedules

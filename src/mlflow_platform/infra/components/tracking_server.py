@@ -22,12 +22,24 @@ from ...server_spec import (
     DB_PASSWORD,
     FLASK_SECRET_KEY,
     SERVER_SECRET,
+    ClusterWriters,
     Endpoints,
     ServerSpec,
     render_migration,
+    render_release,
     render_server,
 )
-from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, k8s_env, labels, metadata
+from .pods import (
+    CONTAINER_SECURITY,
+    HOME,
+    POD_SECURITY,
+    RUNBOOK_CRONJOBS,
+    SCRATCH_MOUNTS,
+    SCRATCH_VOLUMES,
+    k8s_env,
+    labels,
+    metadata,
+)
 
 AUTH_DIR = "/etc/mlflow/auth"
 APP = "mlflow-server"
@@ -38,6 +50,41 @@ MAINTENANCE_ACCOUNT = "mlflow-maintenance"
 RUNBOOKS = "mlflow-runbooks"
 #: The ops user's credentials (ScheduledRunbooks creates the Secret and the user).
 OPS_SECRET = "mlflow-ops"
+#: The migration and release Jobs: may scale the writers and snapshot the database, nothing else.
+MIGRATION_ACCOUNT = "mlflow-migration"
+JOB_DEADLINE_SECONDS = 3600
+#: A terminating pod keeps serving this long while the ALB deregisters it; then gunicorn drains.
+PRESTOP_SECONDS = 10
+
+
+def deregistration_delay(config: StackConfig) -> int:
+    """How long the ALB lets a deregistering pod finish in-flight requests: the preStop sleep plus
+    gunicorn's graceful drain, so it never cuts a request the pod is still completing."""
+    return PRESTOP_SECONDS + config.server.graceful_timeout_seconds
+
+
+JOB_TIMEOUT = f"{JOB_DEADLINE_SECONDS // 60 + 5}m"
+
+
+def cluster_writers(config: StackConfig, rds_instance: str) -> ClusterWriters:
+    """Every workload that writes to the database: what a schema upgrade stops first."""
+    deployments = (APP, f"{APP}-jobs") if config.server.job_execution else (APP,)
+    cronjobs = tuple(f"mlflow-{n}" for n in RUNBOOK_CRONJOBS) if config.runbooks.enabled else ()
+    server_pods = f"app.kubernetes.io/name={APP},app.kubernetes.io/component in (server,jobs)"
+    return ClusterWriters(
+        namespace=config.namespace,
+        deployments=deployments,
+        cronjobs=cronjobs,
+        pod_selectors=(server_pods, f"app.kubernetes.io/name={RUNBOOKS}"),
+        rds_instance=rds_instance,
+    )
+
+
+def mlflow_version() -> str:
+    """The MLflow the image carries (server/requirements.txt pins the project's own version)."""
+    import importlib.metadata
+
+    return importlib.metadata.version("mlflow")
 
 
 def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
@@ -65,6 +112,8 @@ class TrackingServerArgs:
     role_arn: pulumi.Input[str]
     db_password: pulumi.Input[str]  # the server's DML-only role
     db_owner_password: pulumi.Input[str]  # the RDS master user: migration Job only
+    db_instance: pulumi.Input[str]  # its identifier: what the migration Job snapshots
+    migration_role_arn: pulumi.Input[str]  # IRSA role of the migration Job (snapshots only)
     flask_secret_key: pulumi.Input[str]
     admin_password: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
@@ -80,6 +129,8 @@ class TrackingServer(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     service_name: pulumi.Output[str]
     deployment: k8s.apps.v1.Deployment
+    #: The release Job: done once the new version serves (after a coordinated upgrade, too).
+    rollout_done: k8s.batch.v1.Job
     in_cluster_url: str
 
     def __init__(
@@ -94,11 +145,17 @@ class TrackingServer(pulumi.ComponentResource):
         spec = self._render(primary=False)
         # Every file the server reads, keyed by file name, in the ConfigMap mounted at AUTH_DIR.
         self._config_files = spec.apply(lambda sp: {path.rsplit("/", 1)[1]: text for path, text in sp.files.items()})
-        prerequisites = [*self._identity(), self._migration_job()]
+        self._writers = pulumi.Output.from_input(args.db_instance).apply(lambda i: cluster_writers(config, i))
+        identity = self._identity()
+        migration_rbac = self._migration_rbac()
+        prerequisites = [*identity, self._migration_job(migration_rbac)]
         # No replica count: the HPA owns it (its minReplicas is server.replicas).
         self.deployment = self._deployment(f"{name}-deployment", APP, None, spec, "server", prerequisites)
+        deployments = [self.deployment]
         if config.server.job_execution:  # MLflow's job runner and periodic tasks: exactly one replica
-            self._deployment(f"{name}-primary", f"{APP}-jobs", 1, self._render(primary=True), "jobs", prerequisites)
+            primary = self._render(primary=True)
+            deployments.append(self._deployment(f"{name}-primary", f"{APP}-jobs", 1, primary, "jobs", prerequisites))
+        self.rollout_done = self._release_job(deployments, migration_rbac)
         self._availability()
         service = self._service()
         self._network_policy()
@@ -173,51 +230,100 @@ class TrackingServer(pulumi.ComponentResource):
         self.maintenance_account = maintenance
         return [account, maintenance, self._secret, self._owner_secret, config_map]
 
-    def _migration_job(self) -> k8s.batch.v1.Job:
-        """The Job's name carries a hash of what it runs, so each new image or schema step re-runs it;
-        pulumi-kubernetes waits for the Job to complete before the Deployment changes."""
-        a, config = self._args, self._config
-        migration = pulumi.Output.all(a.db_host, a.bucket).apply(
-            lambda v: render_migration(config, Endpoints(db_host=v[0], bucket=v[1]))
+    def _migration_rbac(self) -> list[pulumi.Resource]:
+        """The migration and release Jobs' account: IRSA for the snapshot, and a Role that may scale
+        exactly the writer Deployments, suspend exactly the runbook CronJobs and list pods."""
+        account = k8s.core.v1.ServiceAccount(
+            f"{self._name}-migration-sa",
+            metadata=self._meta(
+                MIGRATION_ACCOUNT, annotations={"eks.amazonaws.com/role-arn": self._args.migration_role_arn}
+            ),
+            automount_service_account_token=False,  # only the pods that need the API mount it
+            opts=self._ns_opts,
         )
-        job_hash = pulumi.Output.all(a.image, migration.apply(lambda m: list(m.argv))).apply(
-            lambda v: hashlib.sha256(repr(v).encode()).hexdigest()[:8]
+        role = k8s.rbac.v1.Role(
+            f"{self._name}-migration-role",
+            metadata=self._meta(MIGRATION_ACCOUNT),
+            rules=self._writers.apply(_writer_rules),
+            opts=self._ns_opts,
         )
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{self._name}-migration-binding",
+            metadata=self._meta(MIGRATION_ACCOUNT),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": MIGRATION_ACCOUNT},
+            subjects=[{"kind": "ServiceAccount", "name": MIGRATION_ACCOUNT, "namespace": self._ns}],
+            opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider, depends_on=[account, role]),
+        )
+        return [account, role, binding]
+
+    def _job(
+        self, resource: str, k8s_name: str, component: str, command, env, depends_on: list[pulumi.Resource]
+    ) -> k8s.batch.v1.Job:
+        """A one-shot step as the migration account. Its name carries a hash of the image and the
+        command, so each new image re-runs it; pulumi-kubernetes waits for a Job to complete."""
+        a = self._args
+        job_hash = pulumi.Output.all(a.image, command).apply(lambda v: hashlib.sha256(repr(v).encode()).hexdigest()[:8])
         container = {
-            "name": "migrate",
+            "name": component,
             "image": a.image,
-            "command": migration.apply(lambda m: list(m.argv)),
-            "env": migration.apply(lambda m: k8s_env(m.env)),
+            "command": command,
+            "env": env,
             "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
             "securityContext": CONTAINER_SECURITY,
             "volumeMounts": SCRATCH_MOUNTS,
         }
         pod = {
             "restartPolicy": "Never",
-            "serviceAccountName": MAINTENANCE_ACCOUNT,
-            "automountServiceAccountToken": False,
+            "serviceAccountName": MIGRATION_ACCOUNT,
+            "automountServiceAccountToken": True,  # it scales the writers through the API
             "securityContext": POD_SECURITY,
             "containers": [container],
             "volumes": SCRATCH_VOLUMES,
         }
         return k8s.batch.v1.Job(
-            f"{self._name}-migrate",
-            metadata=job_hash.apply(lambda h: self._meta(f"mlflow-db-migrate-{h}")),
+            resource,
+            metadata=job_hash.apply(lambda h: self._meta(f"{k8s_name}-{h}")),
             spec={
-                "backoffLimit": 2,
-                "activeDeadlineSeconds": 1800,
+                "backoffLimit": 0,  # a failed schema step is not retried behind on-call's back
+                "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
                 "template": {
-                    "metadata": {"labels": {**self._labels, "app.kubernetes.io/component": "migration"}},
+                    "metadata": {"labels": {**self._labels, "app.kubernetes.io/component": component}},
                     "spec": pod,
                 },
             },
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=a.provider,
-                depends_on=[self._secret, self._owner_secret, self.maintenance_account, *a.depends_on],
+                depends_on=depends_on,
                 delete_before_replace=True,
+                # pulumi-kubernetes gives up on a Job after 10 minutes unless told otherwise; a
+                # snapshot of a large instance takes longer. Wait as long as the Job may run.
+                custom_timeouts=pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT),
             ),
         )
+
+    def _migration_job(self, rbac: list[pulumi.Resource]) -> k8s.batch.v1.Job:
+        """Before any new pod: decide from the schema revisions; when they differ, stop the writers,
+        snapshot, migrate and verify (``upgrades.coordinated``)."""
+        a, config = self._args, self._config
+        migration = pulumi.Output.all(a.db_host, a.bucket, self._writers).apply(
+            lambda v: render_migration(config, Endpoints(db_host=v[0], bucket=v[1]), v[2])
+        )
+        depends_on = [self._secret, self._owner_secret, *rbac, *a.depends_on]
+        return self._job(
+            f"{self._name}-migrate",
+            "mlflow-db-migrate",
+            "migration",
+            migration.apply(lambda m: list(m.argv)),
+            migration.apply(lambda m: k8s_env(m.env)),
+            depends_on,
+        )
+
+    def _release_job(self, deployments: list[pulumi.Resource], rbac: list[pulumi.Resource]) -> k8s.batch.v1.Job:
+        """After the rollout: scale back what a coordinated upgrade stopped (a no-op otherwise)."""
+        command = self._writers.apply(lambda w: list(render_release(w)))
+        env = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+        return self._job(f"{self._name}-release", "mlflow-db-release", "release", command, env, [*deployments, *rbac])
 
     def _server_container(self, pod_spec: pulumi.Output[ServerSpec]) -> dict:
         s = self._config.server
@@ -236,7 +342,7 @@ class TrackingServer(pulumi.ComponentResource):
             "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
             "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
             # Let the ALB deregister the pod before gunicorn stops accepting.
-            "lifecycle": {"preStop": {"sleep": {"seconds": 10}}},
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
             "securityContext": CONTAINER_SECURITY,
             "volumeMounts": [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}, *SCRATCH_MOUNTS],
         }
@@ -270,9 +376,11 @@ class TrackingServer(pulumi.ComponentResource):
             "containers": [self._server_container(pod_spec)],
             "volumes": [{"name": "auth", "configMap": {"name": "mlflow-auth"}}, *SCRATCH_VOLUMES],
         }
+        # The version label tells the next upgrade what it upgrades from (its snapshot's name).
+        versioned = {**self._labels, "app.kubernetes.io/version": mlflow_version()}
         return k8s.apps.v1.Deployment(
             resource_name,
-            metadata=self._meta(k8s_name),
+            metadata=metadata(k8s_name, self._ns, versioned),
             spec={
                 **({"replicas": replicas} if replicas is not None else {}),
                 "selector": {"matchLabels": selector},
@@ -332,8 +440,10 @@ class TrackingServer(pulumi.ComponentResource):
         from_alb = pulumi.Output.from_input(self._args.alb_subnet_cidrs).apply(
             lambda cidrs: [{"ipBlock": {"cidr": c}} for c in cidrs]
         )
-        runbooks = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": RUNBOOKS}}}
-        ingress = [{"from": from_alb, "ports": tcp}, {"from": [runbooks], "ports": tcp}]
+        clients = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": RUNBOOKS}}}]
+        if self._config.teams:  # the teams sync Job (TeamSync) calls the API as the admin
+            clients.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow-teams"}}})
+        ingress = [{"from": from_alb, "ports": tcp}, {"from": clients, "ports": tcp}]
         if self._config.monitoring.service_monitor:
             prometheus = self._config.monitoring.prometheus_namespace
             scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}}
@@ -403,3 +513,25 @@ class TrackingServer(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, provider=a.provider, depends_on=[service, *a.depends_on]),
         )
+
+
+def _writer_rules(writers: ClusterWriters) -> list[dict]:
+    rules = [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "deployments/scale"],
+            "resourceNames": list(writers.deployments),
+            "verbs": ["get", "patch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    if writers.cronjobs:
+        rules.append(
+            {
+                "apiGroups": ["batch"],
+                "resources": ["cronjobs"],
+                "resourceNames": list(writers.cronjobs),
+                "verbs": ["get", "patch"],
+            }
+        )
+    return rules
