@@ -138,3 +138,28 @@ def _healthy(url: str) -> bool:
         return requests.get(f"{url}/health", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_runbooks_visit_every_workspace_with_all_workspaces(platform: LocalPlatform, as_admin: str) -> None:
+    """An experiment with a bad name in the ranking workspace: `audit` (default workspace) does not
+    see it, `audit --workspace ranking` and `audit --all-workspaces` do."""
+    from mlflow import MlflowClient
+    from mlflow.utils.workspace_context import WorkspaceContext
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    bad = f"bad-{str(time.time_ns())[-8:]}"
+    with WorkspaceContext("ranking"):
+        MlflowClient(as_admin).create_experiment(bad)
+    env = {"MLFLOW_PLATFORM_STATE_DIR": str(platform.state_dir)}
+    runner = CliRunner()
+    default = runner.invoke(app, ["audit", "--local", "-e", bad], env=env)
+    named = runner.invoke(app, ["audit", "--local", "-e", bad, "--workspace", "ranking"], env=env)
+    every = runner.invoke(app, ["audit", "--local", "-e", bad, "--all-workspaces"], env=env)
+    assert bad not in default.output and bad in named.output, default.output + named.output
+    assert "workspace ranking" in every.output and "workspace search" in every.output and bad in every.output
+    dry = runner.invoke(app, ["cleanup-runs", "--local", "--all-workspaces"], env=env)
+    assert dry.exit_code == 0 and "workspace ranking" in dry.output, dry.output
+    both = runner.invoke(app, ["audit", "--local", "--workspace", "search", "--all-workspaces"], env=env)
+    assert both.exit_code == 1 and "not both" in both.output

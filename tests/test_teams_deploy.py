@@ -93,3 +93,16 @@ def test_generated_passwords_go_to_one_secret_per_user(moto_credentials) -> None
         assert store.get("ana") == "second-password"
         secret = boto3.client("secretsmanager").describe_secret(SecretId="mlflow-prod/users/ana")
         assert {"Key": "managed-by", "Value": "mlflow-platform"} in secret["Tags"]
+
+
+def test_the_scheduled_runbooks_cover_every_workspace_where_teams_exist() -> None:
+    def commands(capture) -> list[list[str]]:
+        cronjobs = capture.of_type("kubernetes:batch/v1:CronJob")
+        return [
+            c.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] for c in cronjobs
+        ]
+
+    assert commands(run_with("prod", teams=TEAMS)) and all(
+        "--all-workspaces" in c for c in commands(run_with("prod", teams=TEAMS))
+    )
+    assert not any("--all-workspaces" in c for c in commands(captured("prod")))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import ConfigError
@@ -34,8 +36,12 @@ def local_platform():
     return platform
 
 
-def mlflow_client(tracking_uri: str | None, local: bool):
+def mlflow_client(tracking_uri: str | None, local: bool, workspace: str | None = None):
+    """A client for the server (and, with ``workspace``, that workspace for this whole command)."""
     from mlflow import MlflowClient
+
+    if workspace:
+        os.environ["MLFLOW_WORKSPACE"] = workspace
 
     if local:
         for key, value in local_platform().client_env().items():
@@ -89,3 +95,33 @@ def database_uri(backend_store_uri: str | None, local: bool) -> str:
     if not backend_store_uri:
         raise fail("no database: pass --backend-store-uri (password via PGPASSWORD), or --local")
     return backend_store_uri
+
+
+@contextmanager
+def in_workspace(workspace: str | None) -> Iterator[None]:
+    """MLflow's own client-side workspace context (the variable every request reads, and
+    ``MLFLOW_WORKSPACE`` for threads), restored afterwards; nothing changes without a name."""
+    if not workspace:
+        yield
+        return
+    from mlflow.utils.workspace_context import WorkspaceContext
+
+    with WorkspaceContext(workspace):
+        yield
+
+
+def each_workspace(client, workspace: str | None, all_workspaces: bool) -> list[str | None]:
+    """The workspaces a runbook visits: the one named (or the client's default), or all of them."""
+    from mlflow.exceptions import MlflowException
+
+    if workspace and all_workspaces:
+        raise fail("give --workspace or --all-workspaces, not both")
+    if not all_workspaces:
+        return [workspace]
+    try:
+        return [w.name for w in client.list_workspaces()]
+    except MlflowException as exc:
+        raise fail(
+            f"--all-workspaces: the server lists no workspaces ({exc.message.splitlines()[0]}); "
+            "it runs without them (a stack with no teams): drop the flag"
+        ) from None

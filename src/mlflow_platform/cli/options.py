@@ -21,6 +21,19 @@ Local = Annotated[
     typer.Option("--local", rich_help_panel="Connection", help="Use the local platform (URI, credentials, database)."),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
+Workspace = Annotated[
+    str | None,
+    typer.Option(
+        "--workspace",
+        envvar="MLFLOW_WORKSPACE",
+        rich_help_panel="Connection",
+        help="The MLflow workspace to act in (a stack with teams); without it, `default`.",
+    ),
+]
+AllWorkspaces = Annotated[
+    bool,
+    typer.Option("--all-workspaces", rich_help_panel="Connection", help="Act in every workspace, one after another."),
+]
 Lock = Annotated[
     str | None,
     typer.Option(

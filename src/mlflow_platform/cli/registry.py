@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..runbooks import RunbookError
 from .connect import mlflow_client
-from .options import DryRun, Local, Lock, TrackingUri
+from .options import DryRun, Local, Lock, TrackingUri, Workspace
 from .output import fail, out, print_actions
 
 PANEL = "Runbooks"
@@ -28,6 +28,7 @@ def validate_command(
     version: Annotated[str | None, typer.Option(help="Candidate version (instead of the alias).")] = None,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
 ) -> None:
     """Gate a candidate: exit 0 if it passes, 1 if not (for CI).
 
@@ -35,7 +36,7 @@ def validate_command(
     """
     from ..runbooks.registry import validate
 
-    client = mlflow_client(tracking_uri, local)
+    client = mlflow_client(tracking_uri, local, workspace)
     try:
         gate = validate(
             client,
@@ -78,6 +79,7 @@ def promote_command(
     dry_run: DryRun = False,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
 ) -> None:
     """Gate the candidate, then under the lock: old champion -> previous-champion, candidate ->
     champion, approval tags (who, when, gate figures, source commit). Re-running is a no-op.
@@ -86,7 +88,7 @@ def promote_command(
     """
     from ..runbooks.registry import promote
 
-    client = mlflow_client(tracking_uri, local)
+    client = mlflow_client(tracking_uri, local, workspace)
     try:
         change, _ = promote(
             client,
@@ -116,6 +118,7 @@ def rollback_command(
     dry_run: DryRun = False,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
 ) -> None:
     """Point champion back at previous-champion; the bad version gets @rolled-back and the reason.
 
@@ -123,7 +126,7 @@ def rollback_command(
     """
     from ..runbooks.registry import rollback
 
-    client = mlflow_client(tracking_uri, local)
+    client = mlflow_client(tracking_uri, local, workspace)
     try:
         change = rollback(client, model, reason=reason, lock_url=lock, dry_run=dry_run, lock_timeout=lock_timeout)
     except RunbookError as exc:

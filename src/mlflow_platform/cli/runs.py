@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..runbooks import RunbookError
-from .connect import database_uri, mlflow_client
-from .options import DryRun, ExperimentIds, Experiments, Local, TrackingUri
+from .connect import database_uri, each_workspace, in_workspace, mlflow_client
+from .options import AllWorkspaces, DryRun, ExperimentIds, Experiments, Local, TrackingUri, Workspace
 from .output import err, fail, out
 
 PANEL = "Runbooks"
@@ -28,16 +28,30 @@ def reap_stuck_runs_command(
     dry_run: DryRun = False,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
+    all_workspaces: AllWorkspaces = False,
 ) -> None:
     """Terminate runs whose process died while RUNNING (all pages, all chosen experiments).
 
     Example: mlflow-platform reap-stuck-runs --older-than-hours 24 --status KILLED -e "/search-team/*"
     """
-    from ..runbooks.runs import reap_stuck_runs
-
     if status not in ("FAILED", "KILLED"):
         raise fail("--status must be FAILED or KILLED")
     client = mlflow_client(tracking_uri, local)
+    for name in each_workspace(client, workspace, all_workspaces):
+        with in_workspace(name):
+            _announce(name)
+            _reap(client, older_than_hours, status, experiment, experiment_id, dry_run)
+
+
+def _announce(workspace: str | None) -> None:
+    if workspace:
+        out.print(f"[bold]workspace {escape(workspace)}[/]")
+
+
+def _reap(client, older_than_hours, status, experiment, experiment_id, dry_run) -> None:
+    from ..runbooks.runs import reap_stuck_runs
+
     report = reap_stuck_runs(
         client,
         older_than_hours=older_than_hours,
@@ -61,15 +75,24 @@ def cleanup_runs_command(
     workers: Annotated[int, typer.Option(help="Parallel delete requests.")] = 8,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
+    all_workspaces: AllWorkspaces = False,
 ) -> None:
     """Soft-delete old finished runs; never keep=true runs nor runs backing a model version
     (asked of the registry). Dry run by default; `gc` purges what was deleted.
 
     Example: mlflow-platform cleanup-runs --older-than-days 60 -e "/search-team/*" --execute
     """
+    client = mlflow_client(tracking_uri, local)
+    for name in each_workspace(client, workspace, all_workspaces):
+        with in_workspace(name):
+            _announce(name)
+            _cleanup(client, older_than_days, experiment, experiment_id, dry_run, workers)
+
+
+def _cleanup(client, older_than_days, experiment, experiment_id, dry_run, workers) -> None:
     from ..runbooks.runs import cleanup_runs
 
-    client = mlflow_client(tracking_uri, local)
     with Progress(
         TextColumn("deleting"),
         BarColumn(),
@@ -120,6 +143,8 @@ def gc_command(
     dry_run: DryRun = False,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
+    all_workspaces: AllWorkspaces = False,
 ) -> None:
     """`mlflow gc` with the tracking URI and credentials set, so artifacts of deleted runs are
     purged through the proxy too.
@@ -129,18 +154,22 @@ def gc_command(
     from ..runbooks.gc import gc
 
     client = mlflow_client(tracking_uri, local)
-    try:
-        report = gc(
-            client,
-            backend_store_uri=database_uri(backend_store_uri, local),
-            tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
-            older_than=older_than,
-            dry_run=dry_run,
-        )
-    except RunbookError as exc:
-        raise fail(str(exc)) from None
-    verb = "would purge" if dry_run else "purged"
-    out.print(f"{verb} {len(report.candidates)} deleted run(s) older than {older_than}, with their artifacts")
+    store = database_uri(backend_store_uri, local)
+    for name in each_workspace(client, workspace, all_workspaces):
+        with in_workspace(name):
+            _announce(name)
+            try:
+                report = gc(
+                    client,
+                    backend_store_uri=store,
+                    tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
+                    older_than=older_than,
+                    dry_run=dry_run,
+                )
+            except RunbookError as exc:
+                raise fail(str(exc)) from None
+            verb = "would purge" if dry_run else "purged"
+            out.print(f"{verb} {len(report.candidates)} deleted run(s) older than {older_than}, with their artifacts")
 
 
 @app.command("audit", rich_help_panel=PANEL)
@@ -149,6 +178,8 @@ def audit_command(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when anything is found.")] = False,
     tracking_uri: TrackingUri = None,
     local: Local = False,
+    workspace: Workspace = None,
+    all_workspaces: AllWorkspaces = False,
 ) -> None:
     """Report naming and metadata problems: experiment names, run tags, model names, version
     tags, aliases pointing at deleted versions.
@@ -157,10 +188,16 @@ def audit_command(
     """
     from ..runbooks.audit import audit
 
-    findings = audit(mlflow_client(tracking_uri, local), experiment_names=experiment)
-    table = Table("kind", "subject", "detail", title=f"audit: {len(findings)} finding(s)")
-    for finding in findings:
-        table.add_row(finding.kind, escape(finding.subject), escape(finding.detail))
-    out.print(table)
-    if strict and findings:
+    client = mlflow_client(tracking_uri, local)
+    found = 0
+    for name in each_workspace(client, workspace, all_workspaces):
+        with in_workspace(name):
+            findings = audit(client, experiment_names=experiment)
+        title = f"audit{f' of workspace {name}' if name else ''}: {len(findings)} finding(s)"
+        table = Table("kind", "subject", "detail", title=escape(title))
+        for finding in findings:
+            table.add_row(finding.kind, escape(finding.subject), escape(finding.detail))
+        out.print(table)
+        found += len(findings)
+    if strict and found:
         raise typer.Exit(code=1)

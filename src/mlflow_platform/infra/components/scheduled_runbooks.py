@@ -198,4 +198,7 @@ def _schedules(config: StackConfig, backend_uri: pulumi.Output[str]) -> dict[str
         ),
     }
     assert tuple(schedules) == RUNBOOK_CRONJOBS  # the migration Job suspends them by these names
+    if config.teams:  # each team's workspace, not only `default` (the ops user is an admin)
+        for _, command, _ in schedules.values():
+            command.append("--all-workspaces")
     return schedules
