@@ -149,6 +149,15 @@ class LocalBench:
             files,
         )
 
+    def workspaces(self, port: int) -> Variant:
+        """The rendered configuration of a stack with teams: workspaces on and NO_PERMISSIONS by
+        default (the local stack's teams); the client user works through its explicit grants."""
+        teams = load_stack_file(ROOT / "stacks" / "local.yaml").config.teams
+        config = self.config.model_copy(update={"teams": teams})
+        return self.rendered(
+            port, config=config, key="workspaces", label="(e) rendered config with teams (workspaces on)"
+        )
+
     def previous(self, port: int) -> Variant:
         """The rendered configuration as it was before this change: MLflow's basic-auth app, which
         under gunicorn serves only the Flask routes (no OTLP, jobs, gateway, ...), and no metrics."""

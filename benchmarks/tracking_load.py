@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="+",
         default=["stock", "guide", "previous", "rendered", "uvicorn"],
-        choices=["stock", "guide", "previous", "rendered", "uvicorn"],
+        choices=["stock", "guide", "previous", "rendered", "uvicorn", "workspaces"],
     )
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients")
     parser.add_argument(

@@ -132,6 +132,10 @@ def test_bench_stack_renders_the_server_defaults(tmp_path) -> None:
     )
     argv = bench.uvicorn(5999).argv
     assert "--gunicorn-opts" not in argv and "--uvicorn-opts" in argv
+    assert "--enable-workspaces" not in bench.rendered(5997).argv  # the published figures: one workspace
+    workspaces = bench.workspaces(5996)
+    assert "--enable-workspaces" in workspaces.argv
+    assert "default_permission = NO_PERMISSIONS" in workspaces.files[workspaces.env["MLFLOW_AUTH_CONFIG_PATH"]]
     guide = bench.guide(5998)
     assert guide.argv[guide.argv.index("--gunicorn-opts") + 1] == "--timeout 120 --keep-alive 5"
     ini = guide.files[guide.env["MLFLOW_AUTH_CONFIG_PATH"]]

@@ -99,7 +99,7 @@ def main(uri: str) -> None:
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("/search/ranking/drill")
     runs = write_runs(client, experiment_id, 5)
-    bulk = write_bulk(client, experiment_id, int(os.environ.get("DRILL_BULK_RUNS", "30")))
+    bulk = write_bulk(client, experiment_id, int(os.environ.get("DRILL_BULK_RUNS", "20")))
     model = write_model(client, experiment_id, "drill-ranker")
     with mlflow.start_run(experiment_id=experiment_id, run_name="to-delete") as doomed:
         mlflow.log_metric("loss", 1.0)
