@@ -31,7 +31,7 @@ class Actor:
 
     def __init__(self, target: Target, username: str, password: str):
         self.target, self.session = target, target.http(auth=False)
-        self.session.auth = (username, password)
+        self.session.auth = self.credentials = (username, password)
 
     def call(self, workspace: str, method: str, path: str, **kwargs) -> requests.Response:
         headers = {WS_HEADER: workspace}
@@ -171,3 +171,23 @@ def test_a_declared_cross_team_read_grant_reads_and_changes_nothing(teams) -> No
         ),
     }
     assert {k: r.status_code for k, r in writes.items()} == dict.fromkeys(writes, 403)
+
+
+def test_a_member_works_in_its_workspace_with_mlflows_own_client(teams, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a team's training code does: MLFLOW_WORKSPACE and the member's credentials, MLflow's
+    client (it asks /server-info first, so that route must admit every signed-in user)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    ws, made, other = teams["b"], teams["made"][teams["b"]], teams["a"]  # a granted b nothing
+    username, password = teams["actors"][ws].credentials
+    for key, value in (("MLFLOW_TRACKING_USERNAME", username), ("MLFLOW_TRACKING_PASSWORD", password)):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_WORKSPACE", ws)
+    client = MlflowClient(teams["actors"][ws].target.uri)
+    assert [e.experiment_id for e in client.search_experiments()] == [made["experiment_id"]]
+    client.log_metric(made["run_id"], "from_client", 1.0)
+    assert client.get_run(made["run_id"]).data.metrics["from_client"] == 1.0
+    monkeypatch.setenv("MLFLOW_WORKSPACE", other)  # a workspace it has no role in
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED|Permission denied"):
+        client.get_run(teams["made"][other]["run_id"])

@@ -197,7 +197,7 @@ def test_sections_come_from_the_model() -> None:
     from mlflow_platform.config import _SECTIONS, SECRET_KEYS, StackConfig
 
     assert set(_SECTIONS.values()) | set(SECRET_KEYS.values()) == set(StackConfig.model_fields)
-    assert SECRET_KEYS == {"adminPassword": "admin_password"}
+    assert SECRET_KEYS == {"adminPassword": "admin_password", "ssoClientSecret": "sso_client_secret"}
 
 
 def test_a_misspelt_key_gets_a_did_you_mean() -> None:

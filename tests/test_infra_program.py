@@ -17,7 +17,7 @@ from mlflow_platform import plan
 from mlflow_platform.config import load_stack_file
 from mlflow_platform.server_spec import render_server
 
-from .paths import ROOT, STACKS, captured
+from .paths import ROOT, STACKS, captured, overrides_for
 
 COMPONENTS = {
     "mlflow-platform:aws:Network",
@@ -42,14 +42,12 @@ def run_with(stack: str, **overrides) -> plan.Capture:
     return plan.run(
         ROOT / "stacks" / f"Pulumi.{stack}.yaml",
         project_root=ROOT,
-        overrides={f"mlflow-platform:{k}": v for k, v in overrides.items()},
+        overrides={**overrides_for(stack), **{f"mlflow-platform:{k}": v for k, v in overrides.items()}},
     )
 
 
-def stack_section(stack: str, section: str) -> dict:
-    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][
-        f"mlflow-platform:{section}"
-    ]
+def stack_section(stack: str, section: str, namespace: str = "mlflow-platform"):
+    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][f"{namespace}:{section}"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -202,15 +200,25 @@ def test_certificate_is_created_and_dns_validated_without_an_arn() -> None:
     assert https.inputs["certificateArn"] == stack_section("prod", "loadBalancer")["certificateArn"]
 
 
+def _sso_endpoints(capture, stack: str) -> tuple[str, str, list[str]]:
+    """The ALB's ARN, its region's key endpoint and the ALB subnets the NetworkPolicy admits."""
+    from mlflow_platform.alb_identity import key_endpoint
+
+    region = stack_section(stack, "region", namespace="aws")
+    policy = capture.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "tracking-netpol")
+    cidrs = [p["ipBlock"]["cidr"] for rule in policy.inputs["spec"]["ingress"] for p in rule["from"] if "ipBlock" in p]
+    return capture.one("aws:lb/loadBalancer:LoadBalancer").outputs["arn"], key_endpoint(region), cidrs
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_deployment_runs_exactly_the_rendered_server(stack: str) -> None:
     capture = captured(stack)
     config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config
     from mlflow_platform.infra.components.tracking_server import endpoints_for
 
-    expected = render_server(
-        config, endpoints_for(config, capture.outputs["databaseEndpoint"], capture.outputs["bucketName"]), primary=False
-    )
+    sso = _sso_endpoints(capture, stack) if config.sso else None
+    endpoints = endpoints_for(config, capture.outputs["databaseEndpoint"], capture.outputs["bucketName"], sso)
+    expected = render_server(config, endpoints, primary=False)
     env_hosts = {e.name: e.value for e in expected.env}["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert "mlflow-server.mlflow.svc.cluster.local" in env_hosts  # the in-cluster runbooks are let in
     deployment = capture.one("kubernetes:apps/v1:Deployment").inputs

@@ -57,6 +57,12 @@ def on_artifact_bucket(stack: str, type_: str) -> str:
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 CASES = {
+    "alb-sso-login-on-browser-paths": (
+        "staging",
+        "aws:lb/listener:Listener",
+        lambda r: r.inputs.update(defaultActions=[a for a in r.inputs["defaultActions"] if a["type"] == "forward"]),
+        "lb-https",
+    ),
     "s3-kms-encryption": (
         "prod",
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
@@ -341,7 +347,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 38
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 39
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 
@@ -401,3 +407,24 @@ def test_a_prod_stack_with_teams_passes_closed_and_fails_with_read_as_the_defaul
         assert found and permission in found[0].message
     dev = run_with("dev", teams=teams, server={**stack_section("dev", "server"), "defaultPermission": "READ"})
     assert violations(dev, "dev", "mlflow-teams-closed-by-default") == []  # production only
+
+
+def test_the_sso_rule_also_catches_a_browser_path_rule_without_login_and_an_unpinned_signer() -> None:
+    rule = "alb-sso-login-on-browser-paths"
+    widened = changed(
+        "staging",
+        "aws:lb/listenerRule:ListenerRule",
+        lambda r: r.inputs["conditions"][0]["pathPattern"]["values"].append("/ajax-api/*"),
+        "lb-machine-paths",
+    )
+    assert [m for v in violations(widened, "staging", rule) for m in ["/ajax-api/*"] if m in v.message] == [
+        "/ajax-api/*"
+    ]
+
+    def unpin(config_map) -> None:
+        settings = json.loads(config_map.inputs["data"]["sso.json"])
+        config_map.inputs["data"]["sso.json"] = json.dumps({**settings, "signer": ""})
+
+    unpinned = changed("staging", "kubernetes:core/v1:ConfigMap", unpin, "tracking-auth")
+    assert any("signer" in v.message for v in violations(unpinned, "staging", rule))
+    assert violations(captured("dev"), "dev", rule) == []  # no sso: nothing to check

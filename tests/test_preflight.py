@@ -358,3 +358,92 @@ def test_an_unreachable_cluster_api_is_a_failed_check_not_a_traceback(tmp_path: 
     results = {c.name: c for c in preflight.run_checks(path, config, REGION)}
     for name in ("LB controller", "NetworkPolicy enforcement"):
         assert results[name].status == "fail" and results[name].detail.startswith("could not check:")
+
+
+@pytest.fixture
+def https_idp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An HTTPS issuer on loopback (a self-signed certificate the client is told to trust) serving a
+    discovery document the test can change."""
+    import datetime
+    import http.server
+    import ipaddress
+    import json as jsonlib
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    document: dict = {}
+
+    class Discovery(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            found = self.path == "/oauth2/default/.well-known/openid-configuration"
+            body = jsonlib.dumps(document).encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body if found else b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Discovery)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "cert.pem"))
+    issuer = f"https://127.0.0.1:{server.server_address[1]}/oauth2/default"
+    document.update(
+        issuer=issuer,
+        authorization_endpoint=f"{issuer}/v1/authorize",
+        token_endpoint=f"{issuer}/v1/token",
+        userinfo_endpoint=f"{issuer}/v1/userinfo",
+        scopes_supported=["openid", "email", "profile", "groups"],
+    )
+    yield issuer, document
+    server.shutdown()
+
+
+def test_sso_discovery_must_answer_and_match_the_configured_endpoints_and_scopes(
+    tmp_path: Path, https_idp, aws
+) -> None:
+    issuer, document = https_idp
+    sso = {
+        "issuer": issuer,
+        "authorizationEndpoint": f"{issuer}/v1/authorize",
+        "tokenEndpoint": f"{issuer}/v1/token",
+        "userInfoEndpoint": f"{issuer}/v1/userinfo",
+        "clientId": "client",
+        "scopes": ["openid", "email", "groups"],
+    }
+    path, config = stack(tmp_path, "staging", sso=sso)
+    assert preflight.check_sso_discovery(path, config, aws).status == "pass"
+    document["scopes_supported"] = ["openid", "email"]
+    missing = preflight.check_sso_discovery(path, config, aws)
+    assert missing.status == "fail" and "groups" in missing.detail
+    document["token_endpoint"] = f"{issuer}/v2/token"
+    moved = preflight.check_sso_discovery(path, config, aws)
+    assert moved.status == "fail" and "token_endpoint" in moved.detail
+    path, config = stack(tmp_path, "staging", sso={**sso, "issuer": issuer + "-typo"})
+    assert preflight.check_sso_discovery(path, config, aws).status == "fail"  # 404
+    path, config = stack(tmp_path, "dev")
+    assert preflight.check_sso_discovery(path, config, aws).status == "skip"

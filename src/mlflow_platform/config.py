@@ -532,6 +532,47 @@ class TeamConfig(_Section):
         return (*self.admins, *self.members)
 
 
+class TeamGroup(_Section):
+    """One IdP group -> a role in one team's workspace."""
+
+    group: str = Field(..., min_length=1, description="Group name as the IdP sends it in the groups claim.")
+    team: str = Field(..., description="A team declared under `teams`.")
+    role: Literal["admin", "member"] = Field(
+        "member", description="`admin` manages the workspace, `member` works in it."
+    )
+
+
+class SsoConfig(_Section):
+    """Single sign-on for people: the ALB's authenticate-oidc action in front of the UI; the server
+    verifies the ALB's signed identity header. Machines keep basic-auth users."""
+
+    issuer: str = Field(..., pattern=r"^https://", description="OIDC issuer URL (its discovery document is checked).")
+    authorization_endpoint: str | None = Field(None, pattern=r"^https://", description="IdP authorization endpoint.")
+    token_endpoint: str | None = Field(None, pattern=r"^https://", description="IdP token endpoint.")
+    user_info_endpoint: str | None = Field(None, pattern=r"^https://", description="IdP user-info endpoint.")
+    client_id: str = Field(..., min_length=1, description="OIDC client id (the secret is `ssoClientSecret`).")
+    scopes: tuple[str, ...] = Field(("openid", "email", "profile"), description="Scopes the ALB requests.")
+    session_timeout_seconds: int = Field(
+        28800, ge=60, le=604800, description="ALB session cookie lifetime (at most 7 days)."
+    )
+    username_claim: Literal["email", "preferred_username", "upn", "sub"] = Field(
+        "email", description="Claim that becomes the MLflow username."
+    )
+    groups_claim: str = Field("groups", min_length=1, description="Claim listing the user's groups.")
+    admin_groups: tuple[str, ...] = Field((), description="Groups whose members are MLflow admins.")
+    team_groups: tuple[TeamGroup, ...] = Field((), description="Groups whose members get a role in a team.")
+    logout_url: str | None = Field(
+        None, pattern=r"^https://", description="IdP end-session URL `/platform/logout` redirects to."
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("must include 'openid' (the ALB's authenticate-oidc action is OpenID Connect)")
+        return value
+
+
 def team_problems(teams: tuple[TeamConfig, ...], admin_username: str) -> list[tuple[str, str]]:
     """Mistakes across teams, each naming its key: duplicates, a user in two teams, an unknown reader."""
     problems: list[tuple[str, str]] = []
@@ -591,9 +632,11 @@ class StackConfig(BaseModel):
     teams: tuple[TeamConfig, ...] = Field(
         (), description="Teams sharing the server, each in its own workspace (turns workspaces on)."
     )
+    sso: SsoConfig | None = Field(None, description="Single sign-on for people through the ALB (browser paths).")
     admin_password: SecretStr | None = Field(
         None, description="Bootstrap admin password (secret); generated when absent."
     )
+    sso_client_secret: SecretStr | None = Field(None, description="OIDC client secret of `sso` (secret).")
 
     @property
     def engines_per_process(self) -> int:
@@ -644,6 +687,21 @@ class StackConfig(BaseModel):
                     "or loadBalancer.route53ZoneId (a DNS-validated certificate is created)",
                 )
             )
+        if self.sso is not None:
+            problems += _sso_deployment_problems(self.sso, self.sso_client_secret)
+        return problems
+
+    def _sso_problems(self) -> list[tuple[str, str]]:
+        if self.sso is None:
+            return []
+        problems: list[tuple[str, str]] = []
+        if not self.server.basic_auth:
+            problems.append(("sso", "needs server.basicAuth: true (machines sign in with basic-auth users)"))
+        teams = {t.name for t in self.teams}
+        for i, mapping in enumerate(self.sso.team_groups):
+            if mapping.team not in teams:
+                known = ", ".join(sorted(teams)) or "none declared"
+                problems.append((f"sso.teamGroups[{i}].team", f"unknown team {mapping.team!r} (teams: {known})"))
         return problems
 
     def _budget_problems(self) -> list[tuple[str, str]]:
@@ -690,7 +748,7 @@ class StackConfig(BaseModel):
 
     def cross_field_problems(self) -> list[tuple[str, str]]:
         s, d, lb = self.server, self.database, self.load_balancer
-        problems = self._budget_problems() + team_problems(self.teams, s.admin_username)
+        problems = self._budget_problems() + team_problems(self.teams, s.admin_username) + self._sso_problems()
         if s.keep_alive_seconds <= lb.idle_timeout_seconds:
             problems.append(
                 (
@@ -741,6 +799,20 @@ class StackConfig(BaseModel):
                 )
             )
         return problems
+
+
+def _sso_deployment_problems(sso: SsoConfig, client_secret: SecretStr | None) -> list[tuple[str, str]]:
+    """The ALB's authenticate-oidc action takes the endpoints and the secret explicitly."""
+    problems = [
+        (f"sso.{to_camel(name)}", f"is required to deploy: copy it from {sso.issuer}/.well-known/openid-configuration")
+        for name in ("authorization_endpoint", "token_endpoint", "user_info_endpoint")
+        if getattr(sso, name) is None
+    ]
+    if client_secret is None:
+        problems.append(
+            ("ssoClientSecret", f"is required to deploy: `pulumi config set --secret {PROJECT}:ssoClientSecret`")
+        )
+    return problems
 
 
 class _CrossFieldError(ValueError):

@@ -397,6 +397,36 @@ def check_network_policy_enforcement(stack_file: Path, config: StackConfig, aws:
     )
 
 
+@titled("SSO discovery")
+def check_sso_discovery(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """The issuer's OpenID discovery document answers, names the configured endpoints, lists the scopes."""
+    import requests
+
+    sso = config.sso
+    if sso is None:
+        return Check.skip("SSO discovery", "no `sso` section: single sign-on is off")
+    url = f"{sso.issuer.rstrip('/')}/.well-known/openid-configuration"
+    answer = requests.get(url, timeout=10)
+    if answer.status_code != 200:
+        return Check.bad("SSO discovery", f"{url} answered {answer.status_code}; check sso.issuer")
+    document = answer.json()
+    configured = {
+        "issuer": sso.issuer,
+        "authorization_endpoint": sso.authorization_endpoint,
+        "token_endpoint": sso.token_endpoint,
+        "userinfo_endpoint": sso.user_info_endpoint,
+    }
+    wrong = [
+        f"{key} is {document.get(key)!r}" for key, value in configured.items() if value and document.get(key) != value
+    ]
+    if wrong:
+        return Check.bad("SSO discovery", "the IdP says " + "; ".join(wrong) + ": copy them into `sso`")
+    missing = sorted(set(sso.scopes) - set(document.get("scopes_supported", sso.scopes)))
+    if missing:
+        return Check.bad("SSO discovery", f"the IdP does not list scopes {missing} (sso.scopes)")
+    return Check.ok("SSO discovery", f"{url} matches; scopes {' '.join(sso.scopes)} supported")
+
+
 CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
     check_placeholders,
     check_engine_version,
@@ -410,6 +440,7 @@ CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
     check_access_entry,
     check_lb_controller,
     check_network_policy_enforcement,
+    check_sso_discovery,
 )
 
 

@@ -20,10 +20,12 @@ SCHEMA_FILE = "stack.schema.json"
 def stack_file_schema() -> dict:
     sections = section_models()
     properties: dict[str, dict] = {}
+    definitions: dict[str, dict] = {}  # nested models (team groups), referenced as #/$defs/<name>
     for name, field in StackConfig.model_fields.items():
         key = to_camel(name)
         if key in sections:
             schema = sections[key].model_json_schema(by_alias=True)
+            definitions.update(schema.pop("$defs", {}))
             if getattr(field.annotation, "__origin__", None) is tuple:  # a list of entries (teams)
                 schema = {"type": "array", "description": field.description, "items": schema}
         elif key in SECRET_KEYS:
@@ -52,6 +54,7 @@ def stack_file_schema() -> dict:
                 "required": [f"{PROJECT}:environment", f"{PROJECT}:artifacts"],
             }
         },
+        **({"$defs": definitions} if definitions else {}),
     }
 
 

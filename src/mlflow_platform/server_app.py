@@ -24,6 +24,9 @@ from starlette.routing import Match, Mount
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
+SERVER_INFO = "/mlflow/server-info"
+
+
 def native_route_matcher(fastapi_app, flask_app) -> Callable[[str, str], bool]:
     """(method, path) -> whether FastAPI serves it natively and Flask does not.
 
@@ -80,14 +83,19 @@ def _literal_prefix(template: str) -> str:
 def _require_login_for_server_info() -> None:
     """MLflow serves /mlflow/server-info without login ("public capability discovery"); here every
     route but /health and the UI's static files needs credentials, so it is taken off that list.
-    Loud if MLflow renames the list, so an upgrade cannot silently reopen it."""
+    Any signed-in user may still read it: MLflow's client asks it before every call in a
+    workspace, and MLflow's fail-closed net would otherwise refuse a route with no validator to
+    every non-admin. Loud if MLflow renames these lists, so an upgrade cannot silently change it."""
     from mlflow.server import auth
 
-    if not hasattr(auth, "_PUBLIC_ROUTE_SUFFIXES"):
-        raise RuntimeError(
-            "mlflow.server.auth._PUBLIC_ROUTE_SUFFIXES is gone: re-check which routes MLflow leaves public"
-        )
-    auth._PUBLIC_ROUTE_SUFFIXES = ()
+    names = ("_PUBLIC_ROUTE_SUFFIXES", "_HANDLER_INTERNAL_AUTHZ_SUFFIXES", "_KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS")
+    if missing := [name for name in names if not hasattr(auth, name)]:
+        raise RuntimeError(f"mlflow.server.auth.{missing[0]} is gone: re-check which routes MLflow leaves public")
+    if SERVER_INFO not in auth._PUBLIC_ROUTE_SUFFIXES:
+        return  # already applied in this process
+    auth._PUBLIC_ROUTE_SUFFIXES = tuple(s for s in auth._PUBLIC_ROUTE_SUFFIXES if s != SERVER_INFO)
+    auth._HANDLER_INTERNAL_AUTHZ_SUFFIXES = (*auth._HANDLER_INTERNAL_AUTHZ_SUFFIXES, SERVER_INFO)
+    auth._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS = (*auth._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS, SERVER_INFO)
 
 
 def create_app() -> WSGIApp:
@@ -115,5 +123,25 @@ def create_app() -> WSGIApp:
             return bridged(environ, start_response)
         return authenticated(environ, start_response)
 
-    app.fastapi_app = fastapi_app  # type: ignore[attr-defined]
-    return app
+    served = _sso_edge(app)
+    served.fastapi_app = fastapi_app  # type: ignore[attr-defined]
+    return served
+
+
+def _sso_edge(app: WSGIApp) -> WSGIApp:
+    """With SSO on: the ALB's identity header is refused from any peer but the ALB's subnets (both
+    MLflow halves see the request only after this), and /platform/logout ends the ALB session."""
+    from . import sso
+
+    settings = sso.settings()
+    if settings is None:
+        return app
+
+    def edge(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == sso.LOGOUT_PATH:
+            return sso.logout_response(environ, start_response)
+        if "HTTP_X_AMZN_OIDC_DATA" in environ and not settings.from_trusted_peer(environ.get("REMOTE_ADDR")):
+            return sso.refuse_untrusted_peer(environ, start_response)
+        return app(environ, start_response)
+
+    return edge

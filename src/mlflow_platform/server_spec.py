@@ -13,8 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import StackConfig
+from .sso import SETTINGS_ENV as SSO_SETTINGS_ENV
+from .sso import SsoSettings, TeamRole
 
 SERVER_SECRET = "mlflow-server"
+BASIC_AUTHORIZATION = "mlflow.server.auth:authenticate_request_basic_auth"
+#: Basic auth for machines, the ALB's verified identity header for people (``sso``).
+SSO_AUTHORIZATION = "mlflow_platform.sso:authenticate"
 #: The ``mlflow.app`` entry point of mlflow_platform.server_app: basic auth on Flask and FastAPI routes.
 AUTH_APP = "platform-auth"
 
@@ -72,6 +77,12 @@ class Endpoints:
     extra_allowed_hosts: tuple[str, ...] = ()
     #: prometheus_client's multiprocess directory, shared by gunicorn's workers (an emptyDir in a pod).
     metrics_dir: str = "/tmp/mlflow-metrics"
+    sso_config_path: str = "/etc/mlflow/auth/sso.json"
+    #: With ``sso``: the ALB that signs identity headers, where its region publishes the keys, and
+    #: the only peers (the ALB's subnets) whose identity headers are accepted.
+    sso_signer: str | None = None
+    sso_key_endpoint: str | None = None
+    sso_trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,11 +166,43 @@ def render_auth_ini(config: StackConfig, endpoints: Endpoints) -> str:
         f"default_permission = {config.default_permission}",
         f"database_uri = {database_url(config, endpoints, config.database.auth_database)}",
         f"admin_username = {s.admin_username}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        f"authorization_function = {SSO_AUTHORIZATION if config.sso else BASIC_AUTHORIZATION}",
         f"auth_cache_ttl_seconds = {s.auth_cache_ttl_seconds}",
         "auth_cache_max_size = 10000",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_sso(config: StackConfig, endpoints: Endpoints) -> SsoSettings:
+    """The server's SSO settings: who signs, where the keys are, and groups -> admin and team roles
+    (a team's group also gets the reader role in every team that lists it under ``readers``)."""
+    from .teams import ADMIN_ROLE, MEMBER_ROLE, READER_ROLE
+
+    sso = config.sso
+    assert sso is not None and endpoints.sso_signer and endpoints.sso_key_endpoint
+    teams = {t.name: t for t in config.teams}
+    roles: list[TeamRole] = []
+    for mapping in sso.team_groups:
+        role = ADMIN_ROLE if mapping.role == "admin" else MEMBER_ROLE
+        roles.append(TeamRole(mapping.group, teams[mapping.team].workspace_name, role))
+        roles += [
+            TeamRole(mapping.group, other.workspace_name, READER_ROLE)
+            for other in config.teams
+            if mapping.team in other.readers
+        ]
+    return SsoSettings(
+        signer=endpoints.sso_signer,
+        key_endpoint=endpoints.sso_key_endpoint,
+        trusted_proxies=endpoints.sso_trusted_proxies,
+        issuer=sso.issuer,
+        client_id=sso.client_id,
+        username_claim=sso.username_claim,
+        groups_claim=sso.groups_claim,
+        admin_groups=sso.admin_groups,
+        team_roles=tuple(dict.fromkeys(roles)),
+        logout_url=sso.logout_url,
+        cache_seconds=config.server.auth_cache_ttl_seconds,
+    )
 
 
 def _bool(value: bool) -> str:
@@ -235,6 +278,9 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
             EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD", secret=ADMIN_PASSWORD),
         ]
     extra: list[tuple[str, str]] = []
+    if s.basic_auth and config.sso:
+        extra.append((endpoints.sso_config_path, render_sso(config, endpoints).to_json()))
+        env.append(EnvVar(SSO_SETTINGS_ENV, endpoints.sso_config_path))
     if config.tracing.archive_after:
         extra.append((endpoints.trace_archival_config_path, render_trace_archival(config, endpoints)))
         env.append(EnvVar("MLFLOW_TRACE_ARCHIVAL_CONFIG", endpoints.trace_archival_config_path))

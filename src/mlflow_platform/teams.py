@@ -73,6 +73,7 @@ class Change:
     description: str
     apply: Callable[[], None] = field(repr=False)
     removal: bool = False
+    user: str | None = None  # whose role assignment it removes
 
 
 class Server:
@@ -209,6 +210,7 @@ def _assignment_changes(
                     f"unassign {username} from {ws}/{name}",
                     lambda u=username, k=(ws, name): server.auth.unassign_role(u, role_ids[k]()),
                     removal=True,
+                    user=username,
                 )
             )
 
@@ -226,10 +228,16 @@ def sync(
     *,
     prune: bool = False,
     dry_run: bool = False,
+    keep_undeclared_users: bool = False,
 ) -> SyncReport:
-    """Create or update what the stack declares; remove what it no longer declares only with ``prune``."""
+    """Create or update what the stack declares; remove what it no longer declares only with ``prune``.
+    ``keep_undeclared_users`` leaves the roles of users the stack does not name (with SSO, people's
+    roles follow their IdP groups at each sign-in)."""
     server = Server(tracking_uri)
-    changes = plan_changes(server, desired_state(teams), passwords)
+    desired = desired_state(teams)
+    changes = plan_changes(server, desired, passwords)
+    if keep_undeclared_users:
+        changes = [c for c in changes if c.user is None or c.user in desired.users]
     report = SyncReport()
     for change in changes:
         if change.removal and not prune:

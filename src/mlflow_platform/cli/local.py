@@ -169,3 +169,26 @@ def env_command(state_dir: StateDir = None, stack_file: StackFile = None) -> Non
     if not running:
         err.print("warning: the platform is stopped; run `mlflow-platform local up` before using it", highlight=False)
     typer.echo(lines)
+
+
+@app.command("sso-header")
+def sso_header_command(
+    username: Annotated[str, typer.Argument(help="Who signs in (the stack's sso.usernameClaim value).")],
+    group: Annotated[list[str], typer.Option("--group", help="An IdP group of the user; repeat for more.")] = [],  # noqa: B006
+    ttl: Annotated[int, typer.Option(help="Seconds the header stays valid.", min=1, max=3600)] = 300,
+    state_dir: StateDir = None,
+    stack_file: StackFile = None,
+) -> None:
+    """Print an x-amzn-oidc-data header as the local ALB signs it (stacks with `sso`).
+
+    Example: curl -H "x-amzn-oidc-data: $(mlflow-platform local sso-header ana@example.com --group search-engineers)" \\
+    http://127.0.0.1:5000/ajax-api/2.0/mlflow/experiments/search
+    """
+    platform = platform_for(state_dir, stack_file)
+    if platform.config.sso is None:
+        raise fail(f"{platform.stack_file} has no `sso` section: single sign-on is off on this platform")
+    if not (platform.alb.directory / "private.pem").exists():
+        raise fail("no local ALB key yet; start the platform with `mlflow-platform local up`")
+    typer.echo(
+        platform.alb.header(username, tuple(group), username_claim=platform.config.sso.username_claim, ttl_seconds=ttl)
+    )

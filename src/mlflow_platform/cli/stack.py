@@ -71,7 +71,13 @@ def check_command(
         f"  connection budget {c.connection_budget} of max_connections {max_conn} "
         f"(- {c.database.reserved_connections} reserved)"
     )
-    spec = render_server(c, Endpoints(db_host="<database endpoint>", bucket=c.artifacts.bucket or "<bucket>"))
+    illustrative = Endpoints(
+        db_host="<database endpoint>",
+        bucket=c.artifacts.bucket or "<bucket>",
+        sso_signer="<the ALB's ARN>",
+        sso_key_endpoint="<the region's ALB key endpoint>",
+    )
+    spec = render_server(c, illustrative)
     out.print("  argv: " + " ".join(spec.argv), highlight=False, soft_wrap=True)
     for var in spec.env:
         value = var.value if var.secret is None else f"<secret {var.secret.secret}/{var.secret.key}>"

@@ -35,6 +35,13 @@ def sync_command(
         bool, typer.Option("--prune", help="Also remove roles and role assignments the stack no longer declares.")
     ] = False,
     dry_run: DryRun = False,
+    keep_undeclared_users: Annotated[
+        bool,
+        typer.Option(
+            "--keep-undeclared-users",
+            help="Leave role assignments of users the stack does not name (SSO users; on by itself with `sso`).",
+        ),
+    ] = False,
     local: Local = False,
 ) -> None:
     """Create or update each declared team's workspace, roles, users and role assignments; a second
@@ -43,20 +50,14 @@ def sync_command(
 
     Example: mlflow-platform teams sync --local   |   mlflow-platform teams sync --stack prod --prune --dry-run
     """
-    from ..team_passwords import PasswordFile, SecretsManagerPasswords
     from ..teams import sync
 
     if local:
-        platform = local_platform()
-        teams, passwords = platform.config.teams, PasswordFile(platform.team_passwords_file)
-        for key, value in platform.client_env().items():
-            if key.startswith("MLFLOW_TRACKING_"):
-                os.environ[key] = value
-        tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
+        teams, passwords, tracking_uri, sso = _local_sources()
     else:
-        teams, passwords = (_file_teams(teams_file) if teams_file else _stack_teams(stack)), None
-        if secrets_prefix:
-            passwords = SecretsManagerPasswords(secrets_prefix)
+        teams, sso = (_file_teams(teams_file), False) if teams_file else _stack_teams_and_sso(stack)
+        passwords = _secrets_manager(secrets_prefix)
+    keep_undeclared_users = keep_undeclared_users or sso
     if not tracking_uri:
         raise fail("no tracking server: pass --tracking-uri (or set MLFLOW_TRACKING_URI), or --local")
     if passwords is None:
@@ -65,8 +66,33 @@ def sync_command(
         out.print("the stack declares no teams: nothing to sync (workspaces stay off)")
         return
     check_connection(tracking_uri)
-    report = sync(tracking_uri, teams, passwords, prune=prune, dry_run=dry_run)
+    report = sync(
+        tracking_uri, teams, passwords, prune=prune, dry_run=dry_run, keep_undeclared_users=keep_undeclared_users
+    )
     _print_report(report, dry_run)
+
+
+def _local_sources():
+    """The local platform's teams, password file, URI and admin credentials (into the environment)."""
+    from ..team_passwords import PasswordFile
+
+    platform = local_platform()
+    for key, value in platform.client_env().items():
+        if key.startswith("MLFLOW_TRACKING_"):
+            os.environ[key] = value
+    passwords = PasswordFile(platform.team_passwords_file)
+    return platform.config.teams, passwords, os.environ["MLFLOW_TRACKING_URI"], platform.config.sso is not None
+
+
+def _secrets_manager(prefix: str | None):
+    from ..team_passwords import SecretsManagerPasswords
+
+    return SecretsManagerPasswords(prefix) if prefix else None
+
+
+def _stack_teams_and_sso(stack: str | None):
+    config = _stack_config(stack)
+    return config.teams, config.sso is not None
 
 
 def _file_teams(path: Path):
@@ -86,7 +112,7 @@ def _file_teams(path: Path):
     return teams
 
 
-def _stack_teams(stack: str | None):
+def _stack_config(stack: str | None):
     from ..config import ConfigError, load_stack_file
     from ..local.processes import PlatformError
     from .stack import _stack_path
@@ -94,7 +120,7 @@ def _stack_teams(stack: str | None):
     if not stack:
         raise fail("name a stack: --stack prod (or a stack file), or --local")
     try:
-        return load_stack_file(_stack_path(stack)).config.teams
+        return load_stack_file(_stack_path(stack)).config
     except (ConfigError, PlatformError) as exc:
         raise fail(str(exc)) from None
 

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
+from ..alb_identity import key_endpoint
 from ..config import PROJECT, ConfigError, StackConfig, from_config_values
 from .components.artifact_store import ArtifactStore
 from .components.cluster import Cluster
@@ -196,18 +197,25 @@ def foundation(config: StackConfig, account_id: pulumi.Output[str], region: pulu
         irsa=irsa,
         service_account=MIGRATION_ACCOUNT,
     )
-    lb = LoadBalancer(
+    lb = load_balancer(config, network, store)
+    return Foundation(network, cluster, store, database, server_role, migration_role, lb, irsa)
+
+
+def load_balancer(config: StackConfig, network: Network, store: ArtifactStore) -> LoadBalancer:
+    secret = config.sso_client_secret
+    return LoadBalancer(
         "lb",
         config.load_balancer,
-        env,
+        config.environment,
         vpc_id=network.vpc_id,
         vpc_cidr=network.vpc_cidr,
         subnet_ids=network.private_subnet_ids if config.load_balancer.internal else network.public_subnet_ids,
         target_port=config.server.port,
         log_bucket=store.log_bucket_name,
         deregistration_delay=deregistration_delay(config),
+        sso=config.sso,
+        sso_client_secret=pulumi.Output.secret(secret.get_secret_value()) if secret else None,
     )
-    return Foundation(network, cluster, store, database, server_role, migration_role, lb, irsa)
 
 
 def tracking_server(
@@ -235,6 +243,8 @@ def tracking_server(
             ),
             provider=base.cluster.provider,
             depends_on=[r for r in (base.cluster.lb_controller,) if r is not None],
+            alb_arn=base.lb.arn,
+            alb_key_endpoint=aws.get_region_output().region.apply(key_endpoint),
         ),
     )
 

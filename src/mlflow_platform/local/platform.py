@@ -36,6 +36,7 @@ from ..server_spec import (
     render_migration,
     render_server,
 )
+from .alb_signer import LOCAL_SIGNER, LocalAlb
 from .files import exclusive_lock, private_dir, read_json, write_private
 from .object_store import INTERNAL_PORTS, ObjectStore
 from .object_store import REGION as S3_REGION
@@ -53,12 +54,12 @@ from .processes import (
 )
 from .secrets_file import SecretsFile
 
-DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101}
+DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101, "alb_keys": 9190}
 STARTUP_TIMEOUT = 120.0
 STATE_DIR_ENV = "MLFLOW_PLATFORM_STATE_DIR"
 #: Seconds between SIGTERM and SIGKILL. SeaweedFS's graceful gRPC stop can hang for longer than
 #: 15 s; its writes are durable without it (the fault drills SIGKILL it mid-upload).
-STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0}
+STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0, "alb-keys": 3.0}
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -108,12 +109,17 @@ class Ports:
     postgres: int = DEFAULT_PORTS["postgres"]
     s3: int = DEFAULT_PORTS["s3"]
     s3_internal: int = DEFAULT_PORTS["s3_internal"]  # first of seven consecutive SeaweedFS ports
+    alb_keys: int = DEFAULT_PORTS["alb_keys"]  # the local "ALB" key endpoint (stacks with `sso`)
 
     @classmethod
     def free(cls) -> Ports:
         """Ports that are free now: for tests, benchmarks and throwaway platforms."""
         return cls(
-            tracking=free_port(), postgres=free_port(), s3=free_port(), s3_internal=free_port_run(len(INTERNAL_PORTS))
+            tracking=free_port(),
+            postgres=free_port(),
+            s3=free_port(),
+            s3_internal=free_port_run(len(INTERNAL_PORTS)),
+            alb_keys=free_port(),
         )
 
 
@@ -213,7 +219,16 @@ class LocalPlatform:
             trace_archival_config_path=str(self.state_dir / "auth" / "trace_archival.yaml"),
             extra_allowed_hosts=("localhost", "127.0.0.1"),
             metrics_dir=str(self.metrics_dir),
+            sso_config_path=str(self.state_dir / "auth" / "sso.json"),
+            sso_signer=LOCAL_SIGNER,
+            sso_key_endpoint=f"http://127.0.0.1:{ports.alb_keys}",
+            sso_trusted_proxies=("127.0.0.1/32",),  # locally, whoever holds the signing key is the ALB
         )
+
+    @property
+    def alb(self) -> LocalAlb:
+        """The local stand-in for the ALB's signing (stacks with ``sso``)."""
+        return LocalAlb(self.state_dir / "alb")
 
     @property
     def metrics_dir(self) -> Path:
@@ -269,6 +284,8 @@ class LocalPlatform:
             if not self._tracking_healthy(state.ports):
                 self._migrate(state.ports, secret_values, log)
             self._sync_admin_password(state.ports, secret_values, log)
+            if self.config.sso:
+                self._start_alb_keys(state, log, started_here)
             self._start_tracking(state, log, started_here)
             self._sync_teams(state, log)
         except BaseException:
@@ -279,7 +296,7 @@ class LocalPlatform:
 
     def _anything_running(self, state: State) -> bool:
         return (
-            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking"))
+            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking", "alb-keys"))
             or self._postgres(state.ports, password=False).running
         )
 
@@ -293,6 +310,8 @@ class LocalPlatform:
             require_free_port(ports.s3, "the local S3 API", "--s3-port")
             for port in self.object_store(ports).internal_ports().values():
                 require_free_port(port, "SeaweedFS (internal)", "--s3-internal-port")
+        if self.config.sso and not self._owned(state.pids.get("alb-keys")):
+            require_free_port(ports.alb_keys, "the local ALB key endpoint", "a free alb_keys port in state.json")
         if not self._owned(state.pids.get("tracking")):
             # A crashed leader can leave its gunicorn workers (ours) holding the port: reap them.
             stop_group(state.pids.get("tracking"), self.state_dir)
@@ -333,6 +352,37 @@ class LocalPlatform:
             log(f"s3        created bucket {self.bucket}")
         self._wait(store.healthy, pid, "SeaweedFS S3 API", self.logs / "s3.log")
         log(f"s3        started pid {pid} on port {store.s3_port} (SeaweedFS)")
+
+    def _start_alb_keys(self, state: State, log, started: list[str]) -> None:
+        """The region's ALB key endpoint, locally: the public key under its key id, on loopback."""
+        pid, port = state.pids.get("alb-keys"), state.ports.alb_keys
+        if self._owned(pid) and self._alb_keys_serve(state.ports):
+            log(f"alb-keys  reusing pid {pid} on port {port}")
+            return
+        stop_group(pid, self.state_dir)
+        require_free_port(port, "the local ALB key endpoint", "a free alb_keys port in state.json")
+        self.alb.ensure_keys()
+        argv = [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(self.alb.public_dir),
+        ]
+        pid = spawn(argv, env=self._base_env(), log=self.logs / "alb-keys.log", cwd=self.alb.directory)
+        state.pids["alb-keys"] = pid
+        started.append("alb-keys")
+        self._wait(lambda: self._alb_keys_serve(state.ports), pid, "ALB key endpoint", self.logs / "alb-keys.log")
+        log(f"alb-keys  started pid {pid} on port {port} (signs x-amzn-oidc-data as the local ALB)")
+
+    def _alb_keys_serve(self, ports: Ports) -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{ports.alb_keys}/{self.alb.kid}", timeout=2).status_code == 200
+        except (requests.RequestException, StopIteration, FileNotFoundError):
+            return False
 
     def _migrate(self, ports: Ports, secret_values: dict[str, str], log) -> None:
         """The migration Job's command, as rendered for AWS: schemas as the owner, then the
@@ -477,7 +527,7 @@ class LocalPlatform:
 
     def _down_locked(self, log) -> None:
         state = self.state
-        for name in ("tracking", "s3"):
+        for name in ("tracking", "alb-keys", "s3"):
             pid = state.pids.pop(name, None)
             if pid:
                 stop_group(pid, self.state_dir, timeout=STOP_TIMEOUT[name])

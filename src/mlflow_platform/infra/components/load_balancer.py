@@ -5,11 +5,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from ...config import LoadBalancerConfig
+from ...config import LoadBalancerConfig, SsoConfig
+from ...sso import MACHINE_PATHS
 from ._common import tags
 
 
 class LoadBalancer(pulumi.ComponentResource):
+    arn: pulumi.Output[str]
     arn_suffix: pulumi.Output[str]
     dns_name: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
@@ -29,11 +31,14 @@ class LoadBalancer(pulumi.ComponentResource):
         target_port: int,
         log_bucket: pulumi.Input[str],
         deregistration_delay: int = 40,
+        sso: SsoConfig | None = None,
+        sso_client_secret: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:LoadBalancer", name, None, opts)
         self._name, self._child = name, pulumi.ResourceOptions(parent=self)
         self._deregistration_delay = deregistration_delay
+        self._sso, self._sso_client_secret = sso, sso_client_secret
         self._base = tags(environment, "load-balancer")
         assert config.hostname, "validated by StackConfig.deployment_problems"
 
@@ -47,6 +52,7 @@ class LoadBalancer(pulumi.ComponentResource):
 
         self._listeners_and_dns(config, alb, target_group, certificate_arn)
 
+        self.arn = alb.arn
         self.arn_suffix = alb.arn_suffix
         self.dns_name = alb.dns_name
         self.security_group_id = sg.id
@@ -134,6 +140,40 @@ class LoadBalancer(pulumi.ComponentResource):
         )
         return alb, target_group
 
+    def _default_actions(self, target_group: aws.lb.TargetGroup) -> list[dict]:
+        """Forward; with ``sso``, the IdP login first (everything not a client path is a browser path)."""
+        forward = {"type": "forward", "target_group_arn": target_group.arn}
+        sso = self._sso
+        if sso is None:
+            return [forward]
+        login = {
+            "type": "authenticate-oidc",
+            "order": 1,
+            "authenticate_oidc": {
+                "issuer": sso.issuer,
+                "authorization_endpoint": sso.authorization_endpoint,
+                "token_endpoint": sso.token_endpoint,
+                "user_info_endpoint": sso.user_info_endpoint,
+                "client_id": sso.client_id,
+                "client_secret": self._sso_client_secret,
+                "scope": " ".join(sso.scopes),
+                "session_timeout": sso.session_timeout_seconds,
+                "on_unauthenticated_request": "authenticate",
+            },
+        }
+        return [login, {**forward, "order": 2}]
+
+    def _machine_paths(self, https: aws.lb.Listener, target_group: aws.lb.TargetGroup) -> None:
+        """Client paths (the mlflow package, OTLP, gateway callers) skip the login: basic auth applies."""
+        aws.lb.ListenerRule(
+            f"{self._name}-machine-paths",
+            listener_arn=https.arn,
+            priority=2,
+            conditions=[{"path_pattern": {"values": list(MACHINE_PATHS)}}],
+            actions=[{"type": "forward", "target_group_arn": target_group.arn}],
+            opts=self._child,
+        )
+
     def _certificate(self, config: LoadBalancerConfig) -> pulumi.Input[str]:
         certificate_arn: pulumi.Input[str]
         if config.certificate_arn:
@@ -179,9 +219,11 @@ class LoadBalancer(pulumi.ComponentResource):
             protocol="HTTPS",
             ssl_policy=config.ssl_policy,
             certificate_arn=certificate_arn,
-            default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
+            default_actions=self._default_actions(target_group),
             opts=self._child,
         )
+        if self._sso:
+            self._machine_paths(https, target_group)
         # Prometheus metrics are scraped inside the cluster; through the ALB they answer 404.
         aws.lb.ListenerRule(
             f"{self._name}-no-metrics",

@@ -29,6 +29,8 @@ def _sync_command(config: StackConfig, server: TrackingServer) -> tuple[list[str
     """`teams sync` on the mounted teams file, as the admin, keeping passwords under the stack's prefix."""
     command = ["mlflow-platform", "teams", "sync", "--teams-file", f"{TEAMS_DIR}/teams.json"]
     command += ["--secrets-prefix", team_secrets_prefix(config.environment)]
+    if config.sso:  # people's roles follow their IdP groups; the Job leaves them alone
+        command += ["--keep-undeclared-users"]
     env = [
         {"name": "MLFLOW_TRACKING_URI", "value": server.in_cluster_url},
         {"name": "MLFLOW_TRACKING_USERNAME", "value": config.server.admin_username},

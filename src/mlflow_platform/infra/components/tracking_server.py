@@ -92,13 +92,21 @@ def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
     return (f"{APP}.{namespace}.svc.cluster.local", f"{APP}.{namespace}.svc", f"{APP}.{namespace}")
 
 
-def endpoints_for(config: StackConfig, db_host: str, bucket: str) -> Endpoints:
+def endpoints_for(
+    config: StackConfig, db_host: str, bucket: str, sso: tuple[str, str, list[str]] | None = None
+) -> Endpoints:
+    """``sso``: the ALB's ARN (the only signer), its region's key endpoint and its subnets' CIDRs."""
+    signer, key_endpoint, alb_cidrs = sso or (None, None, [])
     return Endpoints(
         db_host=db_host,
         bucket=bucket,
         auth_config_path=f"{AUTH_DIR}/basic_auth.ini",
         trace_archival_config_path=f"{AUTH_DIR}/trace_archival.yaml",
+        sso_config_path=f"{AUTH_DIR}/sso.json",
         extra_allowed_hosts=in_cluster_hosts(config.namespace),
+        sso_signer=signer,
+        sso_key_endpoint=key_endpoint,
+        sso_trusted_proxies=tuple(alb_cidrs),
     )
 
 
@@ -122,6 +130,9 @@ class TrackingServerArgs:
     #: Where the ALB's nodes live: the only network sources the server admits (besides runbook pods).
     alb_subnet_cidrs: pulumi.Input[list[str]]
     provider: k8s.Provider
+    #: With ``sso``: the ALB that signs identity headers, and where its region publishes the keys.
+    alb_arn: pulumi.Input[str] | None = None
+    alb_key_endpoint: pulumi.Input[str] | None = None
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -171,9 +182,10 @@ class TrackingServer(pulumi.ComponentResource):
         return metadata(k8s_name, self._ns, self._labels, **extra)
 
     def _render(self, primary: bool) -> pulumi.Output[ServerSpec]:
-        config = self._config
-        return pulumi.Output.all(self._args.db_host, self._args.bucket).apply(
-            lambda a: render_server(config, endpoints_for(config, a[0], a[1]), primary=primary)
+        config, a = self._config, self._args
+        sso = pulumi.Output.all(a.alb_arn, a.alb_key_endpoint, a.alb_subnet_cidrs) if config.sso else None
+        return pulumi.Output.all(a.db_host, a.bucket, sso).apply(
+            lambda v: render_server(config, endpoints_for(config, v[0], v[1], v[2]), primary=primary)
         )
 
     def _namespace(self) -> k8s.core.v1.Namespace:
