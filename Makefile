@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench drills
+.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench drills docs
 
 SCANNERS := .venv-scanners
 SCANNERS_STAMP := $(SCANNERS)/.installed
@@ -67,5 +67,10 @@ clean:
 drills: install           ## fault drills against a throwaway local platform: kill, heal, check every byte (~2 min)
 	$(BIN)/python -m benchmarks.fault_drills
 
-bench: install            ## load benchmark: stock vs the guide's command vs the rendered config (~9 min)
+bench: install            ## load benchmark: stock vs the guide's command vs the rendered config (~9 min), then its charts
 	$(BIN)/python -m benchmarks.tracking_load
+	$(BIN)/python docs/pictures.py charts
+
+docs: install             ## regenerate the docs' configuration reference and pictures (needs chromium, graphviz)
+	$(BIN)/python -m mlflow_platform.docs --write
+	$(BIN)/python docs/pictures.py

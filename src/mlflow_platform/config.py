@@ -918,7 +918,7 @@ def _suggest(loc: list[str]) -> str:
     close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
     if close:
         return f"did you mean `{close[0]}`?"
-    return "check its spelling against the configuration reference in README.md"
+    return "check its spelling against docs/configuration.md"
 
 
 def _describe(exc: ValidationError) -> list[tuple[str, str]]:

@@ -1,10 +1,20 @@
-"""The README's configuration reference, generated from the config model so it cannot drift."""
+"""docs/configuration.md's reference tables, generated from the config model so they cannot drift:
+``python -m mlflow_platform.docs --write`` rewrites the part between the markers (a test compares it)."""
 
 from __future__ import annotations
 
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
 from .config import PROJECT, StackConfig, section_models
+
+BEGIN = "<!-- BEGIN GENERATED: python -m mlflow_platform.docs --write -->"
+END = "<!-- END GENERATED -->"
+REFERENCE = Path("docs") / "configuration.md"
 
 
 def _default(field) -> str:
@@ -16,8 +26,26 @@ def _default(field) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
-        return "[" + ", ".join(value) + "]"
+        return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
+
+
+def _table(model: type[BaseModel]) -> str:
+    rows = "".join(
+        f"\n| `{to_camel(name)}` | {_default(field)} | {field.description or ''} |"
+        for name, field in model.model_fields.items()
+    )
+    return "| key | default | meaning |\n|---|---|---|" + rows
+
+
+def _entries(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """Fields that are lists of nested entries (e.g. sso.teamGroups), documented in their own table."""
+    found = []
+    for name, field in model.model_fields.items():
+        args = typing.get_args(field.annotation)
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            found.append((to_camel(name), args[0]))
+    return found
 
 
 def config_reference_markdown() -> str:
@@ -27,11 +55,26 @@ def config_reference_markdown() -> str:
     }
     for section, model in section_models().items():
         heading = f"`{PROJECT}:{section}`" + (" (a list: one entry each)" if section in lists else "")
-        parts.append(f"{heading}\n\n| key | default | meaning |\n|---|---|---|")
-        for name, field in model.model_fields.items():
-            parts[-1] += f"\n| `{to_camel(name)}` | {_default(field)} | {field.description or ''} |"
+        parts.append(f"{heading}\n\n{_table(model)}")
+        for key, entry in _entries(model):
+            parts.append(f"`{section}.{key}` entries\n\n{_table(entry)}")
     return "\n\n".join(parts) + "\n"
 
 
+def generated_part(text: str) -> str:
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+
+
+def write(path: Path) -> None:
+    text = path.read_text()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{BEGIN}\n\n{config_reference_markdown()}\n{END}{tail}")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(config_reference_markdown(), end="")
+    if "--write" in sys.argv:
+        write(REFERENCE)
+        print(f"wrote {REFERENCE}")
+    else:
+        print(config_reference_markdown(), end="")

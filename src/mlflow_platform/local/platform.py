@@ -599,7 +599,15 @@ class LocalPlatform:
             ComponentStatus(
                 "tracking", tr_pid, ports.tracking, tr_problem is None, tr_problem or self.tracking_uri(ports)
             ),
-        ]
+        ] + self._alb_keys_status(state, ports)
+
+    def _alb_keys_status(self, state: State, ports: Ports) -> list[ComponentStatus]:
+        if not self.config.sso:
+            return []
+        pid = state.pids.get("alb-keys") if self._owned(state.pids.get("alb-keys")) else None
+        serving = bool(pid) and self._alb_keys_serve(ports)
+        detail = "signing key served" if serving else ("not serving its key" if pid else "not running")
+        return [ComponentStatus("alb-keys", pid, ports.alb_keys, serving, detail)]
 
     def database_uri(self, database: str | None = None, ports: Ports | None = None) -> str:
         """A database as the schema owner, password included (for runbooks, not servers)."""
