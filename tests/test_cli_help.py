@@ -54,3 +54,16 @@ def test_help_reads_well(path: tuple[str, ...]) -> None:
         following = re.search(r" --[a-z]", after[len(name) + 2 :])
         cell = after[: len(name) + 2 + following.start()] if following else after
         assert "[default:" in cell, f"{' '.join(path)} {name} does not show its default ({param.default!r})"
+
+
+@pytest.mark.parametrize("path", [p for p, c in COMMANDS if "Example" in (c.help or "")], ids=" ".join)
+def test_examples_are_not_wrapped_at_80_columns(path: tuple[str, ...]) -> None:
+    """Each example line of the docstring appears whole in the help an 80-column terminal shows."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", lambda _app: command())
+        rendered = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "NO_COLOR": "1"}).output
+    shown = [line.strip() for line in rendered.splitlines()]
+    example = dict(COMMANDS)[path].help.split("Example", 1)[1].splitlines()[1:]
+    for line in (raw.strip() for raw in example):
+        if line:
+            assert line in shown, f"wrapped: {line!r}"

@@ -35,7 +35,9 @@ def db_upgrade_command(
     """Back up (pg_dump locally, an RDS snapshot on AWS), then `mlflow db upgrade`; no backup,
     no upgrade.
 
-    Example: mlflow-platform db-upgrade --local   |   mlflow-platform db-upgrade --rds-instance mlflow-prod
+    Examples:
+      mlflow-platform db-upgrade --local
+      mlflow-platform db-upgrade --rds-instance mlflow-prod
     """
     from ..runbooks.database import db_upgrade
 
@@ -83,7 +85,9 @@ def db_restore_command(
     deleted), so the instance Pulumi manages stays. With --local the tracking server is stopped
     first; elsewhere the writers must be stopped (a failed upgrade leaves them stopped).
 
-    Example: mlflow-platform db-restore --snapshot mlflow-prod-upgrade-3-10-1-to-3-17-2-… --rds-instance mlflow-prod
+    Example:
+      mlflow-platform db-restore --snapshot \\
+        mlflow-prod-upgrade-3-10-1-to-3-17-2-… --rds-instance mlflow-prod
     """
     if (backup is None) == (snapshot is None):
         raise fail("give one of --backup (a pg_dump file) or --snapshot (an RDS snapshot)")
@@ -152,7 +156,8 @@ def restore_drill_command(
     """Restore the newest backup into a scratch database and check that runs, model versions and
     champion aliases resolve there as in the source.
 
-    Example: mlflow-platform restore-drill --local
+    Example:
+      mlflow-platform restore-drill --local
     """
     from ..runbooks.database import restore_drill
 

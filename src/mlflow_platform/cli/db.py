@@ -55,7 +55,9 @@ def prepare_command(
     instance is snapshotted, both schemas are migrated and verified; the new version's rollout and
     `db resume` start the writers again. Without them a schema change is refused.
 
-    Example: PGPASSWORD=... mlflow-platform db prepare --backend-store-uri postgresql+psycopg://mlflow@db:5432/mlflow
+    Example:
+      PGPASSWORD=... mlflow-platform db prepare --backend-store-uri \\
+        postgresql+psycopg://mlflow@db:5432/mlflow
     """
     from ..db import prepare
     from ..upgrades import UpgradeError
@@ -96,7 +98,9 @@ def resume_command(
     upgrade, un-suspend the CronJobs, and wait until the pods are available. Nothing to do when no
     upgrade stopped them; refused while a failed upgrade is recorded.
 
-    Example: mlflow-platform db resume --namespace mlflow --deployment mlflow-server --cronjob mlflow-gc
+    Example:
+      mlflow-platform db resume --namespace mlflow --deployment \\
+        mlflow-server --cronjob mlflow-gc
     """
     from ..upgrades import UpgradeError
 
@@ -117,7 +121,8 @@ def clear_failed_upgrade_command(
     """After restoring (or checking) the data a failed upgrade left: remove the mark that keeps
     deploys from starting the writers. Run it, then `pulumi up`.
 
-    Example: mlflow-platform db clear-failed-upgrade --namespace mlflow
+    Example:
+      mlflow-platform db clear-failed-upgrade --namespace mlflow
     """
     writers = _writers(namespace, [deployment], None, None)
     failure = writers.failure()

@@ -41,7 +41,8 @@ def up_command(
 ) -> None:
     """Start (or heal) the platform and print how to reach it. Safe to run again.
 
-    Example: mlflow-platform local up --port 5050
+    Example:
+      mlflow-platform local up --port 5050
     """
     platform = platform_for(state_dir, stack_file)
     ports = None
@@ -88,7 +89,8 @@ def down_command(
 ) -> None:
     """Stop every component. Data survives unless --purge.
 
-    Example: mlflow-platform local down --purge
+    Example:
+      mlflow-platform local down --purge
     """
     platform = platform_for(state_dir, stack_file)
     try:
@@ -103,7 +105,8 @@ def upgrade_command(state_dir: StateDir = None, stack_file: StackFile = None) ->
     server, back up both databases (pg_dump), migrate, verify revisions and row counts, start it
     again. On failure it stays stopped and the restore commands are printed.
 
-    Example: after installing the new MLflow pin, mlflow-platform local upgrade
+    Example:
+      after installing the new MLflow pin, mlflow-platform local upgrade
     """
     from ..local.upgrade import upgrade_local
     from ..runbooks import RunbookError
@@ -153,7 +156,8 @@ def status_command(state_dir: StateDir = None, stack_file: StackFile = None) -> 
 def env_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
     """Print shell exports for the tracking URI and credentials.
 
-    Example: eval "$(mlflow-platform local env)"
+    Example:
+      eval "$(mlflow-platform local env)"
     """
     platform = platform_for(state_dir, stack_file)
     if not platform.started_before:
@@ -173,7 +177,9 @@ def env_command(state_dir: StateDir = None, stack_file: StackFile = None) -> Non
 
 @app.command("sso-header")
 def sso_header_command(
-    username: Annotated[str, typer.Argument(help="Who signs in (the stack's sso.usernameClaim value).")],
+    username: Annotated[
+        str, typer.Argument(metavar="USER", help="Who signs in (the stack's sso.usernameClaim value).")
+    ],
     group: Annotated[list[str], typer.Option("--group", help="An IdP group of the user; repeat for more.")] = [],  # noqa: B006
     ttl: Annotated[int, typer.Option(help="Seconds the header stays valid.", min=1, max=3600)] = 300,
     state_dir: StateDir = None,
@@ -181,8 +187,10 @@ def sso_header_command(
 ) -> None:
     """Print an x-amzn-oidc-data header as the local ALB signs it (stacks with `sso`).
 
-    Example: curl -H "x-amzn-oidc-data: $(mlflow-platform local sso-header ana@example.com --group search-engineers)" \\
-    http://127.0.0.1:5000/ajax-api/2.0/mlflow/experiments/search
+    Example:
+      H=$(mlflow-platform local sso-header ana@example.com --group search-engineers)
+      curl -H "x-amzn-oidc-data: $H" -H "X-MLFLOW-WORKSPACE: search" \\
+        "http://127.0.0.1:5000/ajax-api/2.0/mlflow/experiments/search?max_results=5"
     """
     platform = platform_for(state_dir, stack_file)
     if platform.config.sso is None:

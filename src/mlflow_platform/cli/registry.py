@@ -32,7 +32,9 @@ def validate_command(
 ) -> None:
     """Gate a candidate: exit 0 if it passes, 1 if not (for CI).
 
-    Example: mlflow-platform validate search-ranker --metric val_ndcg_at_10 --threshold 0.82
+    Example:
+      mlflow-platform validate search-ranker --metric val_ndcg_at_10 \\
+        --threshold 0.82
     """
     from ..runbooks.registry import validate
 
@@ -84,7 +86,9 @@ def promote_command(
     """Gate the candidate, then under the lock: old champion -> previous-champion, candidate ->
     champion, approval tags (who, when, gate figures, source commit). Re-running is a no-op.
 
-    Example: mlflow-platform promote search-ranker --metric val_ndcg_at_10 --threshold 0.82 --lock dynamodb://mlflow-locks
+    Example:
+      mlflow-platform promote search-ranker --metric val_ndcg_at_10 \\
+        --threshold 0.82 --lock dynamodb://mlflow-locks
     """
     from ..runbooks.registry import promote
 
@@ -122,7 +126,9 @@ def rollback_command(
 ) -> None:
     """Point champion back at previous-champion; the bad version gets @rolled-back and the reason.
 
-    Example: mlflow-platform rollback search-ranker --reason "ndcg dropped in prod" --lock redis://redis:6379/0
+    Example:
+      mlflow-platform rollback search-ranker --reason "ndcg dropped in prod" \\
+        --lock redis://redis:6379/0
     """
     from ..runbooks.registry import rollback
 

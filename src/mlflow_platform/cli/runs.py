@@ -33,7 +33,9 @@ def reap_stuck_runs_command(
 ) -> None:
     """Terminate runs whose process died while RUNNING (all pages, all chosen experiments).
 
-    Example: mlflow-platform reap-stuck-runs --older-than-hours 24 --status KILLED -e "/search-team/*"
+    Example:
+      mlflow-platform reap-stuck-runs --older-than-hours 24 --status KILLED \\
+        -e "/search-team/*"
     """
     if status not in ("FAILED", "KILLED"):
         raise fail("--status must be FAILED or KILLED")
@@ -81,7 +83,9 @@ def cleanup_runs_command(
     """Soft-delete old finished runs; never keep=true runs nor runs backing a model version
     (asked of the registry). Dry run by default; `gc` purges what was deleted.
 
-    Example: mlflow-platform cleanup-runs --older-than-days 60 -e "/search-team/*" --execute
+    Example:
+      mlflow-platform cleanup-runs --older-than-days 60 -e "/search-team/*" \\
+        --execute
     """
     client = mlflow_client(tracking_uri, local)
     for name in each_workspace(client, workspace, all_workspaces):
@@ -149,7 +153,9 @@ def gc_command(
     """`mlflow gc` with the tracking URI and credentials set, so artifacts of deleted runs are
     purged through the proxy too.
 
-    Example: mlflow-platform gc --older-than 30d --backend-store-uri postgresql+psycopg://mlflow@db/mlflow
+    Example:
+      mlflow-platform gc --older-than 30d --backend-store-uri \\
+        postgresql+psycopg://mlflow@db/mlflow
     """
     from ..runbooks.gc import gc
 
@@ -184,7 +190,8 @@ def audit_command(
     """Report naming and metadata problems: experiment names, run tags, model names, version
     tags, aliases pointing at deleted versions.
 
-    Example: mlflow-platform audit -e "/search-team/*" --strict
+    Example:
+      mlflow-platform audit -e "/search-team/*" --strict
     """
     from ..runbooks.audit import audit
 

@@ -53,7 +53,8 @@ def check_command(
 ) -> None:
     """Validate a stack file and print its connection budget and rendered server command.
 
-    Example: mlflow-platform config check --stack prod
+    Example:
+      mlflow-platform config check --stack prod
     """
     name = stack or stack_argument
     if not name:
@@ -115,7 +116,8 @@ def plan_command(
     No Pulumi CLI, no cloud credentials; secrets are masked. It checks the program and the stack
     config; only a real `pulumi preview` sees the cloud's current state.
 
-    Example: mlflow-platform plan --stack prod
+    Example:
+      mlflow-platform plan --stack prod
     """
     import json as jsonlib
 
@@ -249,7 +251,8 @@ def preflight_command(
     variables or profile): engine version, GitHub OIDC provider, certificate, VPC and subnets,
     bucket and secret names, Elastic IP quota, an existing cluster's OIDC provider. Exit 1 on a failure.
 
-    Example: mlflow-platform preflight --stack prod
+    Example:
+      mlflow-platform preflight --stack prod
     """
     from ..preflight import run_checks
 

@@ -48,7 +48,9 @@ def sync_command(
     run changes nothing. Removals are listed, and made only with --prune (see them first with
     --prune --dry-run). Users and workspaces are never deleted.
 
-    Example: mlflow-platform teams sync --local   |   mlflow-platform teams sync --stack prod --prune --dry-run
+    Examples:
+      mlflow-platform teams sync --local
+      mlflow-platform teams sync --stack prod --prune --dry-run
     """
     from ..teams import sync
 
@@ -144,7 +146,8 @@ def _print_report(report, dry_run: bool) -> None:
 def password_command(username: Annotated[str, typer.Argument(help="A user `teams sync --local` created.")]) -> None:
     """Print the password `teams sync --local` generated for a user of the local platform.
 
-    Example: mlflow-platform teams password alice
+    Example:
+      mlflow-platform teams password alice
     """
     from ..team_passwords import PasswordFile
 

@@ -30,7 +30,9 @@ def ensure_user_command(
     """Create a basic-auth user, or bring its password and admin flag up to date (idempotent).
     Runs as the admin from MLFLOW_TRACKING_USERNAME / _PASSWORD.
 
-    Example: MLFLOW_PLATFORM_USER_PASSWORD=... mlflow-platform ensure-user --username mlflow-ops --admin
+    Example:
+      MLFLOW_PLATFORM_USER_PASSWORD=... mlflow-platform ensure-user \\
+        --username mlflow-ops --admin
     """
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
