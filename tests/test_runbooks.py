@@ -437,6 +437,7 @@ def test_rds_snapshot_backup_through_the_local_aws_api(aws_api: str, monkeypatch
         MasterUserPassword="x" * 20,
     )
     snapshot = snapshot_rds(instance)
+    assert snapshot.startswith(f"{instance}-upgrade-manual-to-3-17-2-")  # the prefix the migration role may create
     found = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"][0]
     assert found["DBInstanceIdentifier"] == instance and found["Status"] == "available"
     with pytest.raises(RunbookError, match="RDS snapshot of no-such-instance failed"):

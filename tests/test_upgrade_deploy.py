@@ -144,7 +144,9 @@ def test_the_migration_account_may_scale_the_writers_and_snapshot_the_instance_o
     snapshots = next(r for r in resources if ":snapshot:" in r)
     assert resources == {instance.outputs["arn"], snapshots}
     name = snapshot_name(f"mlflow-{stack}", "3.10.1", "3.17.2")
-    assert fnmatch.fnmatch(snapshots.rsplit(":", 1)[1], "*") and fnmatch.fnmatch(name, snapshots.rsplit(":", 1)[1])
+    pattern = snapshots.rsplit(":", 1)[1]
+    assert pattern == f"mlflow-{stack}-upgrade-*"  # only this instance's upgrade snapshots
+    assert fnmatch.fnmatch(name, pattern) and not fnmatch.fnmatch(snapshot_name("other", "3.10.1", "3.17.2"), pattern)
     boundary = json.loads(capture.one("aws:iam/policy:Policy", "boundary-policy").inputs["policy"])
     allowed = {a for s in boundary["Statement"] for a in s["Action"]}
     assert actions <= allowed  # the boundary would otherwise cancel the grant

@@ -58,12 +58,12 @@ def backup_to_file(uri: str, backup_dir: Path) -> Path:
 
 def snapshot_rds(instance: str, *, name: str | None = None, wait: bool = True) -> str:
     """A manual snapshot, named ``<instance>-upgrade-…`` (the prefix the migration role may create)."""
-    import boto3
+    import mlflow
 
     from ..upgrades.coordinated import snapshot_name
 
-    rds = boto3.client("rds", endpoint_url=os.environ.get("MLFLOW_PLATFORM_RDS_ENDPOINT_URL"))
-    snapshot = name or snapshot_name(instance, "manual", "db-upgrade")
+    rds = _rds()
+    snapshot = name or snapshot_name(instance, "manual", mlflow.__version__)
     try:
         rds.create_db_snapshot(
             DBInstanceIdentifier=instance,
@@ -188,14 +188,13 @@ def restore_from_snapshot(
     databases: list[str],
     *,
     endpoint: tuple[str, int] | None = None,
-    keep: bool = False,
     log=print,
 ) -> list[str]:
     """Put ``databases`` on ``instance`` back to their state in ``snapshot`` without replacing the
     instance Pulumi manages: restore the snapshot to a temporary instance, pg_dump each database
-    from it and pg_restore it over the live one, then delete the temporary instance (unless
-    ``keep``). ``endpoint`` reaches the temporary instance through a tunnel instead of its RDS
-    address. The writers must be stopped (a failed upgrade leaves them stopped)."""
+    from it and pg_restore it over the live one, then delete the temporary instance. ``endpoint``
+    reaches the temporary instance through a tunnel instead of its RDS address. The writers must
+    be stopped (a failed upgrade leaves them stopped)."""
     import tempfile
 
     rds = _rds()
@@ -215,9 +214,8 @@ def restore_from_snapshot(
                 log(f"restored  {database} from {snapshot}")
         return restored
     finally:
-        if not keep:
-            rds.delete_db_instance(DBInstanceIdentifier=side, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
-            log(f"deleting  the temporary instance {side}")
+        rds.delete_db_instance(DBInstanceIdentifier=side, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+        log(f"deleting  the temporary instance {side}")
 
 
 def counts(uri: str, auth_database: str | None = None) -> dict[str, int]:
