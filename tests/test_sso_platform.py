@@ -189,3 +189,15 @@ def test_teams_sync_leaves_the_roles_of_people_signed_in_through_sso(
     assert any(person in change for change in plain.applied)  # what it would do without the flag
     kept = sync(uri, teams, passwords, prune=True, dry_run=True, keep_undeclared_users=True)
     assert not any(person in change for change in kept.applied + kept.pending_removals)
+
+
+def test_a_header_naming_a_password_user_is_refused_and_changes_nothing(platform: LocalPlatform) -> None:
+    """The bootstrap admin and the stack's team users have passwords: an identity with the same
+    name (e.g. preferred_username `admin`) must not become them, or strip their flags and roles."""
+    admin_name = platform.config.server.admin_username
+    member = platform.config.teams[0].members[0]
+    for username in (admin_name, member):
+        answer = _as(platform, username, path="/ajax-api/2.0/mlflow/experiments/search?max_results=5")
+        assert answer.status_code == 401 and "password user" in answer.text, answer.text
+    assert _roles(platform, admin_name)[0] is True  # still the admin
+    assert ("search", "team-member") in _roles(platform, member)[1]

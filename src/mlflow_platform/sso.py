@@ -140,7 +140,11 @@ def authenticate():
     except IdentityRejected as exc:
         _log.warning("x-amzn-oidc-data refused on %s: %s", request.path, exc)
         return _unauthorized(str(exc))
-    reconcile(identity)
+    try:
+        reconcile(identity)
+    except IdentityRejected as exc:
+        _log.warning("single sign-on refused for %s: %s", identity.username, exc)
+        return _unauthorized(str(exc))
     return Authorization("bearer", {"username": identity.username})
 
 
@@ -175,9 +179,13 @@ def _ensure_user(store, username: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        return store.get_user(username)
+        user = store.get_user(username)
     except MlflowException:
-        pass
+        user = None
+    if user is not None:
+        if not _sso_only(store, username):  # the admin, a machine or team user with a password
+            raise IdentityRejected(f"{username!r} is a password user; a person signs in as a separate user")
+        return user
     try:
         store.create_user(username, secrets.token_urlsafe(32))
     except MlflowException:  # another worker created it first
@@ -185,6 +193,14 @@ def _ensure_user(store, username: str):
     _forbid_password(store, username)
     _log.info("created MLflow user %s on first single sign-on", username)
     return store.get_user(username)
+
+
+def _sso_only(store, username: str) -> bool:
+    from mlflow.server.auth.db.models import SqlUser
+
+    with store.ManagedSessionMaker() as session:
+        found = session.query(SqlUser.password_hash).filter(SqlUser.username == username).scalar()
+    return found == SSO_ONLY_PASSWORD
 
 
 def _forbid_password(store, username: str) -> None:
