@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from .files import private_dir, write_private
+
 #: The local "load balancer": a well-formed ARN no real ALB has.
 LOCAL_SIGNER = "arn:aws:elasticloadbalancing:local:000000000000:loadbalancer/app/mlflow-local/0000000000000000"
 LOCAL_ISSUER = "https://idp.local.invalid"
@@ -53,18 +55,18 @@ class LocalAlb:
     def ensure_keys(self) -> str:
         """Create the key pair once; return its key id."""
         if not self._private.exists():
-            self.public_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.directory)  # 0700 like the rest of the state dir; the key server runs as us
+            private_dir(self.public_dir)
             key = ec.generate_private_key(ec.SECP256R1())
             kid = str(uuid.uuid4())
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            self._private.touch(mode=0o600)
-            self._private.write_bytes(pem)
             public = key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-            (self.public_dir / kid).write_bytes(public)
+            write_private(self.public_dir / kid, public.decode())
+            write_private(self._private, pem.decode())  # last: its presence means the pair is complete
         return self.kid
 
     @property
