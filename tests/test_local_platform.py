@@ -138,7 +138,8 @@ def test_a_component_failing_to_start_stops_what_up_started(tmp_path: Path, monk
         with pytest.raises(PlatformError, match="tracking server exited during startup"):
             broken.up(Ports.free(), log=lambda _: None)
         assert processes_under(state_dir) == []
-        assert {row.name: row.healthy for row in broken.status()} == {"postgres": False, "s3": False, "tracking": False}
+        stopped = {row.name: row.healthy for row in broken.status()}
+        assert stopped == {"postgres": False, "s3": False, "tracking": False, "alb-keys": False}
     finally:
         broken.down(purge=True, log=lambda _: None)
 
