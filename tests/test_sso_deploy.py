@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 
 import pytest
+import yaml
 
 from mlflow_platform.config import ConfigError, load_stack_file
 from mlflow_platform.server_spec import BASIC_AUTHORIZATION, SSO_AUTHORIZATION
@@ -81,8 +82,6 @@ def test_stacks_without_sso_forward_and_use_basic_auth(stack: str) -> None:
 
 
 def test_sso_config_mistakes_name_the_key_and_the_fix(tmp_path) -> None:
-    import yaml
-
     document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{SSO_STACK}.yaml").read_text())
     sso = document["config"]["mlflow-platform:sso"]
     cases = {
@@ -102,3 +101,20 @@ def test_sso_config_mistakes_name_the_key_and_the_fix(tmp_path) -> None:
     problems = dict(load_stack_file(path).config.deployment_problems())
     assert "sso.tokenEndpoint" in problems and "ssoClientSecret" in problems
     assert "pulumi config set --secret mlflow-platform:ssoClientSecret" in problems["ssoClientSecret"]
+
+
+def test_with_teams_the_sso_stack_maps_groups_to_roles_and_the_teams_job_keeps_sso_users() -> None:
+    from .test_infra_program import run_with
+
+    teams = [{"name": "search", "members": ["ci-search"]}, {"name": "ranking", "readers": ["search"]}]
+    document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{SSO_STACK}.yaml").read_text())
+    sso = {**document["config"]["mlflow-platform:sso"], "teamGroups": [{"group": "okta-search", "team": "search"}]}
+    capture = run_with(SSO_STACK, teams=teams, sso=sso)
+    command = capture.one("kubernetes:batch/v1:Job", "teams-job").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert "--keep-undeclared-users" in command["command"]  # people's roles follow their groups
+    roles = {
+        (r.group, r.workspace, r.role) for r in SsoSettings.from_json(_server_files(capture)["sso.json"]).team_roles
+    }
+    assert roles == {("okta-search", "search", "team-member"), ("okta-search", "ranking", "team-reader")}
+    plain = run_with("prod", teams=teams).one("kubernetes:batch/v1:Job", "teams-job")
+    assert "--keep-undeclared-users" not in plain.inputs["spec"]["template"]["spec"]["containers"][0]["command"]

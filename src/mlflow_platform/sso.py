@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -70,12 +70,9 @@ class SsoSettings:
     logout_url: str | None = None
     #: How long a (user, groups) pair is not re-reconciled in one process.
     cache_seconds: int = 60
-    _networks: tuple = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("_networks")
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> SsoSettings:
@@ -120,8 +117,7 @@ def _verifier() -> Verifier:
 def _unauthorized(reason: str):
     from flask import make_response
 
-    response = make_response({"error_code": "UNAUTHENTICATED", "message": f"single sign-on refused: {reason}"}, 401)
-    return response
+    return make_response({"error_code": "UNAUTHENTICATED", "message": f"single sign-on refused: {reason}"}, 401)
 
 
 def authenticate():
