@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from psycopg import sql
 
 from mlflow_platform.config import TeamConfig
 from mlflow_platform.local.platform import LocalPlatform
@@ -107,10 +108,12 @@ def _delete(uri: str, workspaces: list[str], users: list[str]) -> None:
 
 
 def test_the_isolation_tests_skip_on_a_server_without_workspaces(platform: LocalPlatform, tmp_path: Path) -> None:
-    """The same platform's database, served by the server a stack without teams renders."""
+    """The server a stack without teams renders, on the platform's PostgreSQL. Its own fresh
+    databases: MLflow refuses to start without workspaces on a database that holds experiments in
+    a team workspace (which other tests of this session leave)."""
     from mlflow_platform.server_spec import render_server
 
-    config = platform.config.model_copy(update={"teams": (), "sso": None})  # SSO maps groups to teams
+    config = _plain_config(platform, f"plain_{time.time_ns() % 10**8}")
     ports = dataclasses.replace(platform.state.ports, tracking=free_port())
     work = tmp_path / "plain"
     (work / "metrics").mkdir(parents=True)
@@ -120,6 +123,7 @@ def test_the_isolation_tests_skip_on_a_server_without_workspaces(platform: Local
         trace_archival_config_path=str(work / "trace_archival.yaml"),
         metrics_dir=str(work / "metrics"),
     )
+    _migrate(platform, config, endpoints)
     spec = render_server(config, endpoints)
     assert "--enable-workspaces" not in spec.argv
     for path, text in spec.files.items():
@@ -135,6 +139,31 @@ def test_the_isolation_tests_skip_on_a_server_without_workspaces(platform: Local
         assert "3 skipped" in result.stdout and "runs without workspaces" in result.stdout, result.stdout[-2000:]
     finally:
         stop_group(pid, work)
+
+
+def _plain_config(platform: LocalPlatform, name: str):
+    """The local stack without teams (nor SSO, which maps groups to teams), on new databases."""
+    d = platform.config.database
+    names = {"tracking_database": name, "auth_database": f"{name}_auth"}
+    with platform._postgres(platform.state.ports).connect() as conn:
+        for database in names.values():
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(d.username))
+            )
+    return platform.config.model_copy(update={"teams": (), "sso": None, "database": d.model_copy(update=names)})
+
+
+def _migrate(platform: LocalPlatform, config, endpoints) -> None:
+    """The migration step as `local up` runs it: both schemas, then the server's DML-only role."""
+    import subprocess
+
+    from mlflow_platform.server_spec import render_migration
+
+    migration = render_migration(config, endpoints)
+    secrets = platform._secret_map(platform.secret_values())
+    env = {**platform.server_environment(), **migration.resolve_env(secrets)}
+    done = subprocess.run(list(migration.argv), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def _healthy(url: str) -> bool:
