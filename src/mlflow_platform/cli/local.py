@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
-from ..local.platform import DEFAULT_PORTS, LocalPlatform, Ports
+from ..local.platform import DEFAULT_PORTS, LocalPlatform
 from ..local.processes import PlatformError
 from .connect import platform_for
 from .options import StackFile, StateDir
@@ -36,6 +37,12 @@ def up_command(
             help=f"First of 7 consecutive ports SeaweedFS uses internally \\[default: {DEFAULT_PORTS['s3_internal']}]."
         ),
     ] = None,
+    alb_keys_port: Annotated[
+        int | None,
+        typer.Option(
+            help=f"The local ALB key endpoint's port (stacks with sso) \\[default: {DEFAULT_PORTS['alb_keys']}]."
+        ),
+    ] = None,
     state_dir: StateDir = None,
     stack_file: StackFile = None,
 ) -> None:
@@ -47,14 +54,15 @@ def up_command(
     platform = platform_for(state_dir, stack_file)
     ports = None
     try:
-        if any(p is not None for p in (port, postgres_port, s3_port, s3_internal_port)):
-            current = platform.state.ports
-            ports = Ports(
-                tracking=port or current.tracking,
-                postgres=postgres_port or current.postgres,
-                s3=s3_port or current.s3,
-                s3_internal=s3_internal_port or current.s3_internal,
-            )
+        chosen = {
+            "tracking": port,
+            "postgres": postgres_port,
+            "s3": s3_port,
+            "s3_internal": s3_internal_port,
+            "alb_keys": alb_keys_port,
+        }
+        if any(p is not None for p in chosen.values()):  # the others stay as they are
+            ports = dataclasses.replace(platform.state.ports, **{k: v for k, v in chosen.items() if v is not None})
         elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False))
         env = platform.client_env()
     except (ConfigError, PlatformError) as exc:

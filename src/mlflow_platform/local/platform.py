@@ -311,7 +311,7 @@ class LocalPlatform:
             for port in self.object_store(ports).internal_ports().values():
                 require_free_port(port, "SeaweedFS (internal)", "--s3-internal-port")
         if self.config.sso and not self._owned(state.pids.get("alb-keys")):
-            require_free_port(ports.alb_keys, "the local ALB key endpoint", "a free alb_keys port in state.json")
+            require_free_port(ports.alb_keys, "the local ALB key endpoint", "--alb-keys-port")
         if not self._owned(state.pids.get("tracking")):
             # A crashed leader can leave its gunicorn workers (ours) holding the port: reap them.
             stop_group(state.pids.get("tracking"), self.state_dir)
@@ -360,7 +360,7 @@ class LocalPlatform:
             log(f"alb-keys  reusing pid {pid} on port {port}")
             return
         stop_group(pid, self.state_dir)
-        require_free_port(port, "the local ALB key endpoint", "a free alb_keys port in state.json")
+        require_free_port(port, "the local ALB key endpoint", "--alb-keys-port")
         self.alb.ensure_keys()
         argv = [
             sys.executable,
