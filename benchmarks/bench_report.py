@@ -1,4 +1,4 @@
-"""The load benchmark's report: the results table, the targets and their verdicts, the README summary."""
+"""The load benchmark's report: the results table, the targets and their verdicts, the docs' summary."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def machine() -> dict:
 
 
 def markdown_summary(report: dict, clients: int = 32) -> str:
-    """The README's table from a JSON report: req/s and p95 per variant and operation."""
+    """docs/benchmarks.md's table from a JSON report: req/s and p95 per variant and operation."""
     variants = report["variants"]
     ops = list(dict.fromkeys(r["operation"] for v in variants.values() for r in v["results"]))
     lines = ["| server | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]

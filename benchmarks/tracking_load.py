@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown",
         type=Path,
         metavar="JSON",
-        help="print a saved report's tables as Markdown (for the README) and exit",
+        help="print a saved report's tables as Markdown (for docs/benchmarks.md) and exit",
     )
     return parser
 

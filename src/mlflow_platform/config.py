@@ -94,7 +94,7 @@ class ServerConfig(_Section):
         None, ge=1, le=100, description="HPA ceiling; defaults to `replicas`. Counted in the budget."
     )
     # Defaults measured by benchmarks/tracking_load.py on 2 cores (the pod's default CPU limit),
-    # basic-auth on, 32 clients, candidates interleaved (README, "Load benchmark"): 4 gthread
+    # basic-auth on, 32 clients, candidates interleaved (docs/benchmarks.md, docs/decisions/0001): 4 gthread
     # workers x 2 threads tied the best throughput (sync 4, gthread 4x1) on every operation and
     # beat 4x4 by ~30% on log-metric and model-by-alias — MLflow's request path is CPU-bound
     # Python, so threads past 2 only contend for the GIL. The sync worker had the lower p95 but

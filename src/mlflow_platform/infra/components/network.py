@@ -142,7 +142,7 @@ class Network(pulumi.ComponentResource):
         tables, allowed to reach our buckets and the one ECR keeps image layers in (ECR docs,
         "Amazon S3 gateway endpoint": nodes pull layers from prod-<region>-starport-layer-bucket)."""
         if not self.private_route_table_ids:
-            return  # an existing VPC: its owners decide its endpoints (README: "Deploying")
+            return  # an existing VPC: its owners decide its endpoints (docs/deploying.md)
         layers = pulumi.Output.concat("arn:aws:s3:::prod-", region, "-starport-layer-bucket/*")
         resources = [r for arn in bucket_arns for r in (arn, pulumi.Output.concat(arn, "/*"))]
         aws.ec2.VpcEndpoint(
