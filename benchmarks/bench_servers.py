@@ -4,6 +4,7 @@ guide's command, the rendered config under gunicorn and under uvicorn, and tunin
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ class LocalBench:
         self.work = work
         self.platform = LocalPlatform(work / "state", bench_stack(work, server_overrides, database_overrides))
         self.ports = Ports.free()
+        #: Another checkout with its own `.venv` (`--baseline`): the code this change is measured against.
+        self.baseline_dir: Path | None = None
 
     @property
     def config(self) -> StackConfig:
@@ -158,6 +161,16 @@ class LocalBench:
         return self.rendered(
             port, config=config, key="workspaces", label="(e) rendered config with teams (workspaces on)"
         )
+
+    def baseline(self, port: int) -> Variant:
+        """The same rendered configuration served by another checkout's code (its ``.venv``), so a
+        change to the server's app is measured against the code before it, on the same data."""
+        assert self.baseline_dir is not None, "--baseline names the checkout"
+        variant = self.rendered(port, key="baseline", label=f"(c-) rendered config, code of {self.baseline_dir}")
+        bin_dir = self.baseline_dir / ".venv" / "bin"
+        variant.argv[0] = str(bin_dir / "mlflow")
+        variant.env["PATH"] = f"{bin_dir}{os.pathsep}{variant.env.get('PATH', '')}"
+        return variant
 
     def previous(self, port: int) -> Variant:
         """The rendered configuration as it was before this change: MLflow's basic-auth app, which

@@ -151,6 +151,7 @@ def run_local(args, ops_filter: set[str] | None) -> dict:
     server_overrides, database_overrides = parse_overrides(args.server), parse_overrides(args.database)
     with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
         bench = LocalBench(Path(tmp), server_overrides, database_overrides)
+        bench.baseline_dir = args.baseline
         console.print("starting the local platform (embedded PostgreSQL, S3 API) …")
         bench.start()
         try:
@@ -269,7 +270,8 @@ def report_pgbench(report: dict, results: dict[str, list[LevelResult]]) -> None:
 
 
 def report_targets(results: dict[str, list[LevelResult]]) -> list[dict]:
-    checks = check_targets(results) + check_gate(results)
+    before = "baseline" if "baseline" in results else "previous"
+    checks = check_targets(results) + check_gate(results, before=before)
     table = Table(title="Targets (rendered config, basic-auth on)")
     for col in ("target", "measured", "met"):
         table.add_column(col)
@@ -287,7 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="+",
         default=["stock", "guide", "previous", "rendered", "uvicorn"],
-        choices=["stock", "guide", "previous", "rendered", "uvicorn", "workspaces"],
+        choices=["stock", "guide", "previous", "rendered", "uvicorn", "workspaces", "baseline"],
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="for the 'baseline' variant: another checkout with its own .venv (e.g. a git worktree of main); "
+        "its code serves the same rendered config, and the gate compares 'rendered' with it",
     )
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients")
     parser.add_argument(
@@ -343,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.tune) - {name for name, _, _ in TUNING})
         if unknown:
             parser.error(f"unknown --tune candidate(s) {unknown}; choose from {[name for name, _, _ in TUNING]}")
+    if ("baseline" in args.variants) != (args.baseline is not None):
+        parser.error("the 'baseline' variant and --baseline CHECKOUT go together")
+    if args.baseline is not None and not (args.baseline / ".venv" / "bin" / "mlflow").exists():
+        parser.error(f"--baseline {args.baseline}: no .venv/bin/mlflow there (run `make install` in it)")
     if args.tune is not None:
         args.levels = [32] if args.levels == list(LEVELS) else args.levels
         args.operations = args.operations or ["log-batch", "log-metric", "artifact-put-get", "model-by-alias"]

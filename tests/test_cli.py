@@ -32,7 +32,7 @@ def test_local_env_prints_evalable_exports(platform) -> None:
 def test_local_status_reports_each_component(platform) -> None:
     result = runner.invoke(app, args(platform, "local", "status"))
     assert result.exit_code == 0, result.output
-    for name in ("postgres", "s3", "tracking", "alb-keys"):
+    for name in ("postgres", "s3", "tracking"):
         assert name in result.output
     assert str(platform.state.ports.tracking) in result.output
 

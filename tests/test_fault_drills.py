@@ -225,7 +225,7 @@ def test_two_concurrent_ups_leave_one_process_group_per_component(tmp_path: Path
         assert any("reusing" in out for out in outputs), outputs
         pids = platform.state.pids
         groups = {os.getpgid(p.pid) for p in processes_under(state) if p.name() != "postgres"}
-        assert groups == {pids["s3"], pids["tracking"], pids["alb-keys"]}  # the local stack has sso
+        assert groups == {pids["s3"], pids["tracking"]}  # the SSO key is a file: no process of its own
         postmasters = [p for p in processes_under(state) if p.name() == "postgres" and p.parent().name() != "postgres"]
         assert len(postmasters) == 1
     finally:

@@ -35,7 +35,7 @@ def processes_under(state_dir: Path) -> list[psutil.Process]:
 
 
 def test_every_component_is_healthy(platform: LocalPlatform) -> None:
-    assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True, "alb-keys": True}
+    assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True}
 
 
 def test_admin_credentials_work_and_anonymous_requests_do_not(platform: LocalPlatform) -> None:
@@ -98,7 +98,7 @@ def test_killed_tracking_server_shows_in_status_and_up_heals_it(platform: LocalP
     assert statuses(platform)["tracking"] is False
     platform.up(log=lambda _: None)
     assert platform.state.pids["tracking"] != pid
-    assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True, "alb-keys": True}
+    assert statuses(platform) == {"postgres": True, "s3": True, "tracking": True}
 
 
 def test_port_conflict_is_a_clear_error_and_leaves_nothing_running(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_a_component_failing_to_start_stops_what_up_started(tmp_path: Path, monk
             broken.up(Ports.free(), log=lambda _: None)
         assert processes_under(state_dir) == []
         stopped = {row.name: row.healthy for row in broken.status()}
-        assert stopped == {"postgres": False, "s3": False, "tracking": False, "alb-keys": False}
+        assert stopped == {"postgres": False, "s3": False, "tracking": False}
     finally:
         broken.down(purge=True, log=lambda _: None)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -258,26 +259,35 @@ def test_registry_changes_refuse_to_run_without_a_lock(client: MlflowClient) -> 
 # -- run hygiene ---------------------------------------------------------------------------------------
 
 
+@contextmanager
 def _store(platform):
-    """MLflow's own SQL store on the platform's database: seeds thousands of runs in seconds."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    """MLflow's own SQL store on the platform's database, in its default workspace: seeds thousands
+    of runs in seconds. Workspace mode when the database holds a team's data (MLflow refuses to
+    open it otherwise), as the runbooks do."""
+    from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
+    from mlflow.utils.workspace_context import WorkspaceContext
 
-    return SqlAlchemyStore(platform.database_uri(), "mlflow-artifacts:/")
+    from mlflow_platform.runbooks.workspace_mode import holds_team_data, workspace_mode
+
+    uri = platform.database_uri()
+    with workspace_mode(holds_team_data(uri)), WorkspaceContext("default"):
+        store = _get_sqlalchemy_store(uri, "mlflow-artifacts:/")
+        try:
+            yield store
+        finally:
+            store.engine.dispose()
 
 
 def seed_finished_runs(platform, experiment_id: str, count: int, ended_days_ago: float) -> list[str]:
     from mlflow.entities import RunStatus
 
-    store = _store(platform)
     ended = int(time.time() * 1000 - ended_days_ago * DAY_MS)
     run_ids = []
-    try:
+    with _store(platform) as store:
         for _ in range(count):
             run = store.create_run(experiment_id, "seed", ended - 60_000, [], "seeded")
             store.update_run_info(run.info.run_id, RunStatus.FINISHED, ended, None)
             run_ids.append(run.info.run_id)
-    finally:
-        store.engine.dispose()
     return run_ids
 
 
@@ -303,7 +313,7 @@ def test_reap_dry_run_changes_nothing_and_reap_terminates_only_stuck_runs(client
 
 
 def test_gc_purges_deleted_runs_and_their_artifacts_through_the_proxy(
-    client: MlflowClient, platform, tmp_path: Path
+    client: MlflowClient, platform, tmp_path: Path, team_data: str
 ) -> None:
     from mlflow_platform.runbooks.gc import gc
 
@@ -358,7 +368,9 @@ def test_audit_reports_names_tags_and_dangling_aliases(client: MlflowClient) -> 
     assert any("missing owner" in f.detail or "owner" in f.detail for f in findings if f.kind == "run-tags")
 
 
-def test_cleanup_pages_past_a_thousand_runs_and_spares_kept_and_registered_ones(client: MlflowClient, platform) -> None:
+def test_cleanup_pages_past_a_thousand_runs_and_spares_kept_and_registered_ones(
+    client: MlflowClient, platform, team_data: str
+) -> None:
     from mlflow_platform.runbooks.runs import cleanup_runs
 
     name = unique("/platform/cleanup/test")
@@ -389,13 +401,32 @@ def test_cleanup_pages_past_a_thousand_runs_and_spares_kept_and_registered_ones(
 # -- database: backup, upgrade, restore ------------------------------------------------------------------
 
 
-def test_backup_upgrade_restore_keeps_aliases(client: MlflowClient, platform, redis_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def team_data(client: MlflowClient) -> str:
+    """An experiment and a model in the `ranking` team's workspace. MLflow refuses to open such a
+    database in single-tenant mode, which the runbooks that open its stores themselves must handle."""
+    from mlflow.utils.workspace_context import WorkspaceContext
+
+    with WorkspaceContext("ranking"):
+        client.create_experiment(unique("/ranking/runbooks/team-data"))
+        client.create_registered_model(name := unique("team-model"))
+    return name
+
+
+def test_backup_upgrade_restore_keeps_aliases(
+    client: MlflowClient, platform, redis_url: str, tmp_path: Path, team_data: str
+) -> None:
+    from mlflow.utils.workspace_context import WorkspaceContext
+
     from mlflow_platform.runbooks.database import db_upgrade, restore_drill
 
     name = unique("restore-ranker")
     v1, v2 = register(client, name, [0.8, 0.81])
     promote(client, name, "val_ndcg_at_10", version=v1, lock_url=redis_url)
     promote(client, name, "val_ndcg_at_10", version=v2, lock_url=redis_url)
+    with WorkspaceContext("ranking"):  # the same name in a team's workspace, with another champion
+        (t1,) = register(client, name, [0.7])
+        client.set_registered_model_alias(name, "champion", t1)
 
     report = db_upgrade(platform.database_uri(), backup_dir=tmp_path)
     assert report.upgraded and Path(report.backup).stat().st_size > 0
@@ -403,6 +434,7 @@ def test_backup_upgrade_restore_keeps_aliases(client: MlflowClient, platform, re
     drill = restore_drill(platform.database_uri(), tmp_path)
     assert drill.passed, drill.problems
     assert drill.champions[name] == (v2, v2)
+    assert drill.champions[f"ranking/{name}"] == (t1, t1)
     assert drill.runs[0] == drill.runs[1] > 0 and drill.model_versions[0] == drill.model_versions[1] > 0
     assert aliases(client, name) == {"champion": v2, "previous-champion": v1}  # the source is untouched
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import shlex
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,27 @@ def test_gunicorn_is_the_server_with_tuned_options(prod) -> None:
     assert "--max-requests=2000" in opts and "--max-requests-jitter=200" in opts
     assert option(spec.argv, "--workers") == "4"
     assert "--uvicorn-opts" not in spec.argv
+
+
+def test_no_request_header_sets_script_name_or_path_info(prod) -> None:
+    """gunicorn maps SCRIPT_NAME and PATH_INFO request headers into the environ for peers in
+    forwarded_allow_ips (loopback by default): "It is important that your front-end proxy
+    configuration ensures that the headers defined here can not be passed directly from the client"
+    (gunicorn settings, forwarder_headers). Nothing in front of the server sets them: none is taken."""
+    from gunicorn.config import Config
+
+    opts = option(render_server(prod, ENDPOINTS).argv, "--gunicorn-opts")
+    config = Config()
+    parsed = config.parser().parse_args(shlex.split(opts))
+    config.set("forwarder_headers", parsed.forwarder_headers)  # as gunicorn applies a command-line value
+    assert config.forwarder_headers == []
+
+
+def test_usage_data_stays_home_unless_the_stack_opts_in(prod) -> None:
+    env = {e.name: e.value for e in render_server(prod, ENDPOINTS).env}
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    opted = prod.model_copy(update={"server": prod.server.model_copy(update={"telemetry": True})})
+    assert {e.name: e.value for e in render_server(opted, ENDPOINTS).env}["MLFLOW_DISABLE_TELEMETRY"] == "false"
 
 
 def test_artifacts_are_proxied_to_the_bucket_prefix(prod) -> None:

@@ -121,13 +121,10 @@ def _mlflow_routes() -> list[str]:
         warnings.simplefilter("ignore")
         from mlflow.server import app
         from mlflow.server.fastapi_app import create_fastapi_app
-    from starlette.routing import Mount
-
-    from mlflow_platform.server_app import _route_paths
+    from mlflow_platform.routes import _fastapi_routes
 
     flask_routes = [r.rule for r in app.url_map.iter_rules()]
-    fastapi = create_fastapi_app(app)
-    native = _route_paths([r for r in fastapi.router.routes if not isinstance(r, Mount)])
+    native = [template for template, _ in _fastapi_routes(create_fastapi_app(app).router.routes)]
     return [_concrete(p) for p in flask_routes + native]
 
 
@@ -189,3 +186,14 @@ def test_alb_path_pattern_semantics(pattern: str, path: str, matches: bool) -> N
 def test_machine_paths_fit_one_listener_rule() -> None:
     """An ALB rule takes at most five condition values."""
     assert 0 < len(MACHINE_PATHS) <= 5
+
+
+def test_a_key_directory_serves_keys_by_kid_and_nothing_else(alb: LocalAlb) -> None:
+    """The local platform's endpoint: a directory in its state dir, so no process that answers on a
+    port can hand the server a key (a key server that died left its port to anyone)."""
+    verifier = Verifier(signer=LOCAL_SIGNER, keys=PublicKeys(f"file://{alb.public_dir}"))
+    assert verifier.verify(_signed(alb)).username == "ana@example.com"
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    for kid in ("no-such-key", "../private.pem", "..", "a/b"):
+        with pytest.raises(IdentityRejected):
+            verifier.verify(_signed(alb, kid=kid, key=stranger))

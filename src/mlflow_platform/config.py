@@ -125,6 +125,11 @@ class ServerConfig(_Section):
     prometheus: bool = Field(
         True, description="Prometheus metrics at /metrics (`--expose-prometheus`), counted across workers."
     )
+    telemetry: bool = Field(
+        False,
+        description="Let MLflow send its server and UI usage data to MLflow's service (opt in). Off renders "
+        "MLFLOW_DISABLE_TELEMETRY=true.",
+    )
     webhook_local_targets: bool = Field(
         False,
         description="Let registry webhooks reach loopback and private addresses over http (MLflow's SSRF "

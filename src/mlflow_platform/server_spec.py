@@ -142,6 +142,9 @@ def gunicorn_options(config: StackConfig) -> str:
         # gunicorn's control socket defaults to $HOME/.gunicorn/gunicorn.ctl, shared by every server
         # of the same user (and unwritable on a read-only root filesystem); nothing here uses it.
         "--no-control-socket",
+        # No request header may set SCRIPT_NAME or PATH_INFO (gunicorn takes them from loopback peers by
+        # default): MLflow's halves would route and authorize different paths. The edge refuses them too.
+        "--forwarder-headers=",
     ]
     if s.worker_class == "gthread":
         opts.insert(1, f"--threads={s.threads}")
@@ -223,6 +226,8 @@ def server_env(config: StackConfig, endpoints: Endpoints, primary: bool) -> list
         EnvVar("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", _bool(s.job_execution and primary)),
         EnvVar("MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS", _bool(s.job_execution and primary)),
         EnvVar("PYTHONUNBUFFERED", "1"),
+        # MLflow forwards server and UI usage data to its own service unless told not to.
+        EnvVar("MLFLOW_DISABLE_TELEMETRY", _bool(not s.telemetry)),
     ]
     if s.webhook_local_targets:
         env += [

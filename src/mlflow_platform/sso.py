@@ -120,28 +120,43 @@ def _unauthorized(reason: str):
     return make_response({"error_code": "UNAUTHENTICATED", "message": f"single sign-on refused: {reason}"}, 401)
 
 
+def identify(token: str, path: str) -> tuple[str, bool]:
+    """Verify an identity header and reconcile its user: (username, is admin). Raises IdentityRejected."""
+    if is_machine_path(path):
+        raise IdentityRejected("the load balancer never signs client API paths; use basic-auth credentials")
+    try:
+        identity = _verifier().verify(token)
+    except IdentityRejected as exc:
+        _log.warning("x-amzn-oidc-data refused on %s: %s", path, exc)
+        raise
+    try:
+        reconcile(identity)
+    except IdentityRejected as exc:
+        _log.warning("single sign-on refused for %s: %s", identity.username, exc)
+        raise
+    config = settings()
+    return identity.username, bool(config and identity.groups & set(config.admin_groups))
+
+
 def authenticate():
     """The ``authorization_function`` named in the rendered basic-auth ini."""
     from flask import request
     from mlflow.server.auth import authenticate_request_basic_auth
     from werkzeug.datastructures import Authorization
 
+    from .edge import VERIFIED_SSO_USER
+
     token = request.headers.get(HEADER)
     if token is None:
         return authenticate_request_basic_auth()  # SSO users' stored hash matches no password
-    if is_machine_path(request.path):
-        return _unauthorized("the load balancer never signs client API paths; use basic-auth credentials")
+    verified = request.environ.get(VERIFIED_SSO_USER)  # the edge verified this very header
+    if verified:
+        return Authorization("bearer", {"username": verified})
     try:
-        identity = _verifier().verify(token)
+        username, _ = identify(token, request.path)
     except IdentityRejected as exc:
-        _log.warning("x-amzn-oidc-data refused on %s: %s", request.path, exc)
         return _unauthorized(str(exc))
-    try:
-        reconcile(identity)
-    except IdentityRejected as exc:
-        _log.warning("single sign-on refused for %s: %s", identity.username, exc)
-        return _unauthorized(str(exc))
-    return Authorization("bearer", {"username": identity.username})
+    return Authorization("bearer", {"username": username})
 
 
 #: Per process: each user's groups at its last reconciliation, and when.
@@ -179,7 +194,7 @@ def _ensure_user(store, username: str):
     except MlflowException:
         user = None
     if user is not None:
-        if not _sso_only(store, username):  # the admin, a machine or team user with a password
+        if not is_sso_user(store, username):  # the admin, a machine or team user with a password
             raise IdentityRejected(f"{username!r} is a password user; a person signs in as a separate user")
         return user
     try:
@@ -191,7 +206,8 @@ def _ensure_user(store, username: str):
     return store.get_user(username)
 
 
-def _sso_only(store, username: str) -> bool:
+def is_sso_user(store, username: str) -> bool:
+    """Whether the user was created by a single sign-on (it has no usable password)."""
     from mlflow.server.auth.db.models import SqlUser
 
     with store.ManagedSessionMaker() as session:

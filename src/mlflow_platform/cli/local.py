@@ -37,12 +37,6 @@ def up_command(
             help=f"First of 7 consecutive ports SeaweedFS uses internally \\[default: {DEFAULT_PORTS['s3_internal']}]."
         ),
     ] = None,
-    alb_keys_port: Annotated[
-        int | None,
-        typer.Option(
-            help=f"The local ALB key endpoint's port (stacks with sso) \\[default: {DEFAULT_PORTS['alb_keys']}]."
-        ),
-    ] = None,
     state_dir: StateDir = None,
     stack_file: StackFile = None,
 ) -> None:
@@ -59,7 +53,6 @@ def up_command(
             "postgres": postgres_port,
             "s3": s3_port,
             "s3_internal": s3_internal_port,
-            "alb_keys": alb_keys_port,
         }
         if any(p is not None for p in chosen.values()):  # the others stay as they are
             ports = dataclasses.replace(platform.state.ports, **{k: v for k, v in chosen.items() if v is not None})

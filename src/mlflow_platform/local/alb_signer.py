@@ -1,5 +1,6 @@
-"""The local platform acting as the ALB: an ES256 key pair in the state dir, the public key served
-on loopback under its key id (as the region's key endpoint serves it), and ``x-amzn-oidc-data``
+"""The local platform acting as the ALB: an ES256 key pair in the state dir, the public key stored
+under its key id (as the region's key endpoint publishes it; the server reads it from that
+directory, so nothing listening on a port can hand it another key), and ``x-amzn-oidc-data``
 headers in the ALB's format (signer/kid/exp in the JWT header, padded base64 segments) for a chosen
 user and groups. The server verifies them with the same code as behind a real ALB."""
 
@@ -40,7 +41,7 @@ def sign_alb_header(
 
 @dataclass(frozen=True)
 class LocalAlb:
-    """Key material under ``<state>/alb``; ``public/`` is what the loopback key endpoint serves."""
+    """Key material under ``<state>/alb``; ``public/`` holds the public key under its key id."""
 
     directory: Path
 
@@ -55,7 +56,7 @@ class LocalAlb:
     def ensure_keys(self) -> str:
         """Create the key pair once; return its key id."""
         if not self._private.exists():
-            private_dir(self.directory)  # 0700 like the rest of the state dir; the key server runs as us
+            private_dir(self.directory)  # 0700 like the rest of the state dir; the server runs as us
             private_dir(self.public_dir)
             key = ec.generate_private_key(ec.SECP256R1())
             kid = str(uuid.uuid4())

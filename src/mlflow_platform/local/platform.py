@@ -54,11 +54,12 @@ from .processes import (
 )
 from .secrets_file import SecretsFile
 
-DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101, "alb_keys": 9190}
+DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101}
 STARTUP_TIMEOUT = 120.0
 STATE_DIR_ENV = "MLFLOW_PLATFORM_STATE_DIR"
 #: Seconds between SIGTERM and SIGKILL. SeaweedFS's graceful gRPC stop can hang for longer than
 #: 15 s; its writes are durable without it (the fault drills SIGKILL it mid-upload).
+#: "alb-keys": the key server an older version ran (the server now reads the key from the state dir).
 STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0, "alb-keys": 3.0}
 
 
@@ -109,7 +110,6 @@ class Ports:
     postgres: int = DEFAULT_PORTS["postgres"]
     s3: int = DEFAULT_PORTS["s3"]
     s3_internal: int = DEFAULT_PORTS["s3_internal"]  # first of seven consecutive SeaweedFS ports
-    alb_keys: int = DEFAULT_PORTS["alb_keys"]  # the local "ALB" key endpoint (stacks with `sso`)
 
     @classmethod
     def free(cls) -> Ports:
@@ -119,7 +119,6 @@ class Ports:
             postgres=free_port(),
             s3=free_port(),
             s3_internal=free_port_run(len(INTERNAL_PORTS)),
-            alb_keys=free_port(),
         )
 
 
@@ -221,7 +220,8 @@ class LocalPlatform:
             metrics_dir=str(self.metrics_dir),
             sso_config_path=str(self.state_dir / "auth" / "sso.json"),
             sso_signer=LOCAL_SIGNER,
-            sso_key_endpoint=f"http://127.0.0.1:{ports.alb_keys}",
+            # The local ALB's public key, read from the state dir: no process or port to impersonate.
+            sso_key_endpoint=f"file://{self.alb.public_dir}",
             sso_trusted_proxies=("127.0.0.1/32",),  # locally, whoever holds the signing key is the ALB
         )
 
@@ -285,7 +285,7 @@ class LocalPlatform:
                 self._migrate(state.ports, secret_values, log)
             self._sync_admin_password(state.ports, secret_values, log)
             if self.config.sso:
-                self._start_alb_keys(state, log, started_here)
+                self.alb.ensure_keys()
             self._start_tracking(state, log, started_here)
             self._sync_teams(state, log)
         except BaseException:
@@ -296,7 +296,7 @@ class LocalPlatform:
 
     def _anything_running(self, state: State) -> bool:
         return (
-            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking", "alb-keys"))
+            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking"))
             or self._postgres(state.ports, password=False).running
         )
 
@@ -310,8 +310,7 @@ class LocalPlatform:
             require_free_port(ports.s3, "the local S3 API", "--s3-port")
             for port in self.object_store(ports).internal_ports().values():
                 require_free_port(port, "SeaweedFS (internal)", "--s3-internal-port")
-        if self.config.sso and not self._owned(state.pids.get("alb-keys")):
-            require_free_port(ports.alb_keys, "the local ALB key endpoint", "--alb-keys-port")
+        stop_group(state.pids.pop("alb-keys", None), self.state_dir)  # an older version's key server
         if not self._owned(state.pids.get("tracking")):
             # A crashed leader can leave its gunicorn workers (ours) holding the port: reap them.
             stop_group(state.pids.get("tracking"), self.state_dir)
@@ -352,37 +351,6 @@ class LocalPlatform:
             log(f"s3        created bucket {self.bucket}")
         self._wait(store.healthy, pid, "SeaweedFS S3 API", self.logs / "s3.log")
         log(f"s3        started pid {pid} on port {store.s3_port} (SeaweedFS)")
-
-    def _start_alb_keys(self, state: State, log, started: list[str]) -> None:
-        """The region's ALB key endpoint, locally: the public key under its key id, on loopback."""
-        pid, port = state.pids.get("alb-keys"), state.ports.alb_keys
-        if self._owned(pid) and self._alb_keys_serve(state.ports):
-            log(f"alb-keys  reusing pid {pid} on port {port}")
-            return
-        stop_group(pid, self.state_dir)
-        require_free_port(port, "the local ALB key endpoint", "--alb-keys-port")
-        self.alb.ensure_keys()
-        argv = [
-            sys.executable,
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            str(self.alb.public_dir),
-        ]
-        pid = spawn(argv, env=self._base_env(), log=self.logs / "alb-keys.log", cwd=self.alb.directory)
-        state.pids["alb-keys"] = pid
-        started.append("alb-keys")
-        self._wait(lambda: self._alb_keys_serve(state.ports), pid, "ALB key endpoint", self.logs / "alb-keys.log")
-        log(f"alb-keys  started pid {pid} on port {port} (signs x-amzn-oidc-data as the local ALB)")
-
-    def _alb_keys_serve(self, ports: Ports) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{ports.alb_keys}/{self.alb.kid}", timeout=2).status_code == 200
-        except (requests.RequestException, StopIteration, FileNotFoundError):
-            return False
 
     def _migrate(self, ports: Ports, secret_values: dict[str, str], log) -> None:
         """The migration Job's command, as rendered for AWS: schemas as the owner, then the
@@ -599,15 +567,7 @@ class LocalPlatform:
             ComponentStatus(
                 "tracking", tr_pid, ports.tracking, tr_problem is None, tr_problem or self.tracking_uri(ports)
             ),
-        ] + self._alb_keys_status(state, ports)
-
-    def _alb_keys_status(self, state: State, ports: Ports) -> list[ComponentStatus]:
-        if not self.config.sso:
-            return []
-        pid = state.pids.get("alb-keys") if self._owned(state.pids.get("alb-keys")) else None
-        serving = bool(pid) and self._alb_keys_serve(ports)
-        detail = "signing key served" if serving else ("not serving its key" if pid else "not running")
-        return [ComponentStatus("alb-keys", pid, ports.alb_keys, serving, detail)]
+        ]
 
     def database_uri(self, database: str | None = None, ports: Ports | None = None) -> str:
         """A database as the schema owner, password included (for runbooks, not servers)."""

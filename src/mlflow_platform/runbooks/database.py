@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from ..db import connect, libpq_params, upgrade_auth_schema, upgrade_schema
 from . import RunbookError
 from .registry import CHAMPION
+from .workspace_mode import holds_team_data, workspace_mode
 
 
 def _tool(name: str) -> str:
@@ -253,17 +255,25 @@ class DrillReport:
         return not self.problems
 
 
-def _snapshot(conn: psycopg.Connection) -> tuple[int, int, dict[str, str]]:
+def _snapshot(conn: psycopg.Connection) -> tuple[int, int, dict[tuple[str, str], str]]:
     runs = conn.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'").fetchone()[0]
     versions = conn.execute("SELECT count(*) FROM model_versions WHERE current_stage != 'Deleted_Internal'").fetchone()[
         0
     ]
-    champions = dict(
-        conn.execute(
-            "SELECT name, version::text FROM registered_model_aliases WHERE alias = %s", (CHAMPION,)
-        ).fetchall()
-    )
+    has_workspaces = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = 'registered_model_aliases' "
+        "AND column_name = 'workspace' AND table_schema = current_schema()"
+    ).fetchone()
+    workspace = "workspace" if has_workspaces else "'default'"
+    query = f"SELECT {workspace}, name, version::text FROM registered_model_aliases WHERE alias = %s"
+    champions = {(ws, name): version for ws, name, version in conn.execute(query, (CHAMPION,)).fetchall()}
     return runs, versions, champions
+
+
+def _label(key: tuple[str, str]) -> str:
+    """A model's name, prefixed by its workspace outside ``default`` (names repeat across teams)."""
+    workspace, name = key
+    return name if workspace == "default" else f"{workspace}/{name}"
 
 
 def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillReport:
@@ -287,11 +297,12 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
             report.problems.append(f"runs: {runs} restored, {source_runs} in the source")
         if versions != source_versions:
             report.problems.append(f"model versions: {versions} restored, {source_versions} in the source")
-        for name in sorted(set(source_champions) | set(champions)):
-            report.champions[name] = (source_champions.get(name), champions.get(name))
-            if source_champions.get(name) != champions.get(name):
+        for key in sorted(set(source_champions) | set(champions)):
+            report.champions[_label(key)] = (source_champions.get(key), champions.get(key))
+            if source_champions.get(key) != champions.get(key):
                 report.problems.append(
-                    f"{name}@{CHAMPION}: v{champions.get(name)} restored, v{source_champions.get(name)} in the source"
+                    f"{_label(key)}@{CHAMPION}: v{champions.get(key)} restored, "
+                    f"v{source_champions.get(key)} in the source"
                 )
         _resolve_through_mlflow(scratch_uri, champions, report)
     finally:
@@ -301,17 +312,23 @@ def restore_drill(uri: str, backup_dir: Path, *, keep: bool = False) -> DrillRep
     return report
 
 
-def _resolve_through_mlflow(scratch_uri: str, champions: dict[str, str], report: DrillReport) -> None:
-    """Resolve each champion with MLflow's own registry store, as a restored server would."""
-    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+def _resolve_through_mlflow(scratch_uri: str, champions: dict[tuple[str, str], str], report: DrillReport) -> None:
+    """Resolve each champion with MLflow's own registry store, as a restored server would (in
+    workspace mode, each in its own workspace, when the database holds a team's data)."""
+    from mlflow.tracking._model_registry.utils import _get_sqlalchemy_store
+    from mlflow.utils.workspace_context import WorkspaceContext
 
-    store = SqlAlchemyStore(scratch_uri)
-    try:
-        for name, version in champions.items():
-            resolved = store.get_model_version_by_alias(name, CHAMPION)
-            if str(resolved.version) != version:
-                report.problems.append(
-                    f"MLflow resolves {name}@{CHAMPION} to v{resolved.version}, table says v{version}"
-                )
-    finally:
-        store.engine.dispose()
+    teams = holds_team_data(scratch_uri)
+    with workspace_mode(teams):
+        store = _get_sqlalchemy_store(scratch_uri)  # MLflow's choice of store class for the mode
+        try:
+            for (workspace, name), version in champions.items():
+                with WorkspaceContext(workspace) if teams else nullcontext():
+                    resolved = store.get_model_version_by_alias(name, CHAMPION)
+                if str(resolved.version) != version:
+                    report.problems.append(
+                        f"MLflow resolves {_label((workspace, name))}@{CHAMPION} to v{resolved.version}, "
+                        f"table says v{version}"
+                    )
+        finally:
+            store.engine.dispose()

@@ -13,6 +13,7 @@ from mlflow.entities import ViewType
 
 from . import RunbookError
 from .paging import iter_experiments
+from .workspace_mode import DEFAULT, holds_team_data
 
 UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -60,8 +61,15 @@ def gc(
     if dry_run:
         return report
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    argv = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend_store_uri, "--older-than", older_than]
+    if holds_team_data(backend_store_uri):
+        # MLflow refuses to open a database holding a team's data in single-tenant mode.
+        from mlflow.utils.workspace_context import get_request_workspace
+
+        env["MLFLOW_ENABLE_WORKSPACES"] = "true"
+        argv += ["--workspace", get_request_workspace() or DEFAULT]
     result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend_store_uri, "--older-than", older_than],
+        argv,
         env=env,
         capture_output=True,
         text=True,
