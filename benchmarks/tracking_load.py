@@ -109,9 +109,13 @@ async def settle(
 def variant_plans(args) -> list[tuple[str, dict | None, dict | None]]:
     """(name, server overrides, database overrides) per server to run, in order."""
     if args.tune is None:
-        # Rounds interleave the variants (A B A B): the database grows under every variant, so a
-        # later one would otherwise look slower for running later.
-        return [(key if r == 0 else f"{key} #{r + 1}", None, None) for r in range(args.rounds) for key in args.variants]
+        # Rounds interleave the variants and alternate their order (A B, B A, A B, ...): the database
+        # grows under every variant, so one that always ran later would look slower for it.
+        return [
+            (key if r == 0 else f"{key} #{r + 1}", None, None)
+            for r in range(args.rounds)
+            for key in (args.variants if r % 2 == 0 else list(reversed(args.variants)))
+        ]
     chosen = [plan for plan in TUNING if not args.tune or plan[0] in args.tune]
     # Rounds interleave the candidates (A B C A B C): drift in the machine over the
     # run then shows up as spread within a candidate, not as a difference between them.

@@ -215,3 +215,24 @@ def test_every_operation_succeeds_against_the_real_server(platform: LocalPlatfor
         monkeypatch.setenv(key, value)
     traces = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_traces(locations=[training], max_results=5)
     assert traces and len(traces[0].data.spans) == SPANS_PER_EXPORT
+
+
+def test_rounds_alternate_the_order_of_the_variants() -> None:
+    """A later variant runs on a bigger database: alternating A B, B A keeps that from favouring one."""
+    from benchmarks.tracking_load import build_parser, variant_plans
+
+    args = build_parser().parse_args(["--variants", "baseline", "rendered", "--rounds", "3"])
+    names = [name for name, _, _ in variant_plans(args)]
+    assert names == ["baseline", "rendered", "rendered #2", "baseline #2", "baseline #3", "rendered #3"]
+
+
+def test_the_baseline_variant_needs_a_checkout_with_its_venv(tmp_path, capsys) -> None:
+    from benchmarks.tracking_load import main
+
+    for argv in (["--variants", "baseline", "rendered"], ["--variants", "rendered", "--baseline", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "baseline" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--variants", "baseline", "rendered", "--baseline", str(tmp_path)])
+    assert "no .venv/bin/mlflow there" in capsys.readouterr().err

@@ -21,6 +21,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gunicorn.util import unquote_to_wsgi_str
+
 from .routes import Access, Route, RouteTable
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -49,8 +51,6 @@ def rewritten_path(environ: dict) -> bool:
     raw = environ.get("RAW_URI")  # gunicorn's request-line target; other servers may not set it
     if not raw or not raw.startswith("/"):
         return False
-    from gunicorn.util import unquote_to_wsgi_str
-
     return unquote_to_wsgi_str(raw.split("?", 1)[0]) != environ.get("PATH_INFO", "")
 
 
