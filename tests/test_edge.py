@@ -44,7 +44,7 @@ def _call(edge: Edge, method: str, path: str, **environ) -> tuple[str, bytes, di
 def edge(monkeypatch: pytest.MonkeyPatch) -> Edge:
     users = {"Basic admin": Caller("admin", True), "Basic ana": Caller("ana", False)}
     monkeypatch.setattr(
-        edge_module, "authenticate_basic", lambda environ, path: users.get(environ.get("HTTP_AUTHORIZATION"))
+        edge_module, "authenticate_basic", lambda environ, path, **_: users.get(environ.get("HTTP_AUTHORIZATION"))
     )
     return Edge(_Table(), _half("flask"), _half("fastapi"))  # type: ignore[arg-type]
 

@@ -67,14 +67,16 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
-def authenticate_basic(environ: dict, path: str) -> Caller | None:
-    """MLflow's basic auth, as its FastAPI half does it: the gateway's own credential header on
-    ``/gateway/`` routes, and the internal token job subprocesses use there; MLflow's credential
+def authenticate_basic(environ: dict, path: str, *, gateway_header: bool = True) -> Caller | None:
+    """MLflow's basic auth, as its FastAPI half does it: on ``/gateway/`` routes the gateway's own
+    credential header (only with MLflow's default authorization function: a custom one, SSO's, gets
+    ``Authorization`` alone) and the internal token job subprocesses use there; MLflow's credential
     cache, so a request pays PBKDF2 at most once per ``auth_cache_ttl_seconds``."""
     from mlflow.environment_variables import _MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN
+    from mlflow.exceptions import MlflowException
     from mlflow.server import auth
 
-    gateway = path.startswith("/gateway/")
+    gateway = gateway_header and path.startswith("/gateway/")
     header = (environ.get("HTTP_X_MLFLOW_AUTHORIZATION") if gateway else None) or environ.get("HTTP_AUTHORIZATION")
     credentials = _basic_credentials(header)
     if credentials is None:
@@ -82,7 +84,10 @@ def authenticate_basic(environ: dict, path: str) -> Caller | None:
     username, password = credentials
     token = _MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN.get()
     if gateway and token and secrets.compare_digest(password, token):
-        user = auth.store.get_user(username)
+        try:
+            user = auth.store.get_user(username)
+        except MlflowException:  # no such user
+            return None
     else:
         user = auth._authenticate_cached(username, password)
     return Caller(user.username, bool(user.is_admin)) if user is not None else None
@@ -128,4 +133,4 @@ class Edge:
                 return str(exc)
             environ[VERIFIED_SSO_USER] = username
             return Caller(username, is_admin)
-        return authenticate_basic(environ, path)
+        return authenticate_basic(environ, path, gateway_header=self.sso is None)

@@ -54,18 +54,11 @@ SIGNED_IN = frozenset(
         ("GET", "/ajax-api/2.0/mlflow/users/current"),
         ("GET", "/api/3.0/mlflow/users/current/permissions"),
         ("GET", "/ajax-api/3.0/mlflow/users/current/permissions"),
-        # The AI Gateway's static catalogue (providers, models, the secret form's fields) and its
-        # budget policies, which hold limits, not data.
+        # The AI Gateway's static catalogue (providers, models, the secret form's fields).
         ("GET", "/ajax-api/3.0/mlflow/gateway/supported-providers"),
         ("GET", "/ajax-api/3.0/mlflow/gateway/supported-models"),
         ("GET", "/ajax-api/3.0/mlflow/gateway/provider-config"),
         ("GET", "/ajax-api/3.0/mlflow/gateway/secrets/config"),
-        *(
-            (m, f"/{api}/3.0/mlflow/gateway/budgets/{r}")
-            for m in ("GET",)
-            for api in ("api", "ajax-api")
-            for r in ("get", "list", "windows")
-        ),
     }
 )
 
@@ -84,6 +77,11 @@ ADMIN = {
     ("POST", "/ajax-api/3.0/mlflow/demo/generate"): "writes demo data into any workspace without a permission",
     ("POST", "/ajax-api/3.0/jobs/"): "a job runs code as the server, against any experiment it names",
     ("GET", "/metrics"): "Prometheus scrapes as the ops user, an admin",
+    **{
+        ("GET", f"/{api}/3.0/mlflow/gateway/budgets/{what}"): "budget policies of any workspace name users and spend"
+        for api in ("api", "ajax-api")
+        for what in ("get", "list", "windows")
+    },
     ("GET", "/build/<path:filename>"): "Flask's default static route; the UI loads from /static-files",
     ("POST", "/api/2.0/mlflow/users/create-ui"): "MLflow's sign-up form; users are created by the admin",
     **{

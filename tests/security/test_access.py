@@ -78,3 +78,11 @@ def test_the_server_sends_no_usage_data(platform: LocalPlatform, users: dict[str
     assert environment["MLFLOW_DISABLE_TELEMETRY"] == "true"
     answer = users["ben"].send("GET", "/ajax-api/3.0/mlflow/ui-telemetry", "ranking")
     assert answer.status == 200 and answer.json()["disable_ui_telemetry"] is True
+
+
+def test_gateway_budget_policies_are_for_admins(users: dict[str, User]) -> None:
+    for what in ("list", "windows"):
+        for workspace in ("search", "ranking"):
+            answer = users["ben"].send("GET", f"/api/3.0/mlflow/gateway/budgets/{what}", workspace)
+            assert answer.status == 403, f"{what} in {workspace}: {answer.status}"
+    assert users["admin"].send("GET", "/api/3.0/mlflow/gateway/budgets/list", "search").status == 200  # the control

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
 
 from mlflow_platform.local.platform import LocalPlatform
 
@@ -130,3 +131,70 @@ def test_a_member_reads_no_other_teams_artifact_through_any_artifact_route(
                 f"{attempt} in {workspace}: {answer.status}"
             )
     assert users["ana"].send("GET", attempts[0], "search").body == b"only search"  # the control
+
+
+def _trace(user: User, workspace: str, experiment_id: str) -> dict:
+    """A trace started through the v2 API (its payload lives in the artifact store)."""
+    body = {"experiment_id": experiment_id, "timestamp_ms": 1, "request_metadata": [], "tags": []}
+    started = user.send("POST", "/api/2.0/mlflow/traces", workspace, body=body)
+    assert started.status == 200, started.text[:300]
+    return started.json()["trace_info"]
+
+
+def test_a_trace_cannot_be_pointed_at_another_teams_trace_payloads(
+    users: dict[str, User], search_data: TeamData, ranking_data: TeamData
+) -> None:
+    ana, ben = users["ana"], users["ben"]
+    secret = _trace(ana, "search", search_data.experiment_id)
+    location = next(t["value"] for t in secret["tags"] if t["key"] == "mlflow.artifactLocation")
+    attachment = str(uuid.uuid4())
+    proxied = location.split("mlflow-artifacts:", 1)[1].lstrip("/")
+    uploaded = ana.send(
+        "PUT",
+        f"/api/2.0/mlflow-artifacts/artifacts/{proxied}/attachments/{attachment}",
+        "search",
+        body=b"only search's trace",
+    )
+    assert uploaded.status == 200, uploaded.text
+    read = f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id={secret['request_id']}&path={attachment}"
+    assert ana.send("GET", read, "search").body == b"only search's trace"  # the control
+
+    mine = _trace(ben, "ranking", ranking_data.experiment_id)["request_id"]
+    tag = {"key": "mlflow.artifactLocation", "value": location}
+    for path in (f"/api/2.0/mlflow/traces/{mine}/tags", f"/api/3.0/mlflow/traces/{mine}/tags"):
+        answer = ben.send("PATCH", path, "ranking", body=tag)
+        assert answer.status in (400, 403), f"{path}: {answer.status} {answer.text[:200]}"
+    started = ben.send(
+        "POST",
+        "/api/2.0/mlflow/traces",
+        "ranking",
+        body={"experiment_id": ranking_data.experiment_id, "timestamp_ms": 1, "tags": [tag]},
+    )
+    assert started.status in (400, 403), started.text[:200]
+    stolen = ben.send("GET", f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id={mine}&path={attachment}", "ranking")
+    assert stolen.status != 200 and b"only search" not in stolen.body
+
+
+def test_a_default_workspace_source_names_only_experiments_one_may_read(
+    platform: LocalPlatform, users: dict[str, User], search_data: TeamData
+) -> None:
+    """In `default` the legacy layout is outside workspaces/; the originals of experiments moved into a
+    team stay there. A raw source must name an experiment the caller may read."""
+    admin, ben = users["admin"], users["ben"]
+    model = f"legacy-{secrets.token_hex(3)}"
+    assert admin.send("POST", "/api/2.0/mlflow/registered-models/create", "default", body={"name": model}).status == 200
+    grant = {"username": "ben", "resource_type": "registered_model", "resource_id": model, "permission": "EDIT"}
+    assert admin.send("POST", "/api/3.0/mlflow/users/permissions/grant", "default", body=grant).status == 200
+    moved = f"{_root(platform)}/{search_data.experiment_id}/{search_data.run_id}/artifacts"
+    answer = ben.send("POST", VERSION_CREATE, "default", body={"name": model, "source": moved})
+    assert answer.status in (400, 403), f"{answer.status} {answer.text[:200]}"
+    own = admin.send("POST", "/api/2.0/mlflow/experiments/create", "default", body={"name": f"/legacy/{model}"})
+    readable = {
+        "username": "ben",
+        "resource_type": "experiment",
+        "resource_id": own.json()["experiment_id"],
+        "permission": "READ",
+    }
+    assert admin.send("POST", "/api/3.0/mlflow/users/permissions/grant", "default", body=readable).status == 200
+    source = f"{_root(platform)}/{own.json()['experiment_id']}/x/artifacts"
+    assert ben.send("POST", VERSION_CREATE, "default", body={"name": model, "source": source}).status == 200  # control

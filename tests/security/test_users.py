@@ -4,6 +4,7 @@ raises its own rights."""
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import requests
@@ -98,3 +99,47 @@ def test_a_member_raises_none_of_its_own_rights(users: dict[str, User], search_d
             answer = ben.send(method, path, workspace, body=body)
             assert answer.status in (400, 403, 404, 405), f"{method} {path} in {workspace}: {answer.status}"
     assert ben.send("GET", "/api/2.0/mlflow/users/current", "ranking").status == 200  # the control
+
+
+def _roles(admin: User, workspace: str) -> dict[str, dict]:
+    listed = admin.send("GET", f"/api/3.0/mlflow/roles/list?workspace={workspace}")
+    assert listed.status == 200, listed.text
+    return {r["name"]: r for r in listed.json()["roles"]}
+
+
+def _permissions(admin: User, role_id: int) -> list[dict]:
+    listed = admin.send("GET", f"/api/3.0/mlflow/roles/permissions/list?role_id={role_id}")
+    assert listed.status == 200, listed.text
+    return listed.json()["role_permissions"]
+
+
+def test_a_team_admin_cannot_reach_another_teams_roles_through_its_own(users: dict[str, User]) -> None:
+    """MLflow authorizes by the first id it finds (role_id), the handlers act on another one."""
+    admin, lead = users["admin"], users["search-lead"]
+    own = _roles(admin, "search")["team-admin"]["id"]
+    reader = _roles(admin, "ranking")["team-reader"]
+    target = _permissions(admin, reader["id"])[0]
+    attempts = [
+        (
+            "PATCH",
+            "/api/3.0/mlflow/roles/permissions/update",
+            {"role_id": own, "role_permission_id": target["id"], "permission": "MANAGE"},
+        ),
+        ("DELETE", "/api/3.0/mlflow/roles/permissions/remove", {"role_id": own, "role_permission_id": target["id"]}),
+        ("POST", "/api/3.0/mlflow/roles/create", {"role_id": own, "workspace": "ranking", "name": "planted"}),
+    ]
+    for method, path, body in attempts:
+        for api in ("/api/", "/ajax-api/"):
+            answer = lead.send(method, path.replace("/api/", api, 1), "search", body=body)
+            assert answer.status in (400, 403), f"{method} {path}: {answer.status} {answer.text[:200]}"
+    assert _permissions(admin, reader["id"])[0] == target  # unchanged
+    assert "planted" not in _roles(admin, "ranking")
+    assert lead.send("GET", "/api/3.0/mlflow/roles/list?workspace=search", "search").status == 200  # the control
+
+
+def test_a_non_json_content_type_does_not_walk_around_the_name_check(users: dict[str, User]) -> None:
+    person = f"carol-{secrets.token_hex(3)}@example.com"
+    for kind in ("application/vnd.mlflow+json", "APPLICATION/JSON", "text/plain"):
+        body = json.dumps({"username": person, "password": "p" * 16}).encode()
+        answer = users["admin"].send("POST", CREATE, None, {"Content-Type": kind}, body)
+        assert answer.status == 400, f"{kind}: {answer.status} {answer.text[:200]}"
