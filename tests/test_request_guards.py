@@ -93,3 +93,30 @@ def test_the_default_workspace_cannot_reach_into_team_workspaces() -> None:
 )
 def test_names_shaped_like_people(name: str, claim: str, person: bool) -> None:
     assert looks_like_sso_identity(name, claim) is person
+
+
+@pytest.mark.parametrize(
+    ("uri", "experiment"),
+    [
+        ("s3://bucket/prod/workspaces/ranking/7/abc/artifacts", "7"),
+        ("mlflow-artifacts:/workspaces/ranking/7/abc/artifacts", "7"),
+        ("s3://bucket/prod/7/abc/artifacts", "7"),  # default's legacy layout
+        ("mlflow-artifacts:/7", "7"),
+        ("s3://bucket/prod/workspaces/ranking/models/x", "models"),  # not an id: refused by the guard
+        ("runs:/abc/model", None),  # MLflow checks READ on the run itself
+        ("models:/m-1", None),
+    ],
+)
+def test_the_experiment_a_source_lies_under(uri: str, experiment: str | None) -> None:
+    from mlflow_platform.request_guards import experiment_of
+
+    assert experiment_of(uri, ROOT) == experiment
+
+
+def test_fields_are_read_under_both_json_spellings() -> None:
+    from mlflow_platform.request_guards import _values
+
+    assert _values({"artifact_location": "a", "artifactLocation": "b"}, "artifact_location") == ["a", "b"]
+    assert _values({"artifactLocation": "b"}, "artifact_location") == ["b"]
+    assert _values({"source": "s"}, "source") == ["s"]
+    assert _values({"source": ""}, "source") == []

@@ -57,6 +57,18 @@ def _header(kid: str, **extra) -> dict:
     }
 
 
+def _sign(key, kid: str, *, signer: str = LOCAL_SIGNER, ttl: int = 120, username: str = "mallory@example.com") -> str:
+    return sign_alb_header(
+        _claims(username),
+        key,
+        kid=kid,
+        signer=signer,
+        exp=int(time.time()) + ttl,
+        issuer=LOCAL_ISSUER,
+        client=LOCAL_CLIENT,
+    )
+
+
 def test_forged_headers_sign_nobody_in(platform: LocalPlatform) -> None:
     kid = platform.alb.kid
     public = (platform.alb.public_dir / kid).read_bytes()
@@ -64,42 +76,10 @@ def test_forged_headers_sign_nobody_in(platform: LocalPlatform) -> None:
     forged = {
         "alg none": f"{_b64(_header(kid, alg='none'))}.{_b64(_claims())}.",
         "HS256 keyed with the public key": _hs256(_header(kid, alg="HS256"), _claims(), public),
-        "another key, same kid": sign_alb_header(
-            _claims(),
-            other,
-            kid=kid,
-            signer=LOCAL_SIGNER,
-            exp=int(time.time()) + 120,
-            issuer=LOCAL_ISSUER,
-            client=LOCAL_CLIENT,
-        ),
-        "kid traversal": sign_alb_header(
-            _claims(),
-            other,
-            kid="../public/" + kid,
-            signer=LOCAL_SIGNER,
-            exp=int(time.time()) + 120,
-            issuer=LOCAL_ISSUER,
-            client=LOCAL_CLIENT,
-        ),
-        "expired": sign_alb_header(
-            _claims(),
-            platform.alb.key(),
-            kid=kid,
-            signer=LOCAL_SIGNER,
-            exp=int(time.time()) - 5,
-            issuer=LOCAL_ISSUER,
-            client=LOCAL_CLIENT,
-        ),
-        "another signer": sign_alb_header(
-            _claims(),
-            platform.alb.key(),
-            kid=kid,
-            signer=LOCAL_SIGNER + "x",
-            exp=int(time.time()) + 120,
-            issuer=LOCAL_ISSUER,
-            client=LOCAL_CLIENT,
-        ),
+        "another key, same kid": _sign(other, kid),
+        "kid traversal": _sign(other, "../public/" + kid),
+        "expired": _sign(platform.alb.key(), kid, ttl=-5),
+        "another signer": _sign(platform.alb.key(), kid, signer=LOCAL_SIGNER + "x"),
         "oversized": "a" * 20000,
     }
     for what, header in forged.items():
@@ -134,15 +114,7 @@ def test_whoever_answers_on_a_local_port_mints_no_admin(platform: LocalPlatform)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _KeyServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        header = sign_alb_header(
-            _claims("mallory@example.com"),
-            attacker,
-            kid="attacker-key",
-            signer=LOCAL_SIGNER,
-            exp=int(time.time()) + 120,
-            issuer=LOCAL_ISSUER,
-            client=LOCAL_CLIENT,
-        )
+        header = _sign(attacker, "attacker-key")
         assert _get(platform, header) == 401
     finally:
         server.shutdown()
