@@ -54,6 +54,10 @@ SIGNED_IN = frozenset(
         ("GET", "/ajax-api/2.0/mlflow/users/current"),
         ("GET", "/api/3.0/mlflow/users/current/permissions"),
         ("GET", "/ajax-api/3.0/mlflow/users/current/permissions"),
+        # The UI asks these on every page; MLflow strips API keys and project locations for callers
+        # that are not on the server's own host. Everything else of the Assistant is for admins.
+        ("GET", "/ajax-api/3.0/mlflow/assistant/config"),
+        ("GET", "/ajax-api/3.0/mlflow/assistant/providers"),
         # The AI Gateway's static catalogue (providers, models, the secret form's fields).
         ("GET", "/ajax-api/3.0/mlflow/gateway/supported-providers"),
         ("GET", "/ajax-api/3.0/mlflow/gateway/supported-models"),
@@ -129,12 +133,12 @@ def sample_path(template: str) -> str:
 def _policy(method: str, template: str) -> tuple[Access, str] | None:
     if (method, template) in PUBLIC:
         return Access.PUBLIC, "our public list"
+    if (method, template) in SIGNED_IN:  # exact entries before the admin-only prefixes
+        return Access.SIGNED_IN, "our reviewed list"
     if (method, template) in ADMIN:
         return Access.ADMIN, f"admins only: {ADMIN[method, template]}"
     if template.startswith(ADMIN_PREFIXES):
         return Access.ADMIN, "admins only: the Assistant runs an agent as the server"
-    if (method, template) in SIGNED_IN:
-        return Access.SIGNED_IN, "our reviewed list"
     if (method, template) in FILTERED:
         return Access.FILTERED, "MLflow filters the answer to the caller's own"
     return None

@@ -22,16 +22,19 @@ def test_a_user_with_no_role_writes_no_demo_data_into_a_workspace(users: dict[st
 def test_a_member_cannot_configure_the_assistant_or_install_skills(users: dict[str, User]) -> None:
     ben = users["ben"]
     attempts = [
-        ("GET", "/ajax-api/3.0/mlflow/assistant/config", None),
         ("PUT", "/ajax-api/3.0/mlflow/assistant/config", {"providers": {}}),
         ("POST", "/ajax-api/3.0/mlflow/assistant/skills/install", {"type": "custom", "custom_path": "/tmp/x"}),
         ("POST", "/ajax-api/3.0/mlflow/assistant/message", {"message": "hi"}),
-        ("GET", "/ajax-api/3.0/mlflow/assistant/providers", None),
+        ("GET", "/ajax-api/3.0/mlflow/assistant/providers/claude_code/health", None),
     ]
     for method, path, body in attempts:
         answer = ben.send(method, path, "ranking", body=body)
         assert answer.status == 403, f"{method} {path}: {answer.status} {answer.text[:200]}"
-    assert users["admin"].send("GET", "/ajax-api/3.0/mlflow/assistant/providers").status == 200  # the control
+    # The controls: the UI reads the configuration (without API keys) and the providers on every page.
+    assert ben.send("GET", "/ajax-api/3.0/mlflow/assistant/providers", "ranking").status == 200
+    config = ben.send("GET", "/ajax-api/3.0/mlflow/assistant/config", "ranking")
+    assert config.status == 200
+    assert all("api_key" not in provider for provider in config.json()["providers"].values())
 
 
 def test_a_member_submits_no_job(users: dict[str, User], search_data: TeamData) -> None:

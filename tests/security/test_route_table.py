@@ -119,7 +119,7 @@ def test_dispatch_depends_on_the_route_alone(table: dict) -> None:
     assert got["POST", "/v1/traces"] == ["fastapi", "checked"]
     assert got["POST", "/ajax-api/3.0/jobs/search"] == ["fastapi", "filtered"]
     assert got["POST", "/ajax-api/3.0/jobs/"] == ["fastapi", "admin"]
-    assert got["GET", "/ajax-api/3.0/mlflow/assistant/config"] == ["fastapi", "admin"]
+    assert got["GET", "/ajax-api/3.0/mlflow/assistant/config"] == ["fastapi", "signed-in"]  # the UI reads it
     assert got["GET", "/api/3.0/mlflow/mcp-servers"] == ["fastapi", "checked"]
     assert got["GET", "/api/3.0/mlflow/server-info"] == ["flask", "signed-in"]  # Flask serves it too
     assert got["POST", "/gateway/my-endpoint/mlflow/invocations"] == ["fastapi", "checked"]
