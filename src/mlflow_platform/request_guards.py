@@ -5,9 +5,14 @@ Storage a caller names itself. ``CreateModelVersion`` accepts a raw storage sour
 experiment's ``artifact_location`` is read the same way. So a source or location must name the
 caller's own workspace's part of the artifact store (``workspaces/<workspace>/…`` under the
 server's artifact root, or, in the default workspace, the legacy layout outside ``workspaces/``),
-or a run or model MLflow checks READ on. Anything else (another prefix, another scheme, ``..``,
+or a run or model MLflow checks READ on; a raw location must also name an experiment the caller
+may read. Anything else (another prefix, another scheme, ``..``,
 percent-encodings, doubled slashes) is refused, for admins too: a version an admin points at a
 whole bucket is readable by every member of the model's workspace.
+
+Trace payloads are read from where a trace's tags say: nobody writes those tags, and a payload is
+served only from its experiment's trace folder. Role requests: MLflow authorizes by the first id it
+finds and the handler acts on another, so all of them must name one workspace.
 
 Password users in a stack with single sign-on. Only the server admin creates them (MLflow lets
 workspace admins), never under a name shaped like an SSO identity, and a person who signs in
