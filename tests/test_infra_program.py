@@ -745,3 +745,34 @@ def test_names_that_would_block_replacement_are_generated(stack: str) -> None:
     db = capture.one("aws:rds/instance:Instance").inputs
     if db.get("finalSnapshotIdentifier"):
         assert re.fullmatch(rf"mlflow-{stack}-final-[0-9a-f]{{8}}", db["finalSnapshotIdentifier"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_job_that_failed_once_is_replaced_on_the_next_up(stack: str) -> None:
+    """pulumi-kubernetes keeps awaiting a Job that failed in an earlier update unless it carries
+    `pulumi.com/replaceUnready: "true"` (pulumi-kubernetes batch/v1 Job docs); a Job's name here is a
+    hash of what it runs, so without it one transient failure blocks every later `up`."""
+    jobs = captured(stack).of_type("kubernetes:batch/v1:Job")
+    assert jobs
+    for job in jobs:
+        assert job.inputs["metadata"].get("annotations", {}).get("pulumi.com/replaceUnready") == "true", job.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_this_accounts_alb_writes_its_access_logs(stack: str) -> None:
+    """ELB writes to <bucket>/<prefix>/AWSLogs/<account id>/… ("Enable access logs for your
+    Application Load Balancer", bucket policy example): grant exactly that, not every account's."""
+    capture = captured(stack)
+    policy = json.loads(capture.one("aws:s3/bucketPolicy:BucketPolicy", "artifacts-logs-policy").inputs["policy"])
+    alb = next(s for s in policy["Statement"] if s.get("Sid") == "AlbAccessLogs")
+    account = capture.outputs.get("accountId") or re.search(r"-logs-(\d{12})", json.dumps(policy)).group(1)
+    assert alb["Resource"].endswith(f"/alb/AWSLogs/{account}/*"), alb["Resource"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_vpc_cni_addon_takes_over_the_default_on_create(stack: str) -> None:
+    """A new cluster already runs the self-managed vpc-cni; CreateAddon fails on its fields unless
+    resolveConflicts is OVERWRITE (EKS CreateAddon API, resolveConflicts)."""
+    for addon in captured(stack).of_type("aws:eks/addon:Addon"):
+        assert addon.inputs.get("resolveConflictsOnCreate") == "OVERWRITE", addon.name
+        assert addon.inputs.get("resolveConflictsOnUpdate") == "OVERWRITE", addon.name

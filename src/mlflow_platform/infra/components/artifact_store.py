@@ -113,7 +113,8 @@ class ArtifactStore(pulumi.ComponentResource):
                     "Effect": "Allow",
                     "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
                     "Action": "s3:PutObject",
-                    "Resource": pulumi.Output.concat(logs.arn, "/alb/*"),
+                    # ELB writes under <prefix>/AWSLogs/<account id>/: only this account's ALBs.
+                    "Resource": pulumi.Output.concat(logs.arn, "/alb/AWSLogs/", account_id, "/*"),
                 },
             ),
             opts=child,

@@ -164,6 +164,8 @@ class Cluster(pulumi.ComponentResource):
             cluster_name=cluster.name,
             addon_name="vpc-cni",
             configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
+            # A new cluster already runs the self-managed vpc-cni: take it over on create too.
+            resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=child,
         )

@@ -40,6 +40,11 @@ def labels(app: str, environment: str) -> dict[str, str]:
     }
 
 
+#: On a Job: replace it on the next `up` if it failed in an earlier one, instead of awaiting it forever
+#: (pulumi-kubernetes batch/v1 Job docs, "pulumi.com/replaceUnready").
+REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
+
+
 def metadata(name: str, namespace: str, pod_labels: dict[str, str], **extra) -> dict:
     return {"name": name, "namespace": namespace, "labels": pod_labels, **extra}
 

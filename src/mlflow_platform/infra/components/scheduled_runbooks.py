@@ -17,6 +17,7 @@ from .pods import (
     CONTAINER_SECURITY,
     HOME,
     POD_SECURITY,
+    REPLACE_UNREADY,
     RUNBOOK_CRONJOBS,
     SCRATCH_MOUNTS,
     SCRATCH_VOLUMES,
@@ -126,7 +127,7 @@ class ScheduledRunbooks(pulumi.ComponentResource):
         command = ["mlflow-platform", "ensure-user", "--username", OPS_USER, "--admin"]
         k8s.batch.v1.Job(
             f"{self._name}-ops-user",
-            metadata=metadata("mlflow-ensure-ops-user", self._ns, self._labels),
+            metadata=metadata("mlflow-ensure-ops-user", self._ns, self._labels, annotations=REPLACE_UNREADY),
             spec={
                 "backoffLimit": 6,
                 "activeDeadlineSeconds": 900,

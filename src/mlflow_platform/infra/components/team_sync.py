@@ -13,7 +13,17 @@ import pulumi_kubernetes as k8s
 from ...config import StackConfig
 from ...server_spec import ADMIN_PASSWORD, SERVER_SECRET
 from .iam import team_secrets_prefix
-from .pods import CONTAINER_SECURITY, HOME, POD_SECURITY, SCRATCH_MOUNTS, SCRATCH_VOLUMES, labels, metadata, secret_env
+from .pods import (
+    CONTAINER_SECURITY,
+    HOME,
+    POD_SECURITY,
+    REPLACE_UNREADY,
+    SCRATCH_MOUNTS,
+    SCRATCH_VOLUMES,
+    labels,
+    metadata,
+    secret_env,
+)
 from .tracking_server import APP, TrackingServer
 
 TEAMS_ACCOUNT = "mlflow-teams"
@@ -75,7 +85,10 @@ class TeamSync(pulumi.ComponentResource):
         self.job = k8s.batch.v1.Job(
             f"{name}-job",
             metadata=pulumi.Output.from_input(image).apply(
-                lambda ref: self._meta(f"mlflow-teams-sync-{hashlib.sha256((ref + digest).encode()).hexdigest()[:8]}")
+                lambda ref: self._meta(
+                    f"mlflow-teams-sync-{hashlib.sha256((ref + digest).encode()).hexdigest()[:8]}",
+                    annotations=REPLACE_UNREADY,
+                )
             ),
             spec={
                 "backoffLimit": 2,

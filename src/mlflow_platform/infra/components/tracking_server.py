@@ -33,6 +33,7 @@ from .pods import (
     CONTAINER_SECURITY,
     HOME,
     POD_SECURITY,
+    REPLACE_UNREADY,
     RUNBOOK_CRONJOBS,
     SCRATCH_MOUNTS,
     SCRATCH_VOLUMES,
@@ -294,7 +295,7 @@ class TrackingServer(pulumi.ComponentResource):
         }
         return k8s.batch.v1.Job(
             resource,
-            metadata=job_hash.apply(lambda h: self._meta(f"{k8s_name}-{h}")),
+            metadata=job_hash.apply(lambda h: self._meta(f"{k8s_name}-{h}", annotations=REPLACE_UNREADY)),
             spec={
                 "backoffLimit": 0,  # a failed schema step is not retried behind on-call's back
                 "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
