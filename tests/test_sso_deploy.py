@@ -118,3 +118,21 @@ def test_with_teams_the_sso_stack_maps_groups_to_roles_and_the_teams_job_keeps_s
     assert roles == {("okta-search", "search", "team-member"), ("okta-search", "ranking", "team-reader")}
     plain = run_with("prod", teams=teams).one("kubernetes:batch/v1:Job", "teams-job")
     assert "--keep-undeclared-users" not in plain.inputs["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def _alb_egress(stack: str) -> list[dict]:
+    return [
+        r.inputs
+        for r in captured(stack).of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.name.startswith("lb-")
+    ]
+
+
+def test_with_sso_the_alb_may_reach_the_identity_provider() -> None:
+    """authenticate-oidc: the ALB itself calls the IdP's token and user-info endpoints over HTTPS
+    (AWS CDK's AuthenticateOidcOptions.allow_https_outbound, on by default, exists for this), so its
+    security group needs that egress, or every sign-in ends in HTTP 500."""
+    to_idp = [e for e in _alb_egress(SSO_STACK) if e["fromPort"] == 443 and e["toPort"] == 443]
+    assert [e["cidrIpv4"] for e in to_idp] == ["0.0.0.0/0"]
+    for plain in (s for s in STACKS if s != SSO_STACK):  # no login, no egress beyond the pods
+        assert not [e for e in _alb_egress(plain) if e["fromPort"] == 443], plain

@@ -92,6 +92,18 @@ class LoadBalancer(pulumi.ComponentResource):
             description="to mlflow pods (IP targets)",
             opts=self._child,
         )
+        if self._sso is not None:
+            # authenticate-oidc: the ALB itself calls the IdP's token and user-info endpoints.
+            aws.vpc.SecurityGroupEgressRule(
+                f"{self._name}-to-idp",
+                security_group_id=sg.id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4="0.0.0.0/0",
+                description="to the IdP's token and user-info endpoints (authenticate-oidc)",
+                opts=self._child,
+            )
         return sg
 
     def _alb_and_target_group(
