@@ -191,6 +191,8 @@ def _guard_version_read():
         check_storage_uri(version.source or "", workspace, root, allow_runs_and_models=True)
     except Refused as exc:
         return _refuse(403, f"this version's source is not readable through the server: {exc}.")
+    if refused := _experiment_unreadable(version.source, workspace, root):
+        return _refuse(403, f"this version's source is not readable through the server: {refused}.")
     return None
 
 
