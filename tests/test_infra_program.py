@@ -756,6 +756,16 @@ def test_a_job_that_failed_once_is_replaced_on_the_next_up(stack: str) -> None:
     assert jobs
     for job in jobs:
         assert job.inputs["metadata"].get("annotations", {}).get("pulumi.com/replaceUnready") == "true", job.name
+        # Pulumi must wait past the Job's own deadline, or it replaces a Job that is still running.
+        deadline = job.inputs["spec"]["activeDeadlineSeconds"]
+        assert _minutes(job.timeouts["create"]) * 60 > deadline, job.name
+        assert _minutes(job.timeouts["update"]) * 60 > deadline, job.name
+
+
+def _minutes(timeout: str) -> float:
+    value = re.fullmatch(r"(\d+)([hm])", timeout)
+    assert value, f"timeout {timeout!r}"
+    return int(value.group(1)) * (60 if value.group(2) == "h" else 1)
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -99,6 +99,9 @@ class TeamSync(pulumi.ComponentResource):
                 parent=self,
                 provider=provider,
                 depends_on=[teams, account, server.rollout_done],
+                # Past its 900 s deadline (pulumi-kubernetes gives up at 10 min by default): a Job
+                # still running is never taken for failed and replaced mid-run (replaceUnready).
+                custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"),
                 delete_before_replace=True,
             ),
         )
