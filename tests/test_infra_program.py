@@ -36,6 +36,8 @@ COMPONENTS = {
     "mlflow-platform:aws:ServerSecrets",
     "mlflow-platform:k8s:ScheduledRunbooks",
 }
+#: Only where the stack creates its cluster.
+CREATED_CLUSTER_COMPONENTS = {"mlflow-platform:aws:ClusterAccess"}
 
 
 def run_with(stack: str, **overrides) -> plan.Capture:
@@ -55,8 +57,9 @@ def test_every_component_is_built_and_parents_its_children(stack: str) -> None:
     capture = captured(stack)
     types = {r.type for r in capture.resources}
     assert types >= COMPONENTS, COMPONENTS - types
-    components = {r.name for r in capture.resources if r.type in COMPONENTS}
-    orphans = [r.name for r in capture.resources if r.type not in COMPONENTS and r.parent is None]
+    components_here = COMPONENTS | (CREATED_CLUSTER_COMPONENTS & types)
+    components = {r.name for r in capture.resources if r.type in components_here}
+    orphans = [r.name for r in capture.resources if r.type not in components_here and r.parent is None]
     assert orphans == [], f"resources outside any component: {orphans}"
     assert all(r.parent in components for r in capture.resources if r.parent), "children hang off components"
 
@@ -507,49 +510,96 @@ def test_the_hpa_owns_the_servers_replica_count(stack: str) -> None:
     assert hpa["scaleTargetRef"]["name"] == "mlflow-server" and hpa["minReplicas"] >= 1
 
 
-def test_only_the_stack_that_says_so_creates_the_github_oidc_provider() -> None:
-    """IAM allows one OIDC provider per URL per account (CreateOpenIDConnectProvider answers
-    EntityAlreadyExists): one stack creates it, the others name it by its deterministic ARN."""
-    assert len(captured("dev").of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")) >= 1
-    for stack in ("staging", "prod"):
-        capture = captured(stack)
-        github = [
-            p
-            for p in capture.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
-            if "githubusercontent" in p.inputs.get("url", "")
-        ]
-        assert github == []
-        trust = json.loads(capture.one("aws:iam/role:Role", "ci-deploy").inputs["assumeRolePolicy"])
-        principal = trust["Statement"][0]["Principal"]["Federated"]
-        assert principal.endswith(":oidc-provider/token.actions.githubusercontent.com")
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_environment_has_its_own_account_and_github_oidc_provider(stack: str) -> None:
+    """One account per environment (decision 0008): each stack names its account for the provider
+    to enforce, creates the account's one GitHub OIDC provider, and no two stacks share an account."""
+    loaded = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml")
+    others = {s: load_stack_file(ROOT / "stacks" / f"Pulumi.{s}.yaml").account_ids for s in STACKS if s != stack}
+    assert loaded.account_ids and not any(set(loaded.account_ids) & set(ids) for ids in others.values())
+    github = [
+        p
+        for p in captured(stack).of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+        if "githubusercontent" in p.inputs.get("url", "")
+    ]
+    assert len(github) == 1
+
+
+def test_a_stack_without_its_account_is_refused_by_the_program() -> None:
+    path = ROOT / "stacks" / "Pulumi.prod.yaml"
+    document = yaml.safe_load(path.read_text())
+    del document["config"]["aws:allowedAccountIds"]
+    with pytest.raises(Exception, match="aws:allowedAccountIds"):
+        plan.run(_write(document, "prod"), project_root=ROOT)
+
+
+def test_config_check_refuses_two_environments_in_one_account(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    for stack in ("dev", "prod"):
+        document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+        document["config"]["aws:allowedAccountIds"] = ["444444444444"]
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document))
+    result = CliRunner().invoke(app, ["config", "check", str(tmp_path / "Pulumi.prod.yaml")])
+    assert result.exit_code == 1
+    assert "444444444444 is also dev's account" in result.output and "Traceback" not in result.output
+
+
+def _write(document: dict, stack: str) -> Path:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="stack-"))
+    path = folder / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_the_deploy_role_cannot_touch_itself_or_another_environments_roles(stack: str) -> None:
+def test_the_deploy_role_cannot_change_itself_or_another_environments_roles_but_may_read_itself(stack: str) -> None:
+    """Preflight reads the deploy role (iam:GetRole) under that role: the Deny that keeps it from
+    changing itself must leave reading alone (an explicit Deny wins over every Allow)."""
     statements = json.loads(captured(stack).one("aws:iam/rolePolicy:RolePolicy", "ci-deploy-iam").inputs["policy"])[
         "Statement"
     ]
     allowed = [
         r
         for s in statements
-        if s["Effect"] == "Allow" and any("Role" in a for a in _list(s["Action"]))
+        if s["Effect"] == "Allow" and any("Role" in a for a in _list(s.get("Action", [])))
         for r in _list(s["Resource"])
         if ":role/" in r
     ]
     assert allowed and all(
         r.endswith(f":role/mlflow-{stack}-*") or r.endswith(":role/aws-service-role/*") for r in allowed
     )
-    denied = [r for s in statements if s["Effect"] == "Deny" and s["Action"] == "iam:*" for r in s["Resource"]]
-    assert f"arn:aws:iam::*:role/mlflow-{stack}-ci-*" in denied  # its own role among them
+    guard = next(s for s in statements if s.get("Sid") == "NeverChangeTheCiRoles")
+    assert guard["Effect"] == "Deny" and guard["Resource"] == [f"arn:aws:iam::*:role/mlflow-{stack}-ci-*"]
+    assert sorted(guard["NotAction"]) == ["iam:Get*", "iam:List*"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_ci_roles_trust_only_pull_requests_main_and_environments(stack: str) -> None:
+def test_ci_roles_trust_exactly_one_github_environment_each(stack: str) -> None:
     capture = captured(stack)
-    for role in ("ci-preview", "ci-deploy", "ci-promote"):
+    for role in ("ci-preview", "ci-drift", "ci-deploy", "ci-promote"):
         trust = json.loads(capture.one("aws:iam/role:Role", role).inputs["assumeRolePolicy"])
-        subjects = trust["Statement"][0]["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
-        assert subjects and not any(s.endswith(":*") or s.endswith("/*") for s in subjects), (role, subjects)
+        condition = trust["Statement"][0]["Condition"]
+        assert set(condition) == {"StringEquals"}, role  # no pattern at all
+        subjects = _list(condition["StringEquals"]["token.actions.githubusercontent.com:sub"])
+        assert subjects and all(":environment:" in s for s in subjects), (role, subjects)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_the_drift_role_reads_secret_values_and_only_this_stacks(stack: str) -> None:
+    capture = captured(stack)
+    secret_readers = [
+        p
+        for p in capture.of_type("aws:iam/rolePolicy:RolePolicy")
+        if "secretsmanager:GetSecretValue" in p.inputs["policy"] and p.name.startswith("ci-")
+    ]
+    assert [p.name for p in secret_readers] == ["ci-drift-secrets"]
+    statement = json.loads(secret_readers[0].inputs["policy"])["Statement"][0]
+    assert statement["Resource"] == f"arn:aws:secretsmanager:*:*:secret:mlflow/{stack}/*"
 
 
 def _list(value) -> list:
@@ -787,3 +837,122 @@ def test_the_vpc_cni_addon_takes_over_the_default_on_create() -> None:
     for addon in addons:
         assert addon.inputs.get("resolveConflictsOnCreate") == "OVERWRITE", addon.name
         assert addon.inputs.get("resolveConflictsOnUpdate") == "OVERWRITE", addon.name
+
+
+def test_a_created_cluster_lets_each_ci_role_in_with_its_own_access_policy() -> None:
+    """Authentication mode API: only the creator is admin until an access entry says otherwise
+    (https://docs.aws.amazon.com/eks/latest/userguide/access-entries.html); CI takes over after the
+    hand-run first `up`, so each CI role gets an entry, deploy as admin, the readers as viewers."""
+    capture = captured("dev")
+    roles = {r.urn: r.inputs["name"] for r in capture.of_type("aws:iam/role:Role")}
+    entries = {
+        roles[e.property_dependencies["principalArn"][0]]: e for e in capture.of_type("aws:eks/accessEntry:AccessEntry")
+    }
+    assert set(entries) == {"mlflow-dev-ci-deploy", "mlflow-dev-ci-drift", "mlflow-dev-ci-preview"}
+    policies = {
+        a.name.removeprefix("cluster-access-").removesuffix("-policy"): a.inputs["policyArn"].rsplit("/", 1)[1]
+        for a in capture.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    }
+    assert policies == {
+        "deploy": "AmazonEKSClusterAdminPolicy",
+        "drift": "AmazonEKSAdminViewPolicy",
+        "preview": "AmazonEKSViewPolicy",
+    }
+    for stack in ("staging", "prod"):  # existing clusters: preflight checks the entry instead
+        assert not captured(stack).of_type("aws:eks/accessEntry:AccessEntry")
+
+
+def test_a_created_clusters_api_is_open_only_to_the_listed_cidrs_on_a_supported_version() -> None:
+    """EKS defaults publicAccessCidrs to 0.0.0.0/0; STANDARD support never bills extended support."""
+    cluster = captured("dev").one("aws:eks/cluster:Cluster").inputs
+    vpc = cluster["vpcConfig"]
+    assert (
+        vpc["endpointPublicAccess"] is True
+        and vpc["publicAccessCidrs"] == stack_section("dev", "cluster")["publicAccessCidrs"]
+    )
+    assert "0.0.0.0/0" not in vpc["publicAccessCidrs"]
+    assert cluster["upgradePolicy"] == {"supportType": "STANDARD"}
+    from mlflow_platform.preflight import EKS_STANDARD_SUPPORT_ENDS
+
+    assert cluster["version"] == max(EKS_STANDARD_SUPPORT_ENDS, key=EKS_STANDARD_SUPPORT_ENDS.get)
+    private = run_with("dev", cluster={**stack_section("dev", "cluster"), "publicAccessCidrs": []})
+    assert private.one("aws:eks/cluster:Cluster").inputs["vpcConfig"]["endpointPublicAccess"] is False
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "fragment"),
+    [(None, "cluster.publicAccessCidrs: is required with cluster.create"), (["0.0.0.0/0"], "whole internet")],
+)
+def test_a_created_cluster_without_a_deliberate_api_allowlist_is_refused(cidrs, fragment: str) -> None:
+    cluster = {k: v for k, v in stack_section("dev", "cluster").items() if k != "publicAccessCidrs"}
+    if cidrs is not None:
+        cluster["publicAccessCidrs"] = cidrs
+    with pytest.raises(Exception, match=fragment):
+        run_with("dev", cluster=cluster)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_new_target_group_replaces_the_binding_the_webhook_will_not_update(stack: str) -> None:
+    """The controller's webhook refuses a change to spec.targetGroupARN (v3.5.0
+    targetgroupbinding_validator.go, checkImmutableFields): Pulumi must replace the binding, deleting
+    the old one first since the name stays."""
+    binding = captured(stack).one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")
+    assert "spec.targetGroupARN" in binding.options["replaceOnChanges"]
+    assert "spec.targetType" in binding.options["replaceOnChanges"]
+    assert binding.options["deleteBeforeReplace"] is True
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_major_engine_bump_is_allowed_and_brings_a_parameter_group_of_its_family(stack: str) -> None:
+    """RDS refuses a major change without AllowMajorVersionUpgrade (ModifyDBInstance); the new
+    family's parameter group is auto-named, so it is created before the old one goes."""
+    bumped = run_with(stack, database={**(stack_section(stack, "database") or {}), "engineVersion": "17"})
+    db = bumped.one("aws:rds/instance:Instance").inputs
+    assert db["allowMajorVersionUpgrade"] is True and db["engineVersion"] == "17"
+    group = bumped.one("aws:rds/parameterGroup:ParameterGroup").inputs
+    assert group["family"] == "postgres17" and "name" not in group
+
+
+def test_nodes_outside_the_cluster_security_group_can_be_admitted_to_the_database() -> None:
+    capture = run_with(
+        "prod", database={**stack_section("prod", "database"), "clientSecurityGroupIds": ["sg-0karpenter"]}
+    )
+    sources = {
+        r.inputs.get("referencedSecurityGroupId")
+        for r in capture.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs.get("fromPort") == 5432
+    }
+    assert "sg-0karpenter" in sources and len(sources) == 2
+
+
+def test_the_image_tag_hashes_exactly_the_build_context(tmp_path: Path) -> None:
+    """ECR refuses a second image under an immutable tag, and docker-build rebuilds whenever its
+    context changes: every file the context admits must move the tag, and nothing else may."""
+    import shutil
+
+    from mlflow_platform.infra.components.image import CONTEXT_EXCLUDES, IMAGE_INPUTS, content_tag
+
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    admitted = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert admitted | {"server/Dockerfile"} == set(IMAGE_INPUTS)
+    assert {line.removeprefix("**/") for line in ignore if line.startswith("**/")} == set(CONTEXT_EXCLUDES)
+    copied = {
+        source
+        for line in (ROOT / "server" / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    }
+    assert copied <= set(IMAGE_INPUTS), copied - set(IMAGE_INPUTS)
+    for entry in IMAGE_INPUTS:
+        source, copy = ROOT / entry, tmp_path / entry
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, copy)
+        else:
+            shutil.copy(source, copy)
+    before = content_tag(tmp_path)
+    (tmp_path / "src" / "mlflow_platform.egg-info").mkdir(exist_ok=True)
+    (tmp_path / "src" / "mlflow_platform.egg-info" / "SOURCES.txt").write_text("regenerated")
+    assert content_tag(tmp_path) == before  # .dockerignore leaves it out of the image
+    (tmp_path / "README.md").write_text("changed")
+    assert content_tag(tmp_path) != before  # COPY README.md: a different image, a different tag

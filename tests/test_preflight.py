@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 
 from mlflow_platform import preflight
 from mlflow_platform.config import load_stack_file
+from mlflow_platform.infra.components.cluster import LB_CONTROLLER_CHART_VERSION
 
 from .paths import ROOT
 
@@ -264,7 +265,7 @@ def _deployment(available: int) -> dict:
                 "metadata": {"labels": labels},
                 "spec": {
                     "containers": [
-                        {"name": "controller", "image": "public.ecr.aws/eks/aws-load-balancer-controller:v2.13.4"}
+                        {"name": "controller", "image": "public.ecr.aws/eks/aws-load-balancer-controller:v3.5.0"}
                     ]
                 },
             },
@@ -331,12 +332,12 @@ APPS = "/apis/apps/v1/namespaces/kube-system"
 def test_an_existing_cluster_needs_the_lb_controller_running(tmp_path: Path, aws, cluster_api) -> None:
     path, config = stack(tmp_path, cluster={"name": "platform", "kubeconfigContext": "platform"})
     missing = preflight.check_lb_controller(path, config, aws)
-    assert missing.status == "fail" and "chart 1.13.4" in missing.detail
+    assert missing.status == "fail" and f"chart {LB_CONTROLLER_CHART_VERSION}" in missing.detail
     cluster_api[f"{APPS}/deployments/aws-load-balancer-controller"] = _deployment(available=0)
     assert "no available replica" in preflight.check_lb_controller(path, config, aws).detail
     cluster_api[f"{APPS}/deployments/aws-load-balancer-controller"] = _deployment(available=2)
     assert preflight.check_lb_controller(path, config, aws) == preflight.Check.ok(
-        "LB controller", "2 available (aws-load-balancer-controller:v2.13.4)"
+        "LB controller", "2 available (aws-load-balancer-controller:v3.5.0)"
     )
 
 
@@ -447,3 +448,105 @@ def test_sso_discovery_must_answer_and_match_the_configured_endpoints_and_scopes
     assert preflight.check_sso_discovery(path, config, aws).status == "fail"  # 404
     path, config = stack(tmp_path, "dev")
     assert preflight.check_sso_discovery(path, config, aws).status == "skip"
+
+
+def _stack_in_account(tmp_path: Path, account: str, base: str = "prod", **sections) -> tuple[Path, object]:
+    path, _ = stack(tmp_path, base, **sections)
+    document = yaml.safe_load(path.read_text())
+    document["config"]["aws:allowedAccountIds"] = [account]
+    path.write_text(yaml.safe_dump(document))
+    return path, load_stack_file(path).config
+
+
+def test_the_account_must_be_the_stacks_own_and_hold_no_other_environment(tmp_path: Path, aws) -> None:
+    """Decision 0008: a deploy role reaches everything in its account, so environments never share one."""
+    account = aws.account_id
+    path, config = _stack_in_account(tmp_path, account)
+    assert preflight.check_account(path, config, aws).status == "pass"
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere, config_elsewhere = _stack_in_account(tmp_path / "elsewhere", "999999999999")
+    wrong = preflight.check_account(elsewhere, config_elsewhere, aws)
+    assert wrong.status == "fail" and f"credentials are for {account}" in wrong.detail
+    aws.iam.create_role(RoleName="mlflow-dev-ci-deploy", AssumeRolePolicyDocument="{}")
+    try:
+        shared = preflight.check_account(path, config, aws)
+        assert shared.status == "fail" and "mlflow-dev-ci-deploy" in shared.detail
+    finally:
+        aws.iam.delete_role(RoleName="mlflow-dev-ci-deploy")
+
+
+def test_a_stack_missing_a_secret_or_sharing_an_account_is_not_deployable(tmp_path: Path, aws) -> None:
+    staging = ROOT / "stacks" / "Pulumi.staging.yaml"  # sso, and the example cannot carry the secret
+    missing = preflight.check_deployable(staging, load_stack_file(staging).config, aws)
+    assert missing.status == "fail" and "ssoClientSecret" in missing.detail
+    document = yaml.safe_load(staging.read_text())
+    document["config"]["mlflow-platform:ssoClientSecret"] = {"secure": "v1:ciphertext"}
+    (tmp_path / "Pulumi.staging.yaml").write_text(yaml.safe_dump(document))
+    ready = preflight.check_deployable(tmp_path / "Pulumi.staging.yaml", load_stack_file(staging).config, aws)
+    assert ready.status == "pass", ready.detail
+    prod = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())
+    prod["config"]["aws:allowedAccountIds"] = document["config"]["aws:allowedAccountIds"]
+    (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump(prod))
+    shared = preflight.check_deployable(tmp_path / "Pulumi.staging.yaml", load_stack_file(staging).config, aws)
+    assert shared.status == "fail" and "also prod's account" in shared.detail
+
+
+@pytest.mark.parametrize(
+    ("version", "today", "status"),
+    [
+        ("1.35", dt.date(2026, 12, 7), "pass"),
+        ("1.35", dt.date(2027, 2, 1), "fail"),
+        ("1.34", dt.date(2026, 12, 7), "fail"),
+        ("1.29", dt.date(2026, 12, 7), "fail"),
+    ],
+)
+def test_the_cluster_version_is_in_standard_support_with_time_to_spare(
+    tmp_path: Path, aws, version, today, status
+) -> None:
+    path, config = stack(tmp_path, "dev", cluster={"version": version})
+    assert preflight.check_eks_version(path, config, aws, today=today).status == status
+
+
+def test_every_node_of_an_existing_cluster_must_carry_a_group_the_database_admits(tmp_path: Path, aws) -> None:
+    name = unique("platform")
+    vpc = aws.ec2.create_vpc(CidrBlock="10.60.0.0/16")["Vpc"]["VpcId"]
+    subnet = aws.ec2.create_subnet(VpcId=vpc, CidrBlock="10.60.1.0/24")["Subnet"]["SubnetId"]
+    karpenter_sg = aws.ec2.create_security_group(GroupName=unique("karpenter"), Description="nodes", VpcId=vpc)[
+        "GroupId"
+    ]
+    aws.eks.create_cluster(
+        name=name, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": [subnet]}
+    )
+    image = aws.ec2.describe_images()["Images"][0]["ImageId"]
+    node_tags = [{"Key": f"kubernetes.io/cluster/{name}", "Value": "owned"}]
+    aws.ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        SecurityGroupIds=[karpenter_sg],  # a Karpenter node: not the cluster security group
+        TagSpecifications=[{"ResourceType": "instance", "Tags": node_tags}],
+    )
+    path, config = stack(tmp_path, cluster={"name": name})
+    cut_off = preflight.check_database_reach(path, config, aws)
+    assert cut_off.status == "fail" and "database.clientSecurityGroupIds" in cut_off.detail
+    path, config = stack(tmp_path, cluster={"name": name}, database={"clientSecurityGroupIds": [karpenter_sg]})
+    assert preflight.check_database_reach(path, config, aws).status == "pass"
+
+
+def test_with_sso_the_albs_subnets_must_route_out_to_the_idp(tmp_path: Path, aws) -> None:
+    vpc = aws.ec2.create_vpc(CidrBlock="10.61.0.0/16")["Vpc"]["VpcId"]
+    subnets = [aws.ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.61.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    table = aws.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    for subnet in subnets:
+        aws.ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
+    network = {"vpcId": vpc, "publicSubnetIds": subnets, "privateSubnetIds": subnets}
+    path, config = stack(tmp_path, "staging", network=network)  # the stack with sso
+    closed = preflight.check_idp_reach(path, config, aws)
+    assert closed.status == "fail" and subnets[0] in closed.detail
+    gateway = aws.ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    aws.ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
+    aws.ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
+    assert preflight.check_idp_reach(path, config, aws).status == "pass"
+    path, config = stack(tmp_path, "prod", network=network)
+    assert preflight.check_idp_reach(path, config, aws).status == "skip"  # no sso

@@ -213,6 +213,16 @@ class DatabaseConfig(_Section):
     max_overflow: int = Field(1, ge=0, le=100, description="MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.")
     pool_recycle_seconds: int = Field(1800, ge=60, description="MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.")
     multi_az: bool = Field(True, description="Standby in a second AZ (RDS Multi-AZ).")
+    apply_immediately: bool = Field(
+        False,
+        description="Apply class, storage and engine-major changes during `pulumi up` instead of the next "
+        "maintenance window (a major engine upgrade needs it; see docs/deploying.md, day 2).",
+    )
+    client_security_group_ids: tuple[str, ...] = Field(
+        (),
+        description="More security groups admitted to PostgreSQL: an existing cluster's node or pod groups "
+        "when its nodes do not carry the cluster security group (Karpenter, self-managed groups).",
+    )
     deletion_protection: bool = Field(True, description="Refuse `pulumi destroy` of the instance.")
     final_snapshot: bool = Field(True, description="Take a final snapshot when the instance is deleted.")
     backup_retention_days: int = Field(14, ge=1, le=35, description="Automated backups and PITR window.")
@@ -369,7 +379,14 @@ class ClusterConfig(_Section):
     kubeconfig_context: str | None = Field(
         None, description="Use this context of the ambient kubeconfig for an existing cluster."
     )
-    version: str = Field("1.33", pattern=r"^1\.\d+$", description="Kubernetes version of a created cluster.")
+    version: str = Field(
+        "1.35", pattern=r"^1\.\d+$", description="Kubernetes version of a created cluster (upgrade policy STANDARD)."
+    )
+    public_access_cidrs: tuple[str, ...] | None = Field(
+        None,
+        description="CIDRs that may reach a created cluster's public API endpoint (CI runners, admins); "
+        "`[]` keeps the endpoint private. Required with `create: true`.",
+    )
     node_instance_types: tuple[str, ...] = Field(("m6i.large",), description="Managed node group types.")
     node_min_size: int = Field(2, ge=1, description="Managed node group minimum size.")
     node_desired_size: int = Field(2, ge=1, description="Managed node group desired size.")
@@ -382,7 +399,21 @@ class ClusterConfig(_Section):
             raise ValueError("set exactly one of cluster.name (existing cluster) or cluster.create: true")
         if not self.node_min_size <= self.node_desired_size <= self.node_max_size:
             raise ValueError("nodeMinSize <= nodeDesiredSize <= nodeMaxSize must hold")
+        if any(_prefix_length(c) == 0 for c in self.public_access_cidrs or ()):
+            raise ValueError(
+                "cluster.publicAccessCidrs opens the Kubernetes API to the whole internet; list your CI "
+                "runners' and admins' CIDRs, or [] for a private endpoint"
+            )
         return self
+
+
+def _prefix_length(cidr: str) -> int:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen
+    except ValueError:
+        raise ValueError(f"cluster.publicAccessCidrs: {cidr!r} is not a CIDR (e.g. 203.0.113.0/24)") from None
 
 
 class ImageConfig(_Section):
@@ -439,11 +470,32 @@ class GithubConfig(_Section):
         "exactly one stack per account; the others use arn:aws:iam::<account>:oidc-provider/"
         "token.actions.githubusercontent.com.",
     )
-    deploy_environment: str | None = Field(None, description="GitHub Environment the deploy role is bound to.")
-    preview_branch: str = Field("main", description="Branch whose pushes may use the read-only preview role.")
-    promotion_repositories: tuple[str, ...] = Field(
-        (), description="`owner/repo`s whose CI may take the promotion lock; default `repository`."
+    deploy_environment: str | None = Field(
+        None,
+        description="GitHub Environment of the deploy jobs, the one the deploy role trusts (default: the stack).",
     )
+    preview_environment: str | None = Field(
+        None,
+        description="GitHub Environment of the PR-preview jobs (default `<env>-preview`).",
+    )
+    drift_environment: str | None = Field(
+        None,
+        description="GitHub Environment of the nightly drift job (default `<env>-drift`); limit it to `main`.",
+    )
+    promotion_repositories: tuple[str, ...] = Field(
+        (),
+        description="Model repositories (`owner/repo`) whose promote-model jobs may take the promotion lock "
+        "(a promote role is created only with them; never `repository` itself).",
+    )
+
+    @model_validator(mode="after")
+    def _promoters_are_other_repositories(self) -> GithubConfig:
+        if self.repository and self.repository in self.promotion_repositories:
+            raise ValueError(
+                "github.promotionRepositories lists this repository: its deploy jobs use the same GitHub "
+                "Environments, so their tokens would also take the promotion role; promote from model repositories"
+            )
+        return self
 
 
 class TracingConfig(_Section):
@@ -675,6 +727,14 @@ class StackConfig(BaseModel):
         problems: list[tuple[str, str]] = []
         if self.cluster is None:
             problems.append(("cluster", "is required to deploy: set cluster.name or cluster.create: true"))
+        elif self.cluster.create and self.cluster.public_access_cidrs is None:
+            problems.append(
+                (
+                    "cluster.publicAccessCidrs",
+                    "is required with cluster.create: the CIDRs of your CI runners and admins "
+                    "(or [] for a private endpoint only)",
+                )
+            )
         if not lb.hostname:
             problems.append(("loadBalancer.hostname", "is required to deploy: the public DNS name for TLS"))
         if self.server.webhook_local_targets:
@@ -856,6 +916,35 @@ class LoadedStack:
     #: stack-file keys held encrypted (``secure:``); their values are unknown offline.
     encrypted_keys: frozenset[str]
 
+    @property
+    def account_ids(self) -> tuple[str, ...]:
+        """``aws:allowedAccountIds``: the AWS provider refuses to act in any other account."""
+        value = self.provider_config.get("aws:allowedAccountIds") or ()
+        return tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+
+    def missing_secrets(self) -> list[str]:
+        """Secrets a deployment needs that the file holds neither encrypted nor given."""
+        c = self.config
+        needs_sso = c.sso is not None and c.sso_client_secret is None
+        return ["ssoClientSecret"] if needs_sso and "ssoClientSecret" not in self.encrypted_keys else []
+
+    def deployment_problems(self) -> list[tuple[str, str]]:
+        """What `pulumi up` would refuse, as far as the file shows (an encrypted secret counts as set)."""
+        problems = [
+            (key, message)
+            for key, message in self.config.deployment_problems()
+            if key not in self.encrypted_keys  # its value is only unknown offline
+        ]
+        if not self.account_ids:
+            problems.append(
+                (
+                    "aws:allowedAccountIds",
+                    "is required to deploy: the one AWS account of this environment, e.g. "
+                    '`aws:allowedAccountIds: ["111111111111"]` (docs/decisions/0008)',
+                )
+            )
+        return problems
+
 
 def from_config_values(
     values: Mapping[str, Any],
@@ -976,6 +1065,31 @@ def load_stack_file(path: str | Path, *, secrets: Mapping[str, str] | None = Non
         ours[key] = value
     for name in encrypted:
         if name not in SECRET_KEYS:
-            raise ConfigError(source, [(name, "only adminPassword may be a secret in this project")])
+            raise ConfigError(
+                source, [(name, f"only {' and '.join(sorted(SECRET_KEYS))} may be secrets in this project")]
+            )
     config = from_config_values(ours, source=source, secret_keys=encrypted, secrets=secrets)
     return LoadedStack(config=config, provider_config=provider, encrypted_keys=frozenset(encrypted))
+
+
+def shared_accounts(path: Path, loaded: LoadedStack) -> list[tuple[str, str]]:
+    """Each environment in its own AWS account (docs/decisions/0008): a deploy role can reach
+    everything in its account, so dev's must never share one with prod."""
+    problems = []
+    for other in sorted(path.parent.glob("Pulumi.*.yaml")):
+        if other.resolve() == path.resolve():
+            continue
+        try:
+            theirs = load_stack_file(other)
+        except ConfigError:
+            continue  # that file's own check reports it
+        shared = sorted(set(loaded.account_ids) & set(theirs.account_ids))
+        if shared:
+            problems.append(
+                (
+                    "aws:allowedAccountIds",
+                    f"{', '.join(shared)} is also {theirs.config.environment}'s account ({other.name}); "
+                    "give each environment its own AWS account",
+                )
+            )
+    return problems

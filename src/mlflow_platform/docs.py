@@ -15,6 +15,7 @@ from .config import PROJECT, StackConfig, section_models
 BEGIN = "<!-- BEGIN GENERATED: python -m mlflow_platform.docs --write -->"
 END = "<!-- END GENERATED -->"
 REFERENCE = Path("docs") / "configuration.md"
+DAY2 = Path("docs") / "deploying.md"
 
 
 def _default(field) -> str:
@@ -65,16 +66,19 @@ def generated_part(text: str) -> str:
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
 
 
-def write(path: Path) -> None:
+def write(path: Path, content: str | None = None) -> None:
     text = path.read_text()
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n\n{config_reference_markdown()}\n{END}{tail}")
+    path.write_text(f"{head}{BEGIN}\n\n{content or config_reference_markdown()}\n{END}{tail}")
 
 
 if __name__ == "__main__":  # pragma: no cover
     if "--write" in sys.argv:
+        from .day2 import catalogue_markdown
+
         write(REFERENCE)
-        print(f"wrote {REFERENCE}")
+        write(DAY2, catalogue_markdown(Path.cwd()))
+        print(f"wrote {REFERENCE} and {DAY2}")
     else:
         print(config_reference_markdown(), end="")

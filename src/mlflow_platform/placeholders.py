@@ -20,6 +20,8 @@ def placeholders(stack_file: Path) -> list[str]:
         if code.strip().startswith("mlflow-platform:") and indent <= 2:
             section = code.strip().split(":")[1]
             key = section
+        if indent <= 2 and not code.strip().startswith("mlflow-platform:"):
+            key = code.strip().split(": ", 1)[0].rstrip(":")  # a provider's key: aws:allowedAccountIds
         if MARKER in line:
             found.append(key if indent <= 2 else f"{section}.{key}")
     return found
@@ -33,3 +35,10 @@ def warning(stack_file: Path) -> str | None:
         f"{stack_file.name} still holds example values (marked {MARKER}): {', '.join(keys)}; "
         "replace them with yours before `pulumi up`"
     )
+
+
+def secrets_warning(stack_file: Path, missing: list[str]) -> str | None:
+    if not missing:
+        return None
+    sets = "; ".join(f"`pulumi config set --secret mlflow-platform:{key} <value>`" for key in missing)
+    return f"{stack_file.name} sets no {', '.join(missing)}: the plan used a stand-in; {sets} before `pulumi up`"

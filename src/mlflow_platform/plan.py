@@ -42,12 +42,17 @@ class Resource:
     outputs: dict[str, Any] = field(default_factory=dict)
     #: ``custom_timeouts`` as registered (empty strings: the provider's defaults)
     timeouts: dict[str, str] = field(default_factory=dict)
+    #: resource options the engine acts on in an update: replaceOnChanges, deleteBeforeReplace, protect
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Capture:
     resources: list[Resource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+
+    #: secrets the stack file lacks that the plan stood in for (reported like placeholders)
+    stand_ins: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -281,6 +286,38 @@ def stack_config_values(stack_file: Path, overrides: dict[str, Any] | None = Non
     return values, secret_keys
 
 
+def _missing_secrets(stack_file: Path, overrides: dict[str, Any]) -> list[str]:
+    """Secrets `pulumi up` needs that the example file cannot carry (a ciphertext is per stack)."""
+    from .config import ConfigError, load_stack_file
+
+    try:
+        missing = load_stack_file(stack_file).missing_secrets()
+    except ConfigError:
+        return []  # the program reports the file's problems itself
+    return [key for key in missing if f"{PROJECT}:{key}" not in overrides]
+
+
+def _registration(request, response) -> tuple:
+    """What the engine is told about one resource beyond its inputs: URN, parent, dependencies,
+    timeouts and the options an update acts on."""
+    parent = request.parent or ""
+    top = (parent.split("::")[-2] if parent.count("::") >= 3 else "").endswith("pulumi:pulumi:Stack")
+    options = {
+        "replaceOnChanges": list(request.replaceOnChanges),
+        "deleteBeforeReplace": request.deleteBeforeReplace,
+        "protect": request.protect,
+        "retainOnDelete": request.retainOnDelete,
+    }
+    return (
+        response.urn,
+        None if top else parent.rsplit("::", 1)[-1] or None,
+        {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns},
+        list(request.dependencies),
+        {k: getattr(request.customTimeouts, k) for k in ("create", "update", "delete")},
+        options,
+    )
+
+
 def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | None = None) -> Capture:
     """Run ``infra/program.py:main()`` for one stack file under mocks and capture everything."""
     import pulumi
@@ -304,21 +341,15 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
 
         def RegisterResource(self, request):
             response = super().RegisterResource(request)
-            parent = request.parent or ""
-            top = (parent.split("::")[-2] if parent.count("::") >= 3 else "").endswith("pulumi:pulumi:Stack")
-            links[(request.type, request.name)] = (
-                response.urn,
-                None if top else parent.rsplit("::", 1)[-1] or None,
-                {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns},
-                list(request.dependencies),
-                {k: getattr(request.customTimeouts, k) for k in ("create", "update", "delete")},
-            )  # fmt: skip
+            links[(request.type, request.name)] = _registration(request, response)
             return response
 
     links: dict[tuple[str, str], tuple] = {}
 
     stack = stack_file.name.split(".")[1] if stack_file.name.startswith("Pulumi.") else stack_file.stem
-    values, secret_keys = stack_config_values(stack_file, overrides)
+    capture.stand_ins = _missing_secrets(stack_file, overrides or {})
+    stand_ins = {f"{PROJECT}:{key}": {"secure": "stand-in"} for key in capture.stand_ins}
+    values, secret_keys = stack_config_values(stack_file, {**stand_ins, **(overrides or {})})
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     settings.ROOT.set(None)
@@ -337,7 +368,7 @@ def run(stack_file: Path, *, project_root: Path, overrides: dict[str, Any] | Non
         loop.close()
         asyncio.set_event_loop(None)
     for r in capture.resources:
-        r.urn, r.parent, r.property_dependencies, r.dependencies, r.timeouts = links[(r.type, r.name)]
+        r.urn, r.parent, r.property_dependencies, r.dependencies, r.timeouts, r.options = links[(r.type, r.name)]
     return capture
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import boto3
@@ -427,8 +428,145 @@ def check_sso_discovery(stack_file: Path, config: StackConfig, aws: Account) -> 
     return Check.ok("SSO discovery", f"{url} matches; scopes {' '.join(sso.scopes)} supported")
 
 
+@titled("deployable stack")
+def check_deployable(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """What `pulumi up` would refuse (a secret the file lacks, a missing key), and an AWS account
+    another stack beside this one also deploys to."""
+    from .config import ConfigError, load_stack_file, shared_accounts
+
+    try:
+        loaded = load_stack_file(stack_file)
+    except ConfigError as exc:
+        return Check.bad("deployable stack", str(exc).replace("\n", " "))
+    problems = loaded.deployment_problems() + shared_accounts(stack_file, loaded)
+    if problems:
+        return Check.bad("deployable stack", "; ".join(f"{key}: {message}" for key, message in problems))
+    return Check.ok("deployable stack", "every value `pulumi up` needs is set")
+
+
+@titled("AWS account")
+def check_account(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """This environment alone in its account (docs/decisions/0008): the credentials are for the
+    account the stack names, and no other environment's CI deploy role lives there."""
+    from .config import load_stack_file
+
+    allowed = load_stack_file(stack_file).account_ids
+    account = aws.account_id
+    if account not in allowed:
+        return Check.bad("AWS account", f"credentials are for {account}; the stack allows {list(allowed)}")
+    others = sorted(
+        role["RoleName"]
+        for page in aws.iam.get_paginator("list_roles").paginate()
+        for role in page["Roles"]
+        if _other_deploy_role(role["RoleName"], config.environment)
+    )
+    if others:
+        return Check.bad(
+            "AWS account",
+            f"{account} also holds {', '.join(others)}: another environment's deploy role could reach this "
+            "one; give each environment its own account",
+        )
+    return Check.ok("AWS account", f"{account}, no other environment's CI roles")
+
+
+def _other_deploy_role(name: str, environment: str) -> bool:
+    return name.startswith("mlflow-") and name.endswith("-ci-deploy") and name != f"mlflow-{environment}-ci-deploy"
+
+
+#: Kubernetes minors EKS still supports, and the day standard support ends (EKS version calendar:
+#: https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html). Past it a STANDARD
+#: cluster is upgraded by EKS; an EXTENDED one costs extra per hour.
+EKS_STANDARD_SUPPORT_ENDS = {
+    "1.35": date(2027, 3, 27),
+    "1.34": date(2026, 12, 2),
+    "1.33": date(2026, 7, 29),
+    "1.32": date(2026, 3, 23),
+}
+EKS_WARNING_DAYS = 60
+
+
+@titled("EKS version")
+def check_eks_version(stack_file: Path, config: StackConfig, aws: Account, today: date | None = None) -> Check:
+    c = config.cluster
+    if c is None:
+        return Check.skip("EKS version", "no cluster section")
+    version = c.version if c.create else aws.eks.describe_cluster(name=c.name)["cluster"]["version"]
+    ends = EKS_STANDARD_SUPPORT_ENDS.get(version)
+    today = today or date.today()
+    newest = max(EKS_STANDARD_SUPPORT_ENDS, key=EKS_STANDARD_SUPPORT_ENDS.get)
+    if ends is None or ends <= today:
+        return Check.bad("EKS version", f"{version} is past standard support: upgrade to {newest} (cluster.version)")
+    if (ends - today).days < EKS_WARNING_DAYS:
+        return Check.bad("EKS version", f"{version}'s standard support ends {ends}: upgrade to {newest} first")
+    return Check.ok("EKS version", f"{version}, standard support until {ends}")
+
+
+@titled("database reach")
+def check_database_reach(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """Every node of an existing cluster carries a security group PostgreSQL admits: the cluster's
+    own, or one in database.clientSecurityGroupIds (else the migration Job times out)."""
+    name = _existing_cluster(config)
+    if name is None:
+        return Check.skip("database reach", "a created cluster's managed nodes carry the cluster security group")
+    cluster = aws.eks.describe_cluster(name=name)["cluster"]
+    own = cluster.get("resourcesVpcConfig", {}).get("clusterSecurityGroupId")
+    admitted = {g for g in (own, *config.database.client_security_group_ids) if g}
+    pages = aws.ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": f"tag:kubernetes.io/cluster/{name}", "Values": ["owned", "shared"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )
+    nodes = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    if not nodes:
+        return Check.skip("database reach", f"no running EC2 nodes tagged for {name} (Fargate only?)")
+    cut_off = [i["InstanceId"] for i in nodes if not {g["GroupId"] for g in i["SecurityGroups"]} & admitted]
+    if cut_off:
+        return Check.bad(
+            "database reach",
+            f"{', '.join(cut_off)} carry none of {sorted(admitted)}: add their security group to "
+            "database.clientSecurityGroupIds",
+        )
+    return Check.ok("database reach", f"all {len(nodes)} nodes carry an admitted security group")
+
+
+@titled("IdP reach")
+def check_idp_reach(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """With sso the ALB calls the IdP's token and user-info endpoints: its subnets need a default
+    route out (an internet gateway, or a NAT for an internal ALB)."""
+    if config.sso is None:
+        return Check.skip("IdP reach", "no `sso` section")
+    n = config.network
+    if n.create_vpc:
+        return Check.skip("IdP reach", "the created VPC's public subnets route to its internet gateway")
+    subnets = n.private_subnet_ids if config.load_balancer.internal else n.public_subnet_ids
+    no_route = [subnet for subnet in subnets if not _routes_out(aws, n.vpc_id, subnet)]
+    if no_route:
+        return Check.bad("IdP reach", f"{', '.join(no_route)} have no 0.0.0.0/0 route: the ALB cannot reach the IdP")
+    return Check.ok("IdP reach", f"the ALB's subnets route out to {config.sso.token_endpoint or config.sso.issuer}")
+
+
+def _routes_out(aws: Account, vpc_id: str, subnet: str) -> bool:
+    """The subnet's route table (or the VPC's main one) has a default route to a gateway or NAT."""
+    tables = aws.ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [subnet]}])
+    found = (
+        tables["RouteTables"]
+        or aws.ec2.describe_route_tables(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "association.main", "Values": ["true"]}]
+        )["RouteTables"]
+    )
+    return any(
+        route.get("DestinationCidrBlock") == "0.0.0.0/0"
+        and (route.get("GatewayId", "").startswith("igw-") or route.get("NatGatewayId"))
+        for table in found
+        for route in table.get("Routes", [])
+    )
+
+
 CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
     check_placeholders,
+    check_deployable,
+    check_account,
     check_engine_version,
     check_github_oidc,
     check_certificate,
@@ -441,6 +579,9 @@ CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
     check_lb_controller,
     check_network_policy_enforcement,
     check_sso_discovery,
+    check_eks_version,
+    check_database_reach,
+    check_idp_reach,
 )
 
 

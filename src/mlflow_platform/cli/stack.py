@@ -12,6 +12,7 @@ from rich.table import Table
 from ..config import ConfigError, load_stack_file
 from ..local.platform import find_project_root
 from ..local.processes import PlatformError
+from ..placeholders import secrets_warning
 from ..placeholders import warning as placeholder_warning
 from ..server_spec import Endpoints, render_server
 from .output import err, fail, out
@@ -65,6 +66,8 @@ def check_command(
     except (ConfigError, PlatformError) as exc:
         raise fail(str(exc)) from None
     warn_placeholders(path)
+    if path.name.startswith("Pulumi."):  # a deployable stack, not the local platform's file
+        _refuse_undeployable(path, loaded)
     c = loaded.config
     max_conn = c.database.effective_max_connections
     out.print(f"[bold]{c.environment}[/]: valid")
@@ -83,6 +86,15 @@ def check_command(
     for var in spec.env:
         value = var.value if var.secret is None else f"<secret {var.secret.secret}/{var.secret.key}>"
         out.print(f"  env {var.name}={value}", highlight=False)
+
+
+def _refuse_undeployable(path: Path, loaded) -> None:
+    """What `pulumi up` would refuse, and an AWS account another stack beside it also deploys to."""
+    from ..config import ConfigError, shared_accounts
+
+    problems = loaded.deployment_problems() + shared_accounts(path, loaded)
+    if problems:
+        raise fail(str(ConfigError(str(path), problems)))
 
 
 _NOISE = {"tags", "tagsAll", "__defaults", "apiVersion", "kind"}
@@ -135,6 +147,8 @@ def plan_command(
         raise fail(str(exc)) from None
     violations = _run_policies(root, capture, stack) if policies else []
     warn_placeholders(path)
+    if text := secrets_warning(path, capture.stand_ins):
+        err.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(
             jsonlib.dumps(

@@ -17,7 +17,7 @@ from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_
 from ..alb_identity import key_endpoint
 from ..config import PROJECT, ConfigError, StackConfig, from_config_values
 from .components.artifact_store import ArtifactStore
-from .components.cluster import Cluster
+from .components.cluster import Cluster, ClusterAccess
 from .components.database import Database
 from .components.iam import GithubCiRoles, Irsa, MigrationRole, ServerRole, TeamsRole, WorkloadBoundary
 from .components.image import ServerImage
@@ -56,6 +56,9 @@ def load_config() -> StackConfig:
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
     problems = config.deployment_problems()
+    if not pulumi.Config("aws").get_object("allowedAccountIds"):
+        # One AWS account per environment (docs/decisions/0008): the provider then refuses any other.
+        problems.append(("aws:allowedAccountIds", "is required: the one AWS account of this environment"))
     if problems:
         raise pulumi.RunError(str(ConfigError(source, problems)))
     return config
@@ -126,11 +129,15 @@ def main(project_root: Path | None = None) -> dict:
     outputs = stack_outputs(config, base, image, secrets, monitoring, lock)
     if config.github.repository:
         ci = GithubCiRoles("ci", config.github, env, lock_table_arn=lock.table_arn, account_id=account_id)
+        if config.cluster and config.cluster.create:
+            ClusterAccess("cluster-access", base.cluster.name_out, ci.roles)
         outputs.update(
             ciPreviewRoleArn=ci.preview_role_arn,
+            ciDriftRoleArn=ci.drift_role_arn,
             ciDeployRoleArn=ci.deploy_role_arn,
-            ciPromoteRoleArn=ci.promote_role_arn,
         )
+        if ci.promote_role_arn is not None:
+            outputs["ciPromoteRoleArn"] = ci.promote_role_arn
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs

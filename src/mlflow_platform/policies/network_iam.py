@@ -107,12 +107,13 @@ def _ci_roles_contained(args: StackValidationArgs, report: ReportViolation) -> N
     }
     for role in ci_roles.values():
         for statement in statements(role.props.get("assumeRolePolicy")):
-            subjects = as_list(
-                ((statement.get("Condition") or {}).get("StringLike") or {}).get(
-                    "token.actions.githubusercontent.com:sub"
-                )
-            )
-            wild = [s for s in subjects if str(s).endswith(("*", ":*"))]
+            conditions = statement.get("Condition") or {}
+            subjects = [
+                subject
+                for operator in ("StringEquals", "StringLike")
+                for subject in as_list((conditions.get(operator) or {}).get("token.actions.githubusercontent.com:sub"))
+            ]
+            wild = [s for s in subjects if "*" in str(s) or "?" in str(s)]
             if wild:
                 report(f"role {role.props.get('name')} trusts any ref: {', '.join(wild)}", role.urn)
     for policy in of_type(args, "aws:iam/rolePolicy:RolePolicy"):
@@ -127,7 +128,7 @@ def _check_ci_role_iam(policy, role_name: str, report: ReportViolation) -> None:
     for statement in statements(policy.props.get("policy")):
         actions = [str(a) for a in as_list(statement.get("Action"))]
         resources = [str(r) for r in as_list(statement.get("Resource")) if ":role/" in str(r)]
-        if statement.get("Effect") == "Deny" and any(a in ("iam:*", "*") for a in actions):
+        if statement.get("Effect") == "Deny" and _denies_every_change(statement):
             denied += resources
         elif statement.get("Effect") == "Allow" and any(a.startswith("iam:") for a in actions):
             role_grants += [r for r in resources if not r.endswith(":role/aws-service-role/*")]
@@ -135,7 +136,17 @@ def _check_ci_role_iam(policy, role_name: str, report: ReportViolation) -> None:
         if not resource.endswith(f":role/{env_prefix}-*"):
             report(f"{role_name} may change roles beyond {env_prefix}-* ({resource})", policy.urn)
     if role_grants and not any(r.endswith(f":role/{env_prefix}-ci-*") for r in denied):
-        report(f"{role_name} may change its own role (deny iam:* on {env_prefix}-ci-*)", policy.urn)
+        report(f"{role_name} may change its own role (deny IAM changes on {env_prefix}-ci-*)", policy.urn)
+
+
+#: A Deny with a NotAction of only these still denies every change (reading stays allowed).
+READ_ONLY_IAM = {"iam:Get*", "iam:List*"}
+
+
+def _denies_every_change(statement: dict) -> bool:
+    if "NotAction" in statement:
+        return {str(a) for a in as_list(statement["NotAction"])} <= READ_ONLY_IAM
+    return any(a in ("iam:*", "*") for a in as_list(statement.get("Action")))
 
 
 ROLE_CREATION = {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:PutRolePermissionsBoundary"}
@@ -194,7 +205,7 @@ POLICIES = [
         description="GitHub CI roles trust no wildcard ref and manage only their environment's roles, never their own.",
         validate=_ci_roles_contained,
         enforcement_level=EnforcementLevel.MANDATORY,
-        remediation_steps="Trust pull_request, refs/heads/main or environment:<env> subjects; grant IAM on "
-        "role/mlflow-<env>-* and deny iam:* on role/mlflow-<env>-ci-*.",
+        remediation_steps="Trust exact environment:<name> subjects; grant IAM on role/mlflow-<env>-* and deny "
+        "every IAM change (NotAction iam:Get*, iam:List*) on role/mlflow-<env>-ci-*.",
     ),
 ]

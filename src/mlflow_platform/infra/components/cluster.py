@@ -18,13 +18,59 @@ from .iam import irsa_trust
 
 #: The eks-charts release; its controller's IAM policy is vendored unchanged next to the program
 #: (infra/vendor/, with its source and checksum) and must be updated with it.
-LB_CONTROLLER_CHART_VERSION = "1.13.4"
+LB_CONTROLLER_CHART_VERSION = "3.5.0"
 LB_CONTROLLER_POLICY = Path(__file__).parents[1] / "vendor" / "aws-load-balancer-controller-iam-policy.json"
 
 
 def kubeconfig(name: pulumi.Input[str], endpoint: pulumi.Input[str], ca_data: pulumi.Input[str]) -> pulumi.Output[str]:
     """A kubeconfig that authenticates with `aws eks get-token` (no static credentials)."""
     return pulumi.Output.all(name, endpoint, ca_data).apply(lambda a: json.dumps(eks_kubeconfig(*a)))
+
+
+def endpoint_access(config: ClusterConfig, subnet_ids) -> dict:
+    """The API endpoint is always reachable inside the VPC; from outside only from the listed CIDRs
+    (EKS defaults publicAccessCidrs to 0.0.0.0/0), and not at all when the list is empty."""
+    cidrs = list(config.public_access_cidrs or ())
+    access = {"subnet_ids": subnet_ids, "endpoint_private_access": True, "endpoint_public_access": bool(cidrs)}
+    return {**access, "public_access_cidrs": cidrs} if cidrs else access
+
+
+#: What each CI role may do in a created cluster (EKS access policies,
+#: https://docs.aws.amazon.com/eks/latest/userguide/access-policy-permissions.html): deploy
+#: changes everything; drift's refresh reads Secrets too (AdminView); PR previews read the rest (View).
+CI_CLUSTER_ACCESS = {
+    "deploy": "AmazonEKSClusterAdminPolicy",
+    "drift": "AmazonEKSAdminViewPolicy",
+    "preview": "AmazonEKSViewPolicy",
+}
+
+
+class ClusterAccess(pulumi.ComponentResource):
+    """EKS access entries for the CI roles of a cluster this stack created (authentication mode API:
+    only the creator is admin until an entry says otherwise)."""
+
+    def __init__(
+        self,
+        name: str,
+        cluster_name: pulumi.Input[str],
+        roles: dict[str, aws.iam.Role],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("mlflow-platform:aws:ClusterAccess", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        for purpose, policy in CI_CLUSTER_ACCESS.items():
+            entry = aws.eks.AccessEntry(
+                f"{name}-{purpose}", cluster_name=cluster_name, principal_arn=roles[purpose].arn, opts=child
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-{purpose}-policy",
+                cluster_name=cluster_name,
+                principal_arn=entry.principal_arn,
+                policy_arn=f"arn:aws:eks::aws:cluster-access-policy/{policy}",
+                access_scope={"type": "cluster"},
+                opts=child,
+            )
+        self.register_outputs({})
 
 
 class Cluster(pulumi.ComponentResource):
@@ -108,8 +154,11 @@ class Cluster(pulumi.ComponentResource):
             name=f"mlflow-{environment}",
             role_arn=role.arn,
             version=config.version,
-            vpc_config={"subnet_ids": subnet_ids, "endpoint_private_access": True, "endpoint_public_access": True},
+            vpc_config=endpoint_access(config, subnet_ids),
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
+            # STANDARD: never billed for extended support; EKS upgrades the cluster itself at the end of
+            # standard support (https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html).
+            upgrade_policy={"support_type": "STANDARD"},
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=base,
             opts=child,
@@ -153,6 +202,9 @@ class Cluster(pulumi.ComponentResource):
                 "desired_size": config.node_desired_size,
                 "max_size": config.node_max_size,
             },
+            # Follows the control plane: after an EKS minor bump the nodes roll one at a time onto it
+            # (unset, a managed node group keeps the version it was created with).
+            version=cluster.version,
             update_config={"max_unavailable": 1},
             tags=base,
             opts=child,

@@ -45,6 +45,19 @@ class Database(pulumi.ComponentResource):
             opts=child,
         )
         subnets, sg = self._network(name, vpc_id, subnet_ids, client_security_group_id, base, child)
+        # Nodes that do not carry the cluster security group (Karpenter, self-managed groups) reach
+        # PostgreSQL through the groups the stack names (EKS docs, "cluster security group requirements").
+        for i, group in enumerate(config.client_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-client-{i}",
+                security_group_id=sg.id,
+                ip_protocol="tcp",
+                from_port=5432,
+                to_port=5432,
+                referenced_security_group_id=group,
+                description=f"mlflow server pods ({group}, database.clientSecurityGroupIds)",
+                opts=child,
+            )
 
         params = self._parameter_group(name, config, base, child)
 
@@ -164,6 +177,11 @@ class Database(pulumi.ComponentResource):
             performance_insights_retention_period=config.performance_insights_retention_days,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
             auto_minor_version_upgrade=True,
+            # The stack pins a major; changing it is deliberate. RDS refuses a major change without this
+            # (ModifyDBInstance AllowMajorVersionUpgrade), and the auto-named parameter group of the new
+            # family is created first and handed over in the same call.
+            allow_major_version_upgrade=True,
+            apply_immediately=config.apply_immediately,
             ca_cert_identifier="rds-ca-rsa2048-g1",
             tags=base,
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["password"]),

@@ -294,12 +294,29 @@ class TeamsRole(pulumi.ComponentResource):
         self.register_outputs({"arn": self.arn})
 
 
+def github_subject(repository: str, environment: str) -> str:
+    """The `sub` GitHub issues to a job that declares `environment:` (it then names neither the
+    event nor the ref): https://docs.github.com/en/actions/reference/security/oidc#example-subject-claims."""
+    return f"repo:{repository}:environment:{environment}"
+
+
+def ci_environments(config: GithubConfig, environment: str) -> dict[str, str]:
+    """The GitHub Environment each CI role is bound to (the workflows' `environment:` keys)."""
+    return {
+        "preview": config.preview_environment or f"{environment}-preview",
+        "drift": config.drift_environment or f"{environment}-drift",
+        "deploy": config.deploy_environment or environment,
+    }
+
+
 class GithubCiRoles(pulumi.ComponentResource):
-    """Roles GitHub Actions assumes by OIDC: previews read, deploys (one Environment) change."""
+    """Roles GitHub Actions assumes by OIDC, each bound to one GitHub Environment: PR previews read,
+    nightly drift also reads this stack's secrets (a refresh reads secret versions), deploys change."""
 
     preview_role_arn: pulumi.Output[str]
+    drift_role_arn: pulumi.Output[str]
     deploy_role_arn: pulumi.Output[str]
-    promote_role_arn: pulumi.Output[str]
+    promote_role_arn: pulumi.Output[str] | None
 
     def __init__(
         self,
@@ -315,61 +332,56 @@ class GithubCiRoles(pulumi.ComponentResource):
         self._name, self._env = name, environment
         self._child, self._base = pulumi.ResourceOptions(parent=self), tags(environment, "ci")
         repo = config.repository
+        bound = ci_environments(config, environment)
         self._provider_arn = self._oidc_provider(config, account_id)
-        # Pull requests and the default branch only: a pushed feature branch gets nothing.
-        preview = self._role(
-            "preview", [f"repo:{repo}:pull_request", f"repo:{repo}:ref:refs/heads/{config.preview_branch}"]
-        )
-        aws.iam.RolePolicyAttachment(
-            f"{name}-preview-readonly",
-            role=preview.name,
-            policy_arn="arn:aws:iam::aws:policy/ReadOnlyAccess",
+        preview = self._role("preview", [github_subject(repo, bound["preview"])])
+        drift = self._role("drift", [github_subject(repo, bound["drift"])])
+        for role, purpose in ((preview, "preview"), (drift, "drift")):
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{purpose}-readonly",
+                role=role.name,
+                policy_arn="arn:aws:iam::aws:policy/ReadOnlyAccess",
+                opts=self._child,
+            )
+        aws.iam.RolePolicy(
+            f"{name}-drift-secrets", role=drift.id, policy=policy_json(*drift_secret_statements(environment)),
             opts=self._child,
-        )
-        deploy = self._role("deploy", [f"repo:{repo}:environment:{config.deploy_environment or environment}"])
+        )  # fmt: skip
+        deploy = self._role("deploy", [github_subject(repo, bound["deploy"])])
         self._deploy_permissions(deploy, environment)
         # Model repositories promote through `mlflow-platform promote --lock dynamodb://…`: they need
-        # the lock items and nothing else in AWS (the registry itself is reached over HTTPS).
-        # The default branch and the GitHub Environment named after the stack, not any ref of the repo.
-        promoters = config.promotion_repositories or (repo,)
-        promote = self._role(
-            "promote",
-            [s for r in promoters for s in (f"repo:{r}:ref:refs/heads/main", f"repo:{r}:environment:{environment}")],
-        )
-        aws.iam.RolePolicy(
-            f"{name}-promote-lock",
-            role=promote.id,
-            policy=output_policy(
-                {
-                    "Sid": "PromotionLock",
-                    "Effect": "Allow",
-                    "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"],
-                    "Resource": lock_table_arn,
-                }
-            ),
-            opts=self._child,
-        )
+        # the lock items and nothing else in AWS (the registry itself is reached over HTTPS). The
+        # promote-model workflow's jobs declare `environment:`, so that is the subject GitHub issues.
+        promote = None
+        if config.promotion_repositories:  # model repositories; never this one, whose deploys share the names
+            promote = self._role("promote", [github_subject(r, environment) for r in config.promotion_repositories])
+            self._promote_permissions(promote, lock_table_arn)
+        self.roles = {"preview": preview, "drift": drift, "deploy": deploy}
         self.preview_role_arn = preview.arn
+        self.drift_role_arn = drift.arn
         self.deploy_role_arn = deploy.arn
-        self.promote_role_arn = promote.arn
+        self.promote_role_arn = promote.arn if promote else None
         self.register_outputs(
             {
                 "previewRoleArn": self.preview_role_arn,
+                "driftRoleArn": self.drift_role_arn,
                 "deployRoleArn": self.deploy_role_arn,
                 "promoteRoleArn": self.promote_role_arn,
             }
         )
 
     def _role(self, purpose: str, subjects: list[str]) -> aws.iam.Role:
-        """A role GitHub Actions may assume from the given token subjects (repo, ref, environment)."""
+        """A role GitHub Actions may assume from exactly these token subjects."""
         trust = output_policy(
             {
                 "Effect": "Allow",
                 "Principal": {"Federated": self._provider_arn},
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {
-                    "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
-                    "StringLike": {"token.actions.githubusercontent.com:sub": subjects},
+                    "StringEquals": {
+                        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                        "token.actions.githubusercontent.com:sub": subjects,
+                    },
                 },
             }
         )
@@ -397,6 +409,21 @@ class GithubCiRoles(pulumi.ComponentResource):
         host = GITHUB_OIDC_URL.removeprefix("https://")
         return pulumi.Output.concat("arn:aws:iam::", account_id, ":oidc-provider/", host)
 
+    def _promote_permissions(self, promote: aws.iam.Role, lock_table_arn: pulumi.Input[str]) -> None:
+        aws.iam.RolePolicy(
+            f"{self._name}-promote-lock",
+            role=promote.id,
+            policy=output_policy(
+                {
+                    "Sid": "PromotionLock",
+                    "Effect": "Allow",
+                    "Action": ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem"],
+                    "Resource": lock_table_arn,
+                }
+            ),
+            opts=self._child,
+        )
+
     def _deploy_permissions(self, deploy: aws.iam.Role, environment: str) -> None:
         aws.iam.RolePolicyAttachment(
             f"{self._name}-deploy-poweruser",
@@ -412,6 +439,26 @@ class GithubCiRoles(pulumi.ComponentResource):
             policy=policy_json(*deploy_iam_statements(environment)),
             opts=self._child,
         )
+
+
+def drift_secret_statements(environment: str) -> list[dict]:
+    """`pulumi preview --refresh` reads every SecretVersion the stack owns (GetSecretValue, and
+    kms:Decrypt through Secrets Manager for the customer key): this stack's secrets, nothing else."""
+    return [
+        {
+            "Sid": "ReadThisStacksSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": f"arn:aws:secretsmanager:*:*:secret:mlflow/{environment}/*",
+        },
+        {
+            "Sid": "DecryptThemThroughSecretsManager",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": "arn:aws:kms:*:*:key/*",  # the stack's key and Secrets Manager's, through it only
+            "Condition": {"StringLike": {"kms:ViaService": "secretsmanager.*.amazonaws.com"}},
+        },
+    ]
 
 
 #: What can widen a role: allowed to the deploy role only with the boundary attached.
@@ -490,9 +537,11 @@ def deploy_iam_statements(environment: str) -> list[dict]:
             "Resource": "arn:aws:iam::*:role/aws-service-role/*",
         },
         {
-            "Sid": "NeverTheCiRoles",
+            # Reading stays allowed: preflight reads this very role (an explicit Deny wins over
+            # every Allow, https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html).
+            "Sid": "NeverChangeTheCiRoles",
             "Effect": "Deny",
-            "Action": "iam:*",
+            "NotAction": ["iam:Get*", "iam:List*"],
             "Resource": [f"arn:aws:iam::*:role/mlflow-{environment}-ci-*"],
         },
     ]

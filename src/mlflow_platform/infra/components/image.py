@@ -12,20 +12,25 @@ import pulumi_docker_build as docker_build
 from ...config import ImageConfig
 from ._common import tags
 
-#: What goes into the image; its hash is the tag, so an unchanged image is never rebuilt and
-#: the ECR repository can refuse overwrites (immutable tags).
-IMAGE_INPUTS = ("server/Dockerfile", "server/requirements.txt", "pyproject.toml", "src/mlflow_platform")
+#: The build context exactly as .dockerignore admits it (a test holds the two together), plus the
+#: Dockerfile. The tag is their hash, the ECR repository refuses overwrites (IMMUTABLE), and
+#: docker-build rebuilds whenever its own context hash changes: a file the image contains but the
+#: tag ignored (README.md, a regenerated *.egg-info) would push a new image under an existing tag.
+IMAGE_INPUTS = ("server/Dockerfile", "server/requirements.txt", "pyproject.toml", "README.md", "src")
+#: Left out of the context by .dockerignore, so out of the tag too.
+CONTEXT_EXCLUDES = ("__pycache__", "*.egg-info")
+
+
+def _in_context(root: Path, path: Path) -> bool:
+    parts = path.relative_to(root).parts
+    return path.is_file() and not any(part == "__pycache__" or part.endswith(".egg-info") for part in parts)
 
 
 def content_tag(root: Path) -> str:
     digest = hashlib.sha256()
     for entry in IMAGE_INPUTS:
         path = root / entry
-        files = (
-            sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-            if path.is_dir()
-            else [path]
-        )
+        files = sorted(p for p in path.rglob("*") if _in_context(root, p)) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.relative_to(root)).encode())
             digest.update(file.read_bytes())

@@ -524,8 +524,22 @@ class TrackingServer(pulumi.ComponentResource):
                 "targetType": "ip",
                 "networking": {"ingress": [from_alb]},
             },
-            opts=pulumi.ResourceOptions(parent=self, provider=a.provider, depends_on=[service, *a.depends_on]),
+            # The controller's webhook refuses any change to these (targetgroupbinding_validator.go,
+            # checkImmutableFields): a new target group (a `server.port` change) means a new binding,
+            # under the same name, so the old one goes first.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=a.provider,
+                depends_on=[service, *a.depends_on],
+                replace_on_changes=[f"spec.{field}" for field in TARGET_GROUP_BINDING_IMMUTABLE],
+                delete_before_replace=True,
+            ),
         )
+
+
+#: TargetGroupBinding fields the aws-load-balancer-controller webhook never lets change (v3.5.0,
+#: webhooks/elbv2/targetgroupbinding_validator.go).
+TARGET_GROUP_BINDING_IMMUTABLE = ("targetGroupARN", "targetType", "ipAddressType", "vpcID")
 
 
 def _writer_rules(writers: ClusterWriters) -> list[dict]:
