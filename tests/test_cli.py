@@ -74,6 +74,17 @@ def test_up_with_a_bad_stack_file_fails_before_starting_anything(tmp_path: Path)
     assert not (tmp_path / "state").exists()
 
 
+def test_a_secret_the_example_cannot_carry_is_stood_in_by_plan_and_refused_for_deploy() -> None:
+    """pull-request.yml plans staging (sso) on every PR; the example file cannot hold the stack's
+    ciphertext. plan warns like a placeholder; config check refuses it, naming the command."""
+    planned = runner.invoke(app, ["plan", "--stack", "staging", "--no-policies"], terminal_width=200)
+    assert planned.exit_code == 0, planned.output
+    assert "sets no ssoClientSecret: the plan used a stand-in" in planned.output
+    checked = runner.invoke(app, ["config", "check", "--stack", "staging"], terminal_width=200)
+    assert checked.exit_code == 1 and "pulumi config set --secret mlflow-platform:ssoClientSecret" in checked.output
+    assert "Traceback" not in checked.output
+
+
 def test_plan_prod_lists_every_component_and_masks_secrets() -> None:
     result = runner.invoke(app, ["plan", "--stack", "prod", "--tree"], terminal_width=200)
     assert result.exit_code == 0, result.output
