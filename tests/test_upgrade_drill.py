@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,11 @@ RELEASES = (
         "psycopg2",
     ),
 )
+#: The release-following workflow drills from the pin it replaces too (mlflow-release.yml).
+if extra := os.environ.get("MLFLOW_PLATFORM_DRILL_FROM"):
+    RELEASES += (Release(extra, (f"mlflow[auth]=={extra}", "psycopg[binary]", "boto3"), "psycopg"),)
 WRITER = ROOT / "tests" / "upgrade_drill" / "write_old.py"
+CURRENT = metadata.version("mlflow")  # the pinned release the drills upgrade to
 
 
 def _cli() -> str:
@@ -265,7 +270,7 @@ def _start_new_server(platform: LocalPlatform, release: Release, work: Path) -> 
     ok = wait_until(lambda: _answers(url), timeout=180)
     if not ok:
         stop_group(pid, work)
-        pytest.fail(f"MLflow 3.17.2 did not start on the upgraded database:\n{tail(log)}")
+        pytest.fail(f"MLflow {CURRENT} did not start on the upgraded database:\n{tail(log)}")
     return pid, url
 
 
@@ -285,13 +290,31 @@ def upgraded(platform: LocalPlatform, release: Release, written_by_old, tmp_path
     pid, url = _start_new_server(platform, release, work)
     downtime = outcome.stopped_seconds + time.monotonic() - started
     runs = outcome.before["runs"]
+    _report(release, f"{runs} runs, {outcome.before['metrics']:,} metric rows", outcome.stopped_seconds, downtime)
     print(
-        f"\nMLflow {release.version} -> 3.17.2, {runs} runs / {outcome.before['metrics']} metric rows: "
+        f"\nMLflow {release.version} -> {CURRENT}, {runs} runs / {outcome.before['metrics']} metric rows: "
         f"writer stopped, both databases backed up, migrated and verified in {outcome.stopped_seconds:.1f} s; "
-        f"downtime until 3.17.2 answered {downtime:.1f} s"
+        f"downtime until {CURRENT} answered {downtime:.1f} s"
     )
     yield {"url": url, **manifest, "tracking": _databases(release)[0]}
     stop_group(pid, work)
+
+
+def _report(release: Release, data: str, migrate_seconds: float, until_serving_seconds: float) -> None:
+    """A row for the release-following pull request's body (MLFLOW_PLATFORM_DRILL_REPORT)."""
+    path = os.environ.get("MLFLOW_PLATFORM_DRILL_REPORT")
+    if not path:
+        return
+    report = json.loads(Path(path).read_text()) if Path(path).exists() else {"drills": []}
+    report["drills"].append(
+        {
+            "from": release.version,
+            "data": data,
+            "migrate_seconds": migrate_seconds,
+            "until_serving_seconds": until_serving_seconds,
+        }
+    )
+    Path(path).write_text(json.dumps(report, indent=2))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from functools import partial
 
 import typer
 
-from . import database, db, local, registry, runs, stack, teams, users
+from . import database, db, local, registry, releases, runs, stack, teams, users
 
 app = typer.Typer(
     help="Production MLflow on AWS with Pulumi: the local platform, config checks and runbooks.",
@@ -21,6 +21,7 @@ app.add_typer(local.app, name="local")
 app.add_typer(stack.config_app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(teams.app, name="teams")
+app.add_typer(releases.app, name="mlflow-release")
 for group in (stack.app, registry.app, runs.app, database.app, users.app):
     app.add_typer(group)
 
