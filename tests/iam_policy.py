@@ -3,9 +3,11 @@
 one account: an explicit Deny wins, then an Allow in the identity policies, intersected with the
 permissions boundary when there is one.
 
-It covers exactly what the stacks' policies use: Action/NotAction, Resource/NotResource, a
-Federated principal, and the condition operators StringEquals, StringLike, ArnLike and
-ArnEquals. Anything else raises, so a policy that grows a new operator fails loudly here instead
+It covers exactly what the stacks' policies use: Action/NotAction, Resource/NotResource (ARNs
+matched part by part), a Federated principal, and the condition operators StringEquals,
+StringLike, ArnLike and ArnEquals on single-valued keys. Key policies, resource policies and
+session policies are not modelled (the stacks' roles get everything from identity policies and a
+boundary). Anything else raises, so a policy that grows a new operator fails loudly here instead
 of being evaluated wrongly. (moto's evaluator knows StringEquals only and turns a Deny whose
 condition does not hold into a denial; no PyPI package evaluates a request against a policy set.)
 """
@@ -30,16 +32,39 @@ def _like(pattern: str, value: str, *, case: bool) -> bool:
     return fnmatch.fnmatchcase(value, pattern) if case else fnmatch.fnmatchcase(value.lower(), pattern.lower())
 
 
+def _arn_like(pattern: str, value: str) -> bool:
+    """ARNs match component by component: a `*` never reaches across a `:` into the next of the six
+    parts (IAM condition operators, "ARN condition operators"); the resource part may hold more colons."""
+    if not pattern.startswith("arn:") or not value.startswith("arn:"):
+        return _like(pattern, value, case=True)
+    expected, actual = pattern.split(":", 5), value.split(":", 5)
+    return len(expected) == len(actual) == 6 and all(
+        _like(e, a, case=True) for e, a in zip(expected, actual, strict=True)
+    )
+
+
+def _matches(operator: str, expected: str, value: str) -> bool:
+    if operator == "StringEquals":
+        return value == expected
+    if operator == "StringLike":
+        return _like(expected, value, case=True)
+    return _arn_like(expected, value)  # ArnEquals and ArnLike behave alike, wildcards included
+
+
 def _condition_holds(condition: dict, context: dict[str, Any]) -> bool:
+    """Every operator and key must hold; condition keys are case-insensitive, values are not. A
+    single-valued key holds when it matches any of the listed values."""
+    lowered = {key.lower(): value for key, value in context.items()}
     for operator, tests in condition.items():
         if operator not in OPERATORS:
             raise NotImplementedError(f"condition operator {operator} is not modelled")
         for key, expected in tests.items():
-            values = _list(context[key]) if key in context else []
-            if not values:
+            value = lowered.get(key.lower())
+            if value is None:
                 return False  # a missing key fails every operator without IfExists
-            exact = operator.endswith("Equals")
-            if not all(any(v == e if exact else _like(e, v, case=True) for e in _list(expected)) for v in values):
+            if isinstance(value, list):
+                raise NotImplementedError(f"{key} is multivalued: ForAnyValue/ForAllValues are not modelled")
+            if not any(_matches(operator, e, value) for e in _list(expected)):
                 return False
     return True
 
@@ -63,7 +88,7 @@ def _applies(statement: dict, request: Request) -> bool:
         resources, inside = statement["NotResource"], False
     else:
         resources, inside = statement.get("Resource", "*"), True
-    if any(_like(r, request.resource, case=True) for r in _list(resources)) != inside:
+    if any(_arn_like(r, request.resource) for r in _list(resources)) != inside:
         return False
     if "Principal" in statement:
         federated = _list((statement["Principal"] or {}).get("Federated", []))

@@ -61,6 +61,26 @@ def test_a_boundary_limits_what_the_identity_policy_allows() -> None:
     assert not allowed(Request("cloudwatch:PutMetricData"), [identity], boundary)
 
 
+def test_arns_match_part_by_part_and_condition_keys_ignore_case() -> None:
+    """IAM condition operators: ArnEquals and ArnLike both take wildcards, and a wildcard stays
+    within its ARN component; condition key names are case-insensitive."""
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": "arn:aws:iam::*:role/mlflow-dev-*",
+                "Condition": {"ArnEquals": {"iam:PermissionsBoundary": "arn:aws:iam::*:policy/boundary"}},
+            }
+        ]
+    }
+    ok = {"IAM:permissionsboundary": "arn:aws:iam::123456789012:policy/boundary"}
+    assert allowed(Request("iam:PassRole", "arn:aws:iam::123456789012:role/mlflow-dev-server", ok), [policy])
+    # `*` in the account part cannot swallow the service part: a different service never matches
+    assert not allowed(Request("iam:PassRole", "arn:aws:sts::123456789012:role/mlflow-dev-server", ok), [policy])
+    assert not allowed(Request("iam:PassRole", "arn:aws:iam::123456789012:role/mlflow-prod-server", ok), [policy])
+
+
 def test_conditions_need_their_key_and_unknown_operators_fail_loudly() -> None:
     policy = {
         "Statement": [

@@ -221,36 +221,60 @@ def test_the_command_prints_every_check_and_exits_1_on_a_failure(aws_api: str, m
     assert "check(s) failed" in result.output
 
 
-def test_the_ci_deploy_role_needs_an_admin_access_entry(tmp_path: Path, aws) -> None:
+def test_every_ci_role_needs_its_access_entry_on_an_existing_cluster(tmp_path: Path, aws) -> None:
     """EKS has no access-entry data in moto: the EKS calls go through botocore's Stubber with the
-    response shapes of AWS's API reference; the role lookup goes to moto's IAM."""
+    response shapes of AWS's API reference; the role lookups go to moto's IAM. Deploy must be an
+    admin; drift (refresh reads Secrets) an AdminView; PR previews at least a View."""
     name = unique("platform")
+    env = unique("env")[:12].replace("-", "")
     path, config = stack(tmp_path, cluster={"name": name}, github={"repository": "acme/mlflow-platform"})
-    role = f"arn:aws:iam::{aws.account_id}:role/mlflow-prod-ci-deploy"
+    config = config.model_copy(update={"environment": env})
+    roles = {p: f"arn:aws:iam::{aws.account_id}:role/mlflow-{env}-ci-{p}" for p in ("deploy", "drift", "preview")}
     aws._clients["eks"] = eks = boto3.client(
         "eks", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
     )
     cluster = {"cluster": {"name": name, "accessConfig": {"authenticationMode": "API_AND_CONFIG_MAP"}}}
-    admin = {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}
+
+    def policy(name_: str) -> dict:
+        return {"policyArn": f"arn:aws:eks::aws:cluster-access-policy/{name_}"}
+
+    granted = {
+        "deploy": [policy("AmazonEKSClusterAdminPolicy")],
+        "drift": [policy("AmazonEKSAdminViewPolicy")],
+        "preview": [policy("AmazonEKSViewPolicy")],
+    }
     with Stubber(eks) as stub:
         stub.add_response("describe_cluster", cluster)
-        assert preflight.check_access_entry(path, config, aws).status == "skip"  # role not created yet
-        aws.iam.create_role(RoleName="mlflow-prod-ci-deploy", AssumeRolePolicyDocument="{}")
-        for entries, policies in (([], None), ([role], []), ([role], [admin])):
-            stub.add_response("describe_cluster", cluster)
-            stub.add_response("list_access_entries", {"accessEntries": entries})
-            if policies is not None:
-                stub.add_response(
-                    "list_associated_access_policies",
-                    {"clusterName": name, "principalArn": role, "associatedAccessPolicies": policies},
-                )
-            result = preflight.check_access_entry(path, config, aws)
-            assert result.status == ("pass" if policies else "fail"), result
-            assert policies or "associate-access-policy" in result.detail
+        missing = preflight.check_access_entry(path, config, aws)
+        assert missing.status == "fail" and "does not exist yet" in missing.detail  # before the first up
+        for purpose in roles:
+            aws.iam.create_role(RoleName=roles[purpose].rsplit("/", 1)[1], AssumeRolePolicyDocument="{}")
+        try:
+            _each_preview_grant(stub, path, config, aws, name, cluster, roles, granted)
+        finally:  # moto's IAM is shared by the session: another environment's roles would fail check_account
+            for role in roles.values():
+                aws.iam.delete_role(RoleName=role.rsplit("/", 1)[1])
         stub.add_response(
             "describe_cluster", {"cluster": {"name": name, "accessConfig": {"authenticationMode": "CONFIG_MAP"}}}
         )
         assert "authenticationMode=API_AND_CONFIG_MAP" in preflight.check_access_entry(path, config, aws).detail
+
+
+def _each_preview_grant(stub, path, config, aws, name, cluster, roles, granted) -> None:
+    for preview_policies in ([], granted["preview"]):
+        stub.add_response("describe_cluster", cluster)
+        stub.add_response("list_access_entries", {"accessEntries": list(roles.values())})
+        for purpose, role in roles.items():
+            given = preview_policies if purpose == "preview" else granted[purpose]
+            stub.add_response(
+                "list_associated_access_policies",
+                {"clusterName": name, "principalArn": role, "associatedAccessPolicies": given},
+            )
+        result = preflight.check_access_entry(path, config, aws)
+        assert result.status == ("pass" if preview_policies else "fail"), result
+        if not preview_policies:
+            assert "ci-preview has no AmazonEKSViewPolicy" in result.detail
+            assert "associate-access-policy" in result.detail and "ci-deploy has no" not in result.detail
 
 
 def _deployment(available: int) -> dict:
@@ -550,3 +574,23 @@ def test_with_sso_the_albs_subnets_must_route_out_to_the_idp(tmp_path: Path, aws
     assert preflight.check_idp_reach(path, config, aws).status == "pass"
     path, config = stack(tmp_path, "prod", network=network)
     assert preflight.check_idp_reach(path, config, aws).status == "skip"  # no sso
+
+
+def test_a_major_engine_bump_needs_apply_immediately(tmp_path: Path, aws) -> None:
+    env = unique("maj")[:12].replace("-", "")
+    path, _ = stack(tmp_path, database={"engineVersion": "17"})
+    config = load_stack_file(path).config.model_copy(update={"environment": env})
+    assert preflight.check_major_upgrade(path, config, aws).status == "skip"  # no instance yet
+    aws.rds.create_db_instance(
+        DBInstanceIdentifier=f"mlflow-{env}", DBInstanceClass="db.t4g.small", Engine="postgres",
+        EngineVersion="16.4", MasterUsername="x", MasterUserPassword="x" * 12, AllocatedStorage=20,
+    )  # fmt: skip
+    try:
+        waiting = preflight.check_major_upgrade(path, config, aws)
+        assert waiting.status == "fail" and "database.applyImmediately: true" in waiting.detail
+        ready = config.model_copy(update={"database": config.database.model_copy(update={"apply_immediately": True})})
+        assert preflight.check_major_upgrade(path, ready, aws).status == "pass"
+        back = config.model_copy(update={"database": config.database.model_copy(update={"engine_version": "15"})})
+        assert "cannot go back" in preflight.check_major_upgrade(path, back, aws).detail
+    finally:
+        aws.rds.delete_db_instance(DBInstanceIdentifier=f"mlflow-{env}", SkipFinalSnapshot=True)

@@ -474,6 +474,10 @@ class GithubConfig(_Section):
         None,
         description="GitHub Environment of the deploy jobs, the one the deploy role trusts (default: the stack).",
     )
+    require_approval: bool = Field(
+        False,
+        description="Deploys wait for a reviewer on the GitHub Environment (`mlflow-platform ci check` verifies it).",
+    )
     preview_environment: str | None = Field(
         None,
         description="GitHub Environment of the PR-preview jobs (default `<env>-preview`).",

@@ -260,13 +260,14 @@ def _existing_cluster(config: StackConfig) -> str | None:
 
 @titled("EKS access entry")
 def check_access_entry(stack_file: Path, config: StackConfig, aws: Account) -> Check:
-    """CI's deploy role must be a cluster admin through an access entry, or every Kubernetes
-    resource fails Unauthorized (https://docs.aws.amazon.com/eks/latest/userguide/access-entries.html)."""
+    """Each CI role needs an access entry on an existing cluster, or its Kubernetes calls are
+    refused (https://docs.aws.amazon.com/eks/latest/userguide/access-entries.html): deploy as a
+    cluster admin, drift and PR previews as viewers (drift's refresh reads Secrets: AdminView)."""
     name = _existing_cluster(config)
     if name is None:
-        return Check.skip("EKS access entry", "the stack creates its cluster (its creator is admin)")
+        return Check.skip("EKS access entry", "the stack creates its cluster and the CI roles' entries")
     if not config.github.repository:
-        return Check.skip("EKS access entry", "no github.repository: no CI deploy role")
+        return Check.skip("EKS access entry", "no github.repository: no CI roles")
     mode = aws.eks.describe_cluster(name=name)["cluster"].get("accessConfig", {}).get("authenticationMode", "")
     if "API" not in mode.split("_AND_"):
         return Check.bad(
@@ -274,28 +275,51 @@ def check_access_entry(stack_file: Path, config: StackConfig, aws: Account) -> C
             f"{name} authenticates with {mode or 'CONFIG_MAP'} only: `aws eks update-cluster-config --name {name} "
             "--access-config authenticationMode=API_AND_CONFIG_MAP`",
         )
-    role = f"arn:aws:iam::{aws.account_id}:role/mlflow-{config.environment}-ci-deploy"
+    roles = {purpose: _ci_role(aws, config.environment, purpose) for purpose in CI_ACCESS}
+    entries = set(_access_entries(aws, name)) if all(roles.values()) else set()
+    results = [_ci_role_access(aws, name, purpose, roles[purpose], entries) for purpose in CI_ACCESS]
+    problems = [text for ok, text in results if not ok]
+    if problems:
+        return Check.bad("EKS access entry", "; ".join(problems))
+    return Check.ok("EKS access entry", "; ".join(text for _, text in results))
+
+
+#: The access policies each CI role may hold on an existing cluster (the first is the one to grant).
+CI_ACCESS = {
+    "deploy": ("AmazonEKSClusterAdminPolicy", "AmazonEKSAdminPolicy"),
+    "drift": ("AmazonEKSAdminViewPolicy",),
+    "preview": ("AmazonEKSViewPolicy", "AmazonEKSAdminViewPolicy"),
+}
+
+
+def _ci_role(aws: Account, environment: str, purpose: str) -> str | None:
+    """The CI role's ARN, or None before the first `pulumi up` has created it."""
+    name = f"mlflow-{environment}-ci-{purpose}"
     try:
-        aws.iam.get_role(RoleName=role.rsplit("/", 1)[1])
+        return aws.iam.get_role(RoleName=name)["Role"]["Arn"]
     except aws.iam.exceptions.NoSuchEntityException:
-        return Check.skip(
-            "EKS access entry",
-            f"{role} does not exist yet: the first `pulumi up` creates it; then {_grant_hint(name, role)}",
+        return None
+
+
+def _ci_role_access(aws: Account, cluster: str, purpose: str, role: str | None, entries: set[str]) -> tuple[bool, str]:
+    accepted = CI_ACCESS[purpose]
+    if role is None:
+        return (
+            False,
+            f"the {purpose} role does not exist yet: the first `pulumi up` creates it; then grant {accepted[0]}",
         )
-    policies = [] if role not in _access_entries(aws, name) else _admin_policies(aws, name, role)
+    hint = _grant_hint(cluster, role, accepted[0])
+    policies = _policies(aws, cluster, role, accepted) if role in entries else []
     if not policies:
-        return Check.bad("EKS access entry", f"{role} is not a cluster admin of {name}: {_grant_hint(name, role)}")
-    return Check.ok("EKS access entry", f"{role}: {', '.join(policies)}")
+        return False, f"{role} has no {' or '.join(accepted)} on {cluster}: {hint}"
+    return True, f"{purpose}: {', '.join(policies)}"
 
 
-ADMIN_POLICIES = ("AmazonEKSClusterAdminPolicy", "AmazonEKSAdminPolicy")
-
-
-def _grant_hint(cluster: str, role: str) -> str:
+def _grant_hint(cluster: str, role: str, policy: str) -> str:
     return (
         f"`aws eks create-access-entry --cluster-name {cluster} --principal-arn {role}` and `aws eks "
         f"associate-access-policy --cluster-name {cluster} --principal-arn {role} --access-scope type=cluster "
-        "--policy-arn arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy`"
+        f"--policy-arn arn:aws:eks::aws:cluster-access-policy/{policy}`"
     )
 
 
@@ -304,10 +328,10 @@ def _access_entries(aws: Account, cluster: str) -> list[str]:
     return [arn for page in pages for arn in page.get("accessEntries", [])]
 
 
-def _admin_policies(aws: Account, cluster: str, role: str) -> list[str]:
+def _policies(aws: Account, cluster: str, role: str, accepted: tuple[str, ...]) -> list[str]:
     found = aws.eks.list_associated_access_policies(clusterName=cluster, principalArn=role)
     names = [p["policyArn"].rsplit("/", 1)[-1] for p in found.get("associatedAccessPolicies", [])]
-    return [n for n in names if n in ADMIN_POLICIES]
+    return [n for n in names if n in accepted]
 
 
 LB_CONTROLLER = ("kube-system", "aws-load-balancer-controller")
@@ -563,11 +587,35 @@ def _routes_out(aws: Account, vpc_id: str, subnet: str) -> bool:
     )
 
 
+@titled("RDS major upgrade")
+def check_major_upgrade(stack_file: Path, config: StackConfig, aws: Account) -> Check:
+    """A new engine major applies at once only with database.applyImmediately: otherwise RDS waits
+    for the maintenance window while the old parameter group, still attached, cannot be deleted."""
+    identifier = f"mlflow-{config.environment}"
+    try:
+        live = aws.rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]["EngineVersion"]
+    except aws.rds.exceptions.DBInstanceNotFoundFault:
+        return Check.skip("RDS major upgrade", f"{identifier} does not exist yet")
+    live_major, wanted = int(live.split(".")[0]), int(config.database.engine_version)
+    if wanted < live_major:
+        return Check.bad("RDS major upgrade", f"{identifier} runs {live}; RDS cannot go back to {wanted}")
+    if wanted > live_major and not config.database.apply_immediately:
+        return Check.bad(
+            "RDS major upgrade",
+            f"{identifier} runs {live}: upgrading to {wanted} needs database.applyImmediately: true for this up "
+            "(and the writers' downtime, docs/deploying.md, day 2)",
+        )
+    return Check.ok(
+        "RDS major upgrade", f"{identifier} runs {live}" + (f", upgrading to {wanted}" if wanted > live_major else "")
+    )
+
+
 CHECKS: tuple[Callable[[Path, StackConfig, Account], Check], ...] = (
     check_placeholders,
     check_deployable,
     check_account,
     check_engine_version,
+    check_major_upgrade,
     check_github_oidc,
     check_certificate,
     check_network,

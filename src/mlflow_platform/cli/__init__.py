@@ -10,7 +10,7 @@ from functools import partial
 
 import typer
 
-from . import database, db, local, registry, releases, runs, stack, teams, users
+from . import ci, database, db, local, registry, releases, runs, stack, teams, users
 
 app = typer.Typer(
     help="Production MLflow on AWS with Pulumi: the local platform, config checks and runbooks.",
@@ -22,6 +22,7 @@ app.add_typer(stack.config_app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(teams.app, name="teams")
 app.add_typer(releases.app, name="mlflow-release")
+app.add_typer(ci.app, name="ci")
 for group in (stack.app, registry.app, runs.app, database.app, users.app):
     app.add_typer(group)
 

@@ -1,0 +1,103 @@
+"""The GitHub side of the CI roles, read through GitHub's REST API (read-only). The AWS trust
+policies bind each role to a GitHub Environment, and nothing in AWS can tell which branch a job
+runs on. So the Environments themselves must keep the other branches out:
+- the deploy and drift Environments deploy from `main` only ("Deployment branches and tags");
+- PR previews run the pull request's own code with a token that decrypts the stack's config, so
+  each `<env>-preview` Environment needs a reviewer;
+- a stack with `github.requireApproval` needs a reviewer on its deploy Environment, who may not
+  approve their own run;
+- the Pulumi token is an Environment secret, never a repository secret, which every PR job could
+  read (https://docs.github.com/en/actions/reference/workflows-and-actions/deployments-and-environments).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+
+from .config import StackConfig
+from .infra.components.iam import ci_environments
+
+API = "https://api.github.com"
+TOKEN_SECRET = "PULUMI_ACCESS_TOKEN"
+
+
+@dataclass(frozen=True)
+class Finding:
+    environment: str
+    problem: str
+
+
+class GitHub:
+    """GET requests to the REST API with a token (`GITHUB_TOKEN`; needs repository administration: read)."""
+
+    def __init__(self, token: str, api: str = API):
+        self._api = api.rstrip("/")
+        self._session = requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            }
+        )
+
+    def get(self, path: str) -> dict | None:
+        """The JSON answer, or None for 404 (an Environment that was never created)."""
+        answer = self._session.get(f"{self._api}{path}", timeout=30)
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        return answer.json()
+
+
+def _branches_main_only(github: GitHub, repo: str, name: str, environment: dict) -> str | None:
+    policy = environment.get("deployment_branch_policy")
+    if not policy or not policy.get("custom_branch_policies"):
+        return "any branch may deploy: set Deployment branches to the selected branch `main`"
+    listed = github.get(f"/repos/{repo}/environments/{name}/deployment-branch-policies") or {}
+    names = sorted(p["name"] for p in listed.get("branch_policies", []))
+    return None if names == ["main"] else f"deploys from {names}: allow `main` only"
+
+
+def _reviewed(environment: dict, *, no_self_review: bool) -> str | None:
+    rules = [r for r in environment.get("protection_rules", []) if r.get("type") == "required_reviewers"]
+    if not rules or not rules[0].get("reviewers"):
+        return "no required reviewer"
+    if no_self_review and not rules[0].get("prevent_self_review"):
+        return "a reviewer may approve their own run: turn on `Prevent self-review`"
+    return None
+
+
+def check(github: GitHub, repo: str, config: StackConfig) -> list[Finding]:
+    """What keeps other branches and pull requests away from this stack's roles and token."""
+    bound = ci_environments(config.github, config.environment)
+    findings: list[Finding] = []
+    repo_secrets = {s["name"] for s in (github.get(f"/repos/{repo}/actions/secrets") or {}).get("secrets", [])}
+    if TOKEN_SECRET in repo_secrets:
+        findings.append(Finding("(repository)", f"{TOKEN_SECRET} is a repository secret: any PR job can read it; "
+                                "delete it and set it on each Environment"))  # fmt: skip
+    for purpose, name in bound.items():
+        environment = github.get(f"/repos/{repo}/environments/{name}")
+        if environment is None:
+            findings.append(Finding(name, "does not exist: a workflow naming it would create it unprotected"))
+            continue
+        problems = [_environment_problem(github, repo, name, environment, purpose, config)]
+        secrets = {
+            s["name"] for s in (github.get(f"/repos/{repo}/environments/{name}/secrets") or {}).get("secrets", [])
+        }
+        if TOKEN_SECRET not in secrets:
+            problems.append(f"has no {TOKEN_SECRET} secret")
+        findings += [Finding(name, p) for p in problems if p]
+    return findings
+
+
+def _environment_problem(github: GitHub, repo: str, name: str, environment: dict, purpose: str, config) -> str | None:
+    if purpose == "preview":
+        return _reviewed(environment, no_self_review=False)
+    if problem := _branches_main_only(github, repo, name, environment):
+        return problem
+    if purpose == "deploy" and config.github.require_approval:
+        return _reviewed(environment, no_self_review=True)
+    return None
