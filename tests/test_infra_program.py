@@ -315,6 +315,8 @@ def test_alarms_cover_latency_errors_hosts_and_the_database(stack: str) -> None:
         "db-storage-runway",
         "db-cpu",
         "db-connections",
+        "artifact-store-size",
+        "artifact-store-objects",
     }
     runway = alarms["db-storage-runway"]
     assert "RATE(free)" in runway["metricQueries"][0]["expression"] and runway["threshold"] == 7
@@ -959,3 +961,25 @@ def test_the_image_tag_hashes_exactly_the_build_context(tmp_path: Path) -> None:
     assert content_tag(tmp_path) == before  # .dockerignore leaves it out of the image
     (tmp_path / "README.md").write_text("changed")
     assert content_tag(tmp_path) != before  # COPY README.md: a different image, a different tag
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_artifact_store_has_capacity_alarms_and_the_dashboard_draws_every_alarm(stack: str) -> None:
+    """The guide's weekly capacity check as alarms on S3's daily storage metrics (BucketSizeBytes per
+    storage class, summed; NumberOfObjects), thresholds from the stack."""
+    capture = captured(stack)
+    config = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").config.monitoring
+    bucket = capture.one("aws:s3/bucket:Bucket", "artifacts-bucket").inputs["bucket"]
+    size = capture.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-artifact-store-size").inputs
+    assert size["threshold"] == config.artifact_store_max_gb * 1024**3
+    metrics = [q["metric"] for q in size["metricQueries"] if "metric" in q]
+    classes = {m["dimensions"]["StorageType"] for m in metrics}
+    assert classes == {"StandardStorage", "StandardIAStorage", "GlacierStorage"}  # the lifecycle's tiers
+    assert all(m["dimensions"]["BucketName"] == bucket and m["period"] == 86400 for m in metrics)
+    objects = capture.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-artifact-store-objects").inputs
+    assert objects["dimensions"] == {"BucketName": bucket, "StorageType": "AllStorageTypes"}
+    assert objects["threshold"] == config.artifact_store_max_objects and objects["treatMissingData"] == "notBreaching"
+    body = json.loads(capture.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    drawn = {a for w in body["widgets"] for a in w["properties"].get("annotations", {}).get("alarms", [])}
+    alarms = {a.outputs["arn"] for a in capture.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert drawn == alarms and len(alarms) >= 9

@@ -224,3 +224,20 @@ def test_metrics_count_requests_across_all_workers(platform: LocalPlatform) -> N
         requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", auth=auth, timeout=10)
     counted = [_requests_served(base, auth) - before for _ in range(4)]
     assert min(counted) >= 60, counted
+
+
+def test_status_shows_the_artifact_stores_capacity_against_the_alarm(platform: LocalPlatform) -> None:
+    """The figure the AWS stacks alarm on (objects and bytes in the bucket), locally."""
+    store = platform.object_store(platform.state.ports)
+    before, _ = store.usage()
+    store.client().put_object(Bucket=store.bucket, Key="capacity-probe/one.bin", Body=b"x" * 2048)
+    try:
+        objects, size = store.usage()
+        assert objects == before + 1 and size >= 2048
+        detail = next(row.detail for row in platform.status() if row.name == "s3")
+        assert (
+            f"{objects:,} objects" in detail
+            and f"of the {platform.config.monitoring.artifact_store_max_gb} GB alarm" in detail
+        )
+    finally:
+        store.client().delete_object(Bucket=store.bucket, Key="capacity-probe/one.bin")

@@ -221,6 +221,12 @@ CASES = {
         "runbooks-gc",
     ),
     "mlflow-runbooks-scheduled": ("prod", "kubernetes:batch/v1:CronJob", lambda r: False, "runbooks-reap-stuck-runs"),
+    "monitoring-dashboard-and-capacity": (
+        "prod",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+        lambda r: False,  # the artifact bucket's size alarm removed
+        "monitoring-artifact-store-size",
+    ),
     "mlflow-teams-closed-by-default": (
         "prod",
         DEPLOYMENT,
@@ -347,7 +353,7 @@ def test_main_builds_the_pack_with_every_rule_without_starting_a_server(monkeypa
     runpy.run_path(str(ROOT / "policies" / "__main__.py"), run_name="__main__")
     assert built["name"] == "mlflow-platform"
     assert [p.name for p in built["policies"]] == [p.name for p in POLICIES]
-    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 39
+    assert len({p.name for p in built["policies"]}) == len(built["policies"]) == 40
     manifest = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
 
@@ -428,3 +434,25 @@ def test_the_sso_rule_also_catches_a_browser_path_rule_without_login_and_an_unpi
     unpinned = changed("staging", "kubernetes:core/v1:ConfigMap", unpin, "tracking-auth")
     assert any("signer" in v.message for v in violations(unpinned, "staging", rule))
     assert violations(captured("dev"), "dev", rule) == []  # no sso: nothing to check
+
+
+def test_the_dashboard_and_the_artifact_capacity_alarms_stay_in_every_plan() -> None:
+    """monitoring-dashboard-and-capacity: removing either capacity alarm, the dashboard, or one
+    alarm's graph from the dashboard is a mandatory violation."""
+    rule = "monitoring-dashboard-and-capacity"
+    for stack in STACKS:
+        assert violations(captured(stack), stack, rule) == [], stack
+    for type_, name in (
+        ("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-artifact-store-size"),
+        ("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-artifact-store-objects"),
+        ("aws:cloudwatch/dashboard:Dashboard", None),
+    ):
+        assert violations(changed("prod", type_, lambda r: False, name), "prod", rule), name
+
+    def undraw(dashboard) -> None:
+        body = json.loads(dashboard.inputs["dashboardBody"])
+        body["widgets"] = [w for w in body["widgets"] if "db-cpu" not in json.dumps(w)]
+        dashboard.inputs["dashboardBody"] = json.dumps(body)
+
+    found = violations(changed("prod", "aws:cloudwatch/dashboard:Dashboard", undraw), "prod", rule)
+    assert found and "mlflow-prod-db-cpu" in found[0].message

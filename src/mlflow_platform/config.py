@@ -444,6 +444,12 @@ class MonitoringConfig(_Section):
         7, ge=1, le=90, description="Alarm when RDS free storage would run out within this many days (trace growth)."
     )
     cpu_percent: int = Field(80, ge=1, le=100, description="RDS CPU ceiling.")
+    artifact_store_max_gb: int = Field(
+        1000, ge=1, description="Alarm when the artifact bucket (every storage class) holds more than this."
+    )
+    artifact_store_max_objects: int = Field(
+        10_000_000, ge=1, description="Alarm when the artifact bucket holds more objects than this."
+    )
     service_monitor: bool = Field(
         False,
         description="Render a Prometheus Operator ServiceMonitor for /metrics (the cluster must have its CRDs).",

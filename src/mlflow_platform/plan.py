@@ -188,6 +188,10 @@ _MOCK_OUTPUTS: dict[str, Any] = {
         None,
         {"arn": _arn("secretsmanager", f"secret:{_named(i, n)}-AbCdEf")},
     ),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": lambda n, i: (
+        None,
+        {"arn": _arn("cloudwatch", f"alarm:{_named(i, n)}")},
+    ),
     "aws:cloudwatch/dashboard:Dashboard": lambda n, i: (
         None,
         {"dashboardArn": f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/{_named(i, n, 'dashboardName')}"},

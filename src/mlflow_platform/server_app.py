@@ -17,6 +17,7 @@ runs MLflow's authorization and our ``request_guards``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -35,6 +36,7 @@ def create_app() -> WSGIApp:
 
     from . import request_guards, sso
     from .edge import Edge
+    from .observability import WORKER_THREADS_ENV, metered
     from .routes import RouteTable
 
     authenticated = create_auth_app(flask_app)
@@ -45,6 +47,8 @@ def create_app() -> WSGIApp:
     add_fastapi_permission_middleware(fastapi_app)
     edge = Edge(RouteTable(authenticated, fastapi_app), authenticated, ASGIMiddleware(fastapi_app), sso.settings())
     served = _sso_edge(edge)
+    if threads := os.environ.get(WORKER_THREADS_ENV):  # rendered with server.prometheus
+        served = metered(served, edge.routes, int(threads))
     served.fastapi_app = fastapi_app  # type: ignore[attr-defined]
     served.routes = edge.routes  # type: ignore[attr-defined]
     return served

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import StackConfig
+from .observability import WORKER_THREADS_ENV
 from .sso import SETTINGS_ENV as SSO_SETTINGS_ENV
 from .sso import SsoSettings, TeamRole
 
@@ -274,6 +275,8 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
         argv += ["--enable-workspaces"]
 
     env = server_env(config, endpoints, primary)
+    if s.prometheus:  # the edge's saturation gauge: how many requests one worker serves at once
+        env.append(EnvVar(WORKER_THREADS_ENV, str(s.threads if s.worker_class == "gthread" else 1)))
     auth_ini = auth_path = None
     if s.basic_auth:
         auth_ini = render_auth_ini(config, endpoints)

@@ -148,3 +148,27 @@ def test_a_route_mlflow_opens_to_anyone_signed_in_stays_closed_until_reviewed() 
 
 def test_templates_become_concrete_paths() -> None:
     assert routes.sample_path("/a/<path:p>/<int(signed=True):n>/{x}/{y:path}") == "/a/a/b/1/1/a/b"
+
+
+def test_every_route_falls_in_a_group_the_dashboard_and_alerts_show(table: dict) -> None:
+    """observability.route_group over MLflow's own routes: nothing lands in a group the dashboard
+    does not draw, and the groups the guide's alerts are about get the routes that belong to them."""
+    from types import SimpleNamespace
+
+    from mlflow_platform.observability import GROUPS, route_group
+
+    grouped = {(m, t): route_group(m, SimpleNamespace(template=t)) for _, m, t, *_ in table["routes"]}
+    assert set(grouped.values()) <= set(GROUPS) - {"unmatched"}
+    expected = {
+        ("POST", "/api/2.0/mlflow/runs/log-batch"): "tracking-write",
+        ("GET", "/api/2.0/mlflow/runs/get"): "tracking-read",
+        ("POST", "/api/2.0/mlflow/runs/search"): "search",
+        ("POST", "/api/2.0/mlflow/experiments/search"): "search",
+        ("GET", "/api/2.0/mlflow/registered-models/alias"): "registry",
+        ("POST", "/api/2.0/mlflow/model-versions/create"): "registry",
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>"): "artifacts",
+        ("POST", "/v1/traces"): "otlp",
+        ("GET", "/static-files/<path:path>"): "ui",
+    }
+    assert {key: grouped.get(key) for key in expected} == expected
+    assert route_group("GET", None) == "unmatched"

@@ -123,6 +123,7 @@ def main(project_root: Path | None = None) -> dict:
         alb_arn_suffix=base.lb.arn_suffix,
         target_group_arn_suffix=base.lb.target_group_arn_suffix,
         db_identifier=base.database.instance_identifier,
+        bucket_name=base.store.bucket_name,
         connection_budget=config.connection_budget,
     )
     lock = PromotionLock("promotion-lock", env)

@@ -152,6 +152,12 @@ class ObjectStore:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return False
 
+    def usage(self) -> tuple[int, int]:
+        """Objects and bytes in the bucket: the figures the AWS stacks' capacity alarms watch."""
+        pages = self.client(attempts=1).get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        sizes = [item["Size"] for page in pages for item in page.get("Contents", [])]
+        return len(sizes), sum(sizes)
+
     def ready_for_bucket(self) -> bool:
         """Start-up probe: S3 answers our credentials (the bucket may not exist yet)."""
         try:

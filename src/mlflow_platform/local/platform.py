@@ -20,6 +20,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import botocore.exceptions
 import psycopg
 import requests
 
@@ -560,7 +561,7 @@ class LocalPlatform:
                 s3_pid,
                 ports.s3,
                 s3_ok,
-                f"bucket s3://{self.bucket}"
+                self._capacity(ports)
                 if s3_ok
                 else ("not answering authenticated requests" if s3_pid else "not running"),
             ),
@@ -568,6 +569,19 @@ class LocalPlatform:
                 "tracking", tr_pid, ports.tracking, tr_problem is None, tr_problem or self.tracking_uri(ports)
             ),
         ]
+
+    def _capacity(self, ports: Ports) -> str:
+        """The bucket's objects and bytes against the thresholds the AWS stacks alarm on."""
+        m = self.config.monitoring
+        try:
+            objects, size = self.object_store(ports).usage()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            return f"bucket s3://{self.bucket} (usage unreadable)"
+        used = size / 1024**3
+        return (
+            f"bucket s3://{self.bucket}: {objects:,} objects, {used:.2f} GB "
+            f"({used / m.artifact_store_max_gb:.1%} of the {m.artifact_store_max_gb} GB alarm)"
+        )
 
     def database_uri(self, database: str | None = None, ports: Ports | None = None) -> str:
         """A database as the schema owner, password included (for runbooks, not servers)."""

@@ -1,6 +1,6 @@
 """mlflow-platform's policy rules, importable without starting the analyzer (see ../__main__.py)."""
 
-from . import kubernetes, load_balancer, mlflow, network_iam, rds, s3
+from . import kubernetes, load_balancer, mlflow, monitoring, network_iam, rds, s3
 
 PACK_NAME = "mlflow-platform"
 
@@ -11,4 +11,5 @@ POLICIES = [
     *network_iam.POLICIES,
     *kubernetes.POLICIES,
     *mlflow.POLICIES,
+    *monitoring.POLICIES,
 ]

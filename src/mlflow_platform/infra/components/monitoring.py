@@ -26,6 +26,7 @@ class Monitoring(pulumi.ComponentResource):
         alb_arn_suffix: pulumi.Input[str],
         target_group_arn_suffix: pulumi.Input[str],
         db_identifier: pulumi.Input[str],
+        bucket_name: pulumi.Input[str],
         connection_budget: int,
         opts: pulumi.ResourceOptions | None = None,
     ):
@@ -46,12 +47,19 @@ class Monitoring(pulumi.ComponentResource):
 
         self._name, self._env, self._child = name, environment, child
         self._common = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": base}
+        self._alarms: list[aws.cloudwatch.MetricAlarm] = []
         self._alb_alarms(config, alb_arn_suffix, target_group_arn_suffix)
         self._db_alarms(config, db_identifier, connection_budget)
         self._storage_runway(config, db_identifier)
+        self._artifact_capacity(config, bucket_name)
 
-        body = pulumi.Output.all(region, alb_arn_suffix, target_group_arn_suffix, db_identifier).apply(
-            lambda a: json.dumps(_dashboard(*a, connection_budget=connection_budget, slo=config.p95_latency_seconds))
+        # The dashboard draws each alarm as CloudWatch evaluates it (metric widgets annotated with the
+        # alarm: its metric or expression and its threshold), beside the ALB and RDS overview.
+        alarm_arns = pulumi.Output.all(*[a.arn for a in self._alarms])
+        body = pulumi.Output.all(region, alb_arn_suffix, target_group_arn_suffix, db_identifier, alarm_arns).apply(
+            lambda a: json.dumps(
+                _dashboard(*a[:4], connection_budget=connection_budget, slo=config.p95_latency_seconds, alarms=a[4])
+            )
         )
         aws.cloudwatch.Dashboard(
             f"{name}-dashboard", dashboard_name=f"mlflow-{environment}", dashboard_body=body, opts=child
@@ -91,7 +99,7 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _alarm(self, suffix: str, description: str, **kwargs) -> aws.cloudwatch.MetricAlarm:
-        return aws.cloudwatch.MetricAlarm(
+        alarm = aws.cloudwatch.MetricAlarm(
             f"{self._name}-{suffix}",
             name=f"mlflow-{self._env}-{suffix}",
             alarm_description=description,
@@ -99,6 +107,8 @@ class Monitoring(pulumi.ComponentResource):
             **kwargs,
             opts=self._child,
         )
+        self._alarms.append(alarm)
+        return alarm
 
     def _alb_alarms(
         self, config: MonitoringConfig, alb_arn_suffix: pulumi.Input[str], target_group_arn_suffix: pulumi.Input[str]
@@ -177,6 +187,35 @@ class Monitoring(pulumi.ComponentResource):
             ],
         )
 
+    def _artifact_capacity(self, config: MonitoringConfig, bucket: pulumi.Input[str]) -> None:
+        """The guide's weekly artifact-store capacity check, as alarms: S3 publishes each bucket's
+        size per storage class and its object count once a day (S3 CloudWatch daily storage metrics),
+        so the period is a day and a missing day is not a breach."""
+        daily = {"period": 86400, "evaluation_periods": 1, "treat_missing_data": "notBreaching"}
+        size = [
+            {"id": "total", "expression": "SUM(METRICS())", "label": "artifact store bytes", "return_data": True},
+            *[_s3_size(f"s{i}", bucket, kind) for i, kind in enumerate(STORAGE_TYPES)],
+        ]
+        self._alarm(
+            "artifact-store-size",
+            f"artifact bucket above {config.artifact_store_max_gb} GB (monitoring.artifactStoreMaxGb)",
+            threshold=config.artifact_store_max_gb * 1024**3,
+            comparison_operator="GreaterThanThreshold",
+            metric_queries=size,
+            **daily,
+        )
+        self._alarm(
+            "artifact-store-objects",
+            f"artifact bucket above {config.artifact_store_max_objects:,} objects (monitoring.artifactStoreMaxObjects)",
+            namespace="AWS/S3",
+            metric_name="NumberOfObjects",
+            dimensions={"BucketName": bucket, "StorageType": "AllStorageTypes"},
+            statistic="Average",
+            threshold=config.artifact_store_max_objects,
+            comparison_operator="GreaterThanThreshold",
+            **daily,
+        )
+
     def _db_alarms(self, config: MonitoringConfig, db_identifier: pulumi.Input[str], connection_budget: int) -> None:
         db = {"DBInstanceIdentifier": db_identifier}
         alarm = self._alarm
@@ -231,6 +270,23 @@ def _free_storage(db_identifier: pulumi.Input[str]) -> dict:
     }
 
 
+#: The storage classes the artifact bucket's lifecycle moves objects through (artifact_store.py).
+STORAGE_TYPES = ("StandardStorage", "StandardIAStorage", "GlacierStorage")
+
+
+def _s3_size(id_: str, bucket: pulumi.Input[str], storage_type: str) -> dict:
+    return {
+        "id": id_,
+        "metric": {
+            "namespace": "AWS/S3",
+            "metric_name": "BucketSizeBytes",
+            "dimensions": {"BucketName": bucket, "StorageType": storage_type},
+            "period": 86400,
+            "stat": "Average",
+        },
+    }
+
+
 def _metric(id_: str, metric: str, dimensions: dict) -> dict:
     return {
         "id": id_,
@@ -244,7 +300,39 @@ def _metric(id_: str, metric: str, dimensions: dict) -> dict:
     }
 
 
-def _dashboard(region: str, alb: str, tg: str, db: str, *, connection_budget: int, slo: float) -> dict:
+def _alarm_widgets(region: str, alarms: list[str]) -> list[dict]:
+    """One status widget for every alarm, then each alarm's own graph (CloudWatch dashboard body
+    structure: a metric widget whose annotations name one alarm draws that alarm's metric and threshold)."""
+    status = {
+        "type": "alarm",
+        "x": 0,
+        "y": 12,
+        "width": 24,
+        "height": 3,
+        "properties": {"title": "Alarms", "alarms": alarms},
+    }
+    graphs = [
+        {
+            "type": "metric",
+            "x": 12 * (i % 2),
+            "y": 15 + 6 * (i // 2),
+            "width": 12,
+            "height": 6,
+            "properties": {
+                "title": arn.rsplit(":", 1)[-1],
+                "region": region,
+                "annotations": {"alarms": [arn]},
+                "view": "timeSeries",
+            },
+        }
+        for i, arn in enumerate(alarms)
+    ]
+    return [status, *graphs]
+
+
+def _dashboard(
+    region: str, alb: str, tg: str, db: str, *, connection_budget: int, slo: float, alarms: list[str]
+) -> dict:
     def widget(title: str, metrics: list, y: int, x: int, annotation: float | None = None) -> dict:
         props = {"title": title, "region": region, "metrics": metrics, "view": "timeSeries", "period": 60}
         if annotation is not None:
@@ -288,5 +376,6 @@ def _dashboard(region: str, alb: str, tg: str, db: str, *, connection_budget: in
                 6,
                 12,
             ),
+            *_alarm_widgets(region, list(alarms)),
         ]
     }

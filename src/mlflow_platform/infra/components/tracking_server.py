@@ -174,6 +174,7 @@ class TrackingServer(pulumi.ComponentResource):
         self._target_group_binding(service)
         if config.monitoring.service_monitor and config.server.prometheus:
             self._service_monitor(service)
+            self._alert_rules()
         self.in_cluster_url = f"http://{in_cluster_hosts(self._ns)[0]}"
         self.namespace = namespace.metadata["name"]
         self.service_name = service.metadata["name"]
@@ -505,6 +506,19 @@ class TrackingServer(pulumi.ComponentResource):
                 ],
             },
             opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider, depends_on=[service]),
+        )
+
+    def _alert_rules(self) -> None:
+        """The alert rules beside the ServiceMonitor, for the same Prometheus (alerting.py; promtool-tested)."""
+        from ...alerting import rules
+
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-alerts",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=self._meta(APP),
+            spec=rules(self._config),
+            opts=pulumi.ResourceOptions(parent=self, provider=self._args.provider),
         )
 
     def _target_group_binding(self, service: k8s.core.v1.Service) -> None:

@@ -1,0 +1,179 @@
+"""The edge's metrics in-process (each request counted by route group and status, timed until its
+body is sent, refused logins counted, requests in flight back to zero, artifact bytes summed); the
+Grafana dashboard's queries through promtool's parser; and every metric the dashboard and the alert
+rules read, found in a scrape of the running server."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+import yaml
+from prometheus_client import CollectorRegistry
+
+from mlflow_platform import alerting, grafana, observability
+from mlflow_platform.config import load_stack_file
+
+from .paths import ROOT
+
+
+class Routes:
+    """Two routes of the real table's shape; anything else is unmatched."""
+
+    TEMPLATES = {
+        "/api/2.0/mlflow/runs/log-batch": "/api/2.0/mlflow/runs/log-batch",
+        "/api/2.0/mlflow-artifacts/artifacts/a.bin": "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>",
+    }
+
+    def lookup(self, method, path):
+        template = self.TEMPLATES.get(path)
+        return SimpleNamespace(template=template) if template else None
+
+
+def _app(status: str, body: list[bytes], headers=()):
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain"), *headers])
+        return body
+
+    return app
+
+
+def _value(registry: CollectorRegistry, name: str, **labels) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def _call(app, method: str, path: str, **environ) -> bytes:
+    response = app({"REQUEST_METHOD": method, "PATH_INFO": path, **environ}, lambda status, headers, exc=None: None)
+    try:
+        return b"".join(response)
+    finally:
+        response.close()
+
+
+def test_requests_are_counted_by_group_and_status_and_timed(registry) -> None:
+    app = observability.metered(_app("200 OK", [b"ok"]), Routes(), threads=2, registry=registry)
+    for _ in range(3):
+        _call(app, "POST", "/api/2.0/mlflow/runs/log-batch")
+    assert _value(registry, "mlflow_platform_requests_total", group="tracking-write", status="200") == 3
+    assert _value(registry, "mlflow_platform_request_duration_seconds_count", group="tracking-write") == 3
+    assert _value(registry, "mlflow_platform_requests_in_flight") == 0
+    assert _value(registry, "mlflow_platform_worker_threads") == 2
+    _call(app, "GET", "/nowhere")
+    assert _value(registry, "mlflow_platform_requests_total", group="unmatched", status="200") == 1
+
+
+def test_a_request_is_in_flight_until_its_body_is_sent(registry) -> None:
+    app = observability.metered(_app("200 OK", [b"a", b"b"]), Routes(), threads=2, registry=registry)
+    response = app({"REQUEST_METHOD": "POST", "PATH_INFO": "/api/2.0/mlflow/runs/log-batch"}, lambda *a: None)
+    assert _value(registry, "mlflow_platform_requests_in_flight") == 1
+    assert list(response) == [b"a", b"b"]
+    response.close()
+    assert _value(registry, "mlflow_platform_requests_in_flight") == 0
+
+
+def test_refusals_count_as_auth_failures() -> None:
+    for status, reason in (("401 Unauthorized", "unauthenticated"), ("403 Forbidden", "forbidden")):
+        registry = CollectorRegistry()
+        refused = observability.metered(_app(status, [b"no"]), Routes(), threads=1, registry=registry)
+        _call(refused, "POST", "/api/2.0/mlflow/runs/log-batch")
+        assert _value(registry, "mlflow_platform_auth_failures_total", reason=reason) == 1
+
+
+def test_artifact_bytes_are_summed_each_way(registry) -> None:
+    upload = observability.metered(_app("200 OK", [b""]), Routes(), threads=1, registry=registry)
+    _call(upload, "PUT", "/api/2.0/mlflow-artifacts/artifacts/a.bin", CONTENT_LENGTH="1048576")
+    assert _value(registry, "mlflow_platform_artifact_bytes_total", direction="upload") == 1048576
+    other = CollectorRegistry()
+    download = observability.metered(
+        _app("200 OK", [b"x" * 10], (("Content-Length", "10"),)), Routes(), threads=1, registry=other
+    )
+    assert _call(download, "GET", "/api/2.0/mlflow-artifacts/artifacts/a.bin") == b"x" * 10
+    assert _value(other, "mlflow_platform_artifact_bytes_total", direction="download") == 10
+
+
+def test_an_app_that_raises_leaves_nothing_in_flight(registry) -> None:
+    def broken(environ, start_response):
+        raise RuntimeError("boom")
+
+    app = observability.metered(broken, Routes(), threads=1, registry=registry)
+    with pytest.raises(RuntimeError):
+        _call(app, "GET", "/api/2.0/mlflow/runs/log-batch")
+    assert _value(registry, "mlflow_platform_requests_in_flight") == 0
+
+
+# --- the dashboard and the alert rules against Prometheus's parser and the live /metrics ----------
+
+#: Metrics the rules read from elsewhere: kube-state-metrics and Prometheus itself.
+NOT_THE_SERVERS = {"kube_pod_container_status_restarts_total", "up"}
+
+
+def _names(expression: str) -> set[str]:
+    """Metric names in a PromQL expression (identifiers followed by a selector or a range)."""
+    return set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)(?=\{|\[)", expression)) - {"by"}
+
+
+def _rule_expressions() -> list[str]:
+    config = load_stack_file(ROOT / "stacks" / "Pulumi.prod.yaml").config
+    return [r["expr"] for g in alerting.rules(config)["groups"] for r in g["rules"]]
+
+
+def test_the_committed_dashboard_is_the_built_one() -> None:
+    assert (ROOT / grafana.DASHBOARD_FILE).read_text() == grafana.render(), (
+        "stale: run `python -m mlflow_platform.grafana --write`"
+    )
+
+
+def test_every_dashboard_query_parses_as_promql(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (Debian), as .ci/run does"
+    document = json.loads((ROOT / grafana.DASHBOARD_FILE).read_text())
+    exprs = grafana.queries(document)
+    assert len(exprs) == len(grafana.PANELS)
+    recording = {
+        "groups": [{"name": "dashboard", "rules": [{"record": f"q{i}", "expr": e} for i, e in enumerate(exprs)]}]
+    }
+    (tmp_path / "queries.yaml").write_text(yaml.safe_dump(recording))
+    checked = subprocess.run([promtool, "check", "rules", "queries.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (tmp_path / "broken.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "q", "expr": "sum(rate(x[5m]"}]}]})
+    )
+    assert (
+        subprocess.run([promtool, "check", "rules", "broken.yaml"], cwd=tmp_path, capture_output=True).returncode != 0
+    )
+
+
+def test_every_metric_the_dashboard_and_rules_read_is_served(platform, monkeypatch, tmp_path: Path) -> None:
+    """A scrape of the running server's /metrics, after traffic of every kind the panels draw."""
+    import mlflow
+
+    env = platform.client_env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    base, auth = env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", auth=auth, timeout=10)
+    requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)  # a 401
+    client = mlflow.MlflowClient(base)
+    run = client.create_run(client.create_experiment(f"observability-{tmp_path.name}"))
+    scratch = tmp_path / "observability-artifact.txt"
+    scratch.write_text("bytes through the proxy")
+    client.log_artifact(run.info.run_id, str(scratch))
+    served = requests.get(f"{base}/metrics", auth=auth, timeout=10).text
+    names = {
+        line.split("{", 1)[0].split(" ", 1)[0] for line in served.splitlines() if line and not line.startswith("#")
+    }
+    document = json.loads((ROOT / grafana.DASHBOARD_FILE).read_text())
+    wanted = set().union(*(_names(e) for e in grafana.queries(document) + _rule_expressions())) - NOT_THE_SERVERS
+    assert wanted and wanted <= names, wanted - names
+    assert re.search(r'mlflow_platform_auth_failures_total\{reason="unauthenticated"\} [1-9]', served)
