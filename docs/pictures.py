@@ -5,14 +5,17 @@
 - ``bench-throughput.png``, ``bench-p95.png``: the load benchmark's JSON as charts (matplotlib;
   `make bench` redraws them after a run);
 - ``ui-promoted-version.png``: MLflow's UI on a throwaway local platform, showing a version that
-  `promote` put behind ``@champion`` with its gate tags (headless Chromium).
+  `promote` put behind ``@champion`` with its gate tags (headless Chromium);
+- ``local-prometheus.png``: the local Prometheus's graph of request rate by route group during a
+  short load run on a throwaway platform (headless Chromium).
 
-Usage: python docs/pictures.py [architecture] [aliases] [charts] [screenshot]   (default: all)
+Usage: python docs/pictures.py [architecture] [aliases] [charts] [screenshot] [prometheus]   (default: all)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -179,7 +182,79 @@ def screenshot(out: Path = IMAGES) -> Path:
         platform.down(purge=True, log=lambda _: None)
 
 
-STEPS = {"architecture": architecture, "aliases": aliases, "charts": charts, "screenshot": screenshot}
+def _short_load(platform, seconds: float) -> None:
+    """A few clients logging, searching and uploading for ``seconds`` (the picture's traffic)."""
+    import threading
+    import time
+
+    import mlflow
+
+    env = platform.client_env()
+    os.environ.update({k: v for k, v in env.items() if k.startswith("MLFLOW_TRACKING_")})
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.create_experiment(f"prometheus-picture-{int(time.time())}")
+    deadline = time.monotonic() + seconds
+
+    def worker(n: int) -> None:
+        run = client.create_run(experiment).info.run_id
+        scratch = Path(tempfile.mkdtemp()) / "weights.bin"
+        scratch.write_bytes(b"w" * 65536)
+        step = 0
+        while time.monotonic() < deadline:
+            client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
+            if step % 5 == 0:
+                client.search_runs([experiment], max_results=10)
+            if step % 20 == 0:
+                client.log_artifact(run, str(scratch))
+            step += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def prometheus(out: Path = IMAGES) -> Path:
+    """A throwaway platform with its Prometheus, a short load run, and Prometheus's own graph."""
+    import time
+    import urllib.parse
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from mlflow_platform.local.platform import LocalPlatform, Ports
+    from mlflow_platform.ui_browser import headless_chromium
+
+    work = Path(tempfile.mkdtemp(prefix="mlflow-platform-docs-"))
+    platform = LocalPlatform(state_dir=work / "state", stack_file=ROOT / "stacks" / "local.yaml")
+    platform.up(Ports.free(), log=lambda _: None, prometheus=True)
+    try:
+        _short_load(platform, seconds=90)
+        time.sleep(6)  # one more scrape
+        query = urllib.parse.urlencode(
+            {
+                "g0.expr": "sum by (group) (rate(mlflow_platform_requests_total[30s]))",
+                "g0.tab": "0",
+                "g0.range_input": "2m",
+            }
+        )
+        with headless_chromium() as browser:
+            browser.get(f"{platform.prometheus().url}/graph?{query}")
+            browser.wait_for_text("tracking-write")
+            time.sleep(2)  # the chart draws after the legend
+            target = out / "local-prometheus.png"
+            browser.screenshot(str(target), height=1150)  # the legend sits under the chart
+        return target
+    finally:
+        platform.down(purge=True, log=lambda _: None)
+
+
+STEPS = {
+    "architecture": architecture,
+    "aliases": aliases,
+    "charts": charts,
+    "screenshot": screenshot,
+    "prometheus": prometheus,
+}
 
 if __name__ == "__main__":
     IMAGES.mkdir(parents=True, exist_ok=True)

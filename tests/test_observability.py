@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -177,3 +178,53 @@ def test_every_metric_the_dashboard_and_rules_read_is_served(platform, monkeypat
     wanted = set().union(*(_names(e) for e in grafana.queries(document) + _rule_expressions())) - NOT_THE_SERVERS
     assert wanted and wanted <= names, wanted - names
     assert re.search(r'mlflow_platform_auth_failures_total\{reason="unauthenticated"\} [1-9]', served)
+
+
+def test_the_local_prometheus_scrapes_as_the_ops_user_and_evaluates_the_rules(platform) -> None:
+    """`local up --with-prometheus` on the running platform, then `--without-prometheus`."""
+    try:
+        platform.up(log=lambda _: None, prometheus=True)
+        prom = platform.prometheus()
+        row = next(r for r in platform.status() if r.name == "prometheus")
+        assert row.healthy and "scrape of the server: up" in row.detail and prom.url.startswith("http://127.0.0.1:")
+        env = platform.client_env()
+        admin = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+        ops = requests.get(
+            f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/users/get",
+            params={"username": "mlflow-ops"},
+            auth=admin,
+            timeout=10,
+        ).json()["user"]
+        assert ops["is_admin"] is True
+        seen = 0.0
+        for _ in range(30):  # a scrape every 5 s
+            answer = requests.get(
+                f"{prom.url}/api/v1/query", params={"query": "sum(mlflow_platform_requests_total)"}, timeout=5
+            )
+            result = answer.json()["data"]["result"]
+            seen = float(result[0]["value"][1]) if result else 0.0
+            if seen > 0:
+                break
+            time.sleep(1)
+        assert seen > 0, "Prometheus never saw the edge's request counter"
+        loaded = requests.get(f"{prom.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        names = {r["name"] for g in loaded for r in g["rules"]}
+        assert names == {r["alert"] for g in alerting.rules(platform.config)["groups"] for r in g["rules"]}
+    finally:
+        platform.up(log=lambda _: None, prometheus=False)
+    assert "prometheus" not in {r.name for r in platform.status()}
+    assert not platform.prometheus().ready()
+
+
+def test_without_the_prometheus_binary_up_refuses_before_starting_anything(tmp_path: Path, monkeypatch) -> None:
+    from mlflow_platform.local import prometheus as local_prometheus
+    from mlflow_platform.local.platform import LocalPlatform, Ports
+    from mlflow_platform.local.processes import PlatformError
+
+    from .paths import LOCAL_STACK
+
+    monkeypatch.setattr(local_prometheus.shutil, "which", lambda name: None)
+    platform = LocalPlatform(state_dir=tmp_path / "state", stack_file=LOCAL_STACK)
+    with pytest.raises(PlatformError, match="apt-get install prometheus"):
+        platform.up(Ports.free(), log=lambda _: None, prometheus=True)
+    assert not (tmp_path / "state" / "postgres").exists()  # nothing was started

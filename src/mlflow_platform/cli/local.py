@@ -37,13 +37,23 @@ def up_command(
             help=f"First of 7 consecutive ports SeaweedFS uses internally \\[default: {DEFAULT_PORTS['s3_internal']}]."
         ),
     ] = None,
+    prometheus_port: Annotated[
+        int | None, typer.Option(help=f"Local Prometheus UI port \\[default: {DEFAULT_PORTS['prometheus']}].")
+    ] = None,
+    with_prometheus: Annotated[
+        bool | None,
+        typer.Option(
+            "--with-prometheus/--without-prometheus",
+            help="Also run Prometheus, scraping the server and evaluating the alert rules (kept for later ups).",
+        ),
+    ] = None,
     state_dir: StateDir = None,
     stack_file: StackFile = None,
 ) -> None:
     """Start (or heal) the platform and print how to reach it. Safe to run again.
 
     Example:
-      mlflow-platform local up --port 5050
+      mlflow-platform local up --port 5050 --with-prometheus
     """
     platform = platform_for(state_dir, stack_file)
     ports = None
@@ -53,10 +63,11 @@ def up_command(
             "postgres": postgres_port,
             "s3": s3_port,
             "s3_internal": s3_internal_port,
+            "prometheus": prometheus_port,
         }
         if any(p is not None for p in chosen.values()):  # the others stay as they are
             ports = dataclasses.replace(platform.state.ports, **{k: v for k, v in chosen.items() if v is not None})
-        elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False))
+        elapsed = platform.up(ports, log=lambda line: out.print(line, highlight=False), prometheus=with_prometheus)
         env = platform.client_env()
     except (ConfigError, PlatformError) as exc:
         raise fail(str(exc)) from None
@@ -64,6 +75,8 @@ def up_command(
     out.print(f"  username: {env['MLFLOW_TRACKING_USERNAME']}")
     out.print(f"  password: {env['MLFLOW_TRACKING_PASSWORD']}", highlight=False)
     out.print(f'  use it:   eval "$({_env_command(platform)})"', highlight=False, soft_wrap=True)
+    if "prometheus" in platform.state.extras:
+        out.print(f"  prometheus: {platform.prometheus().url}", highlight=False)
 
 
 def _env_command(platform: LocalPlatform) -> str:

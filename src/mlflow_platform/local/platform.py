@@ -37,6 +37,7 @@ from ..server_spec import (
     render_migration,
     render_server,
 )
+from . import prometheus as local_prometheus
 from .alb_signer import LOCAL_SIGNER, LocalAlb
 from .files import exclusive_lock, private_dir, read_json, write_private
 from .object_store import INTERNAL_PORTS, ObjectStore
@@ -55,13 +56,13 @@ from .processes import (
 )
 from .secrets_file import SecretsFile
 
-DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101}
+DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101, "prometheus": 9091}
 STARTUP_TIMEOUT = 120.0
 STATE_DIR_ENV = "MLFLOW_PLATFORM_STATE_DIR"
 #: Seconds between SIGTERM and SIGKILL. SeaweedFS's graceful gRPC stop can hang for longer than
 #: 15 s; its writes are durable without it (the fault drills SIGKILL it mid-upload).
 #: "alb-keys": the key server an older version ran (the server now reads the key from the state dir).
-STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0, "alb-keys": 3.0}
+STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0, "alb-keys": 3.0, "prometheus": 10.0}
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -111,6 +112,7 @@ class Ports:
     postgres: int = DEFAULT_PORTS["postgres"]
     s3: int = DEFAULT_PORTS["s3"]
     s3_internal: int = DEFAULT_PORTS["s3_internal"]  # first of seven consecutive SeaweedFS ports
+    prometheus: int = DEFAULT_PORTS["prometheus"]  # only with --with-prometheus
 
     @classmethod
     def free(cls) -> Ports:
@@ -120,6 +122,7 @@ class Ports:
             postgres=free_port(),
             s3=free_port(),
             s3_internal=free_port_run(len(INTERNAL_PORTS)),
+            prometheus=free_port(),
         )
 
 
@@ -128,6 +131,8 @@ class State:
     ports: Ports = field(default_factory=Ports)
     pids: dict[str, int] = field(default_factory=dict)
     stack_file: str | None = None
+    #: optional components this state dir runs (``prometheus``): kept across `up`, healed like the rest
+    extras: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -135,7 +140,12 @@ class State:
             return cls()
         raw = read_json(path, "delete it and run `mlflow-platform local up` (it only records ports and pids)")
         known = {k: v for k, v in raw.get("ports", {}).items() if k in Ports.__dataclass_fields__}
-        return cls(ports=Ports(**known), pids=raw.get("pids", {}), stack_file=raw.get("stack_file"))
+        return cls(
+            ports=Ports(**known),
+            pids=raw.get("pids", {}),
+            stack_file=raw.get("stack_file"),
+            extras=raw.get("extras", []),
+        )
 
     def save(self, path: Path) -> None:
         import json
@@ -250,21 +260,22 @@ class LocalPlatform:
         return self.object_store(ports).client()
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def up(self, ports: Ports | None = None, *, log=print) -> float:
+    def up(self, ports: Ports | None = None, *, log=print, prometheus: bool | None = None) -> float:
         """Start whatever is not running (healing crashed parts); returns seconds taken.
 
         All-or-nothing: ports are checked before anything starts, and if a component fails,
         what this call started is stopped again, so a failed ``up`` leaves no process behind.
         Holds the state-dir lock: a second concurrent ``up`` waits, then reuses what this one
-        started.
+        started. ``prometheus`` turns the local Prometheus on or off; None keeps the last choice.
         """
         started = time.monotonic()
         with exclusive_lock(self.state_dir, on_wait=log):
-            self._up_locked(ports, log)
+            self._up_locked(ports, log, prometheus)
         return time.monotonic() - started
 
-    def _up_locked(self, ports: Ports | None, log) -> None:
+    def _up_locked(self, ports: Ports | None, log, prometheus: bool | None = None) -> None:
         state = self.state
+        self._choose_prometheus(state, prometheus, log)
         if ports is not None and ports != state.ports:
             if self._anything_running(state):
                 raise PlatformError(
@@ -289,15 +300,27 @@ class LocalPlatform:
                 self.alb.ensure_keys()
             self._start_tracking(state, log, started_here)
             self._sync_teams(state, log)
+            if "prometheus" in state.extras:
+                self._start_prometheus(state, log, started_here)
         except BaseException:
             self._stop(state, started_here)
             raise
         finally:
             state.save(self._state_file)
 
+    def _choose_prometheus(self, state: State, wanted: bool | None, log) -> None:
+        if wanted and "prometheus" not in state.extras:
+            local_prometheus.binary()  # refused before anything starts when it is missing
+            state.extras.append("prometheus")
+        elif wanted is False and "prometheus" in state.extras:
+            state.extras.remove("prometheus")
+            if pid := state.pids.pop("prometheus", None):
+                stop_group(pid, self.state_dir, timeout=STOP_TIMEOUT["prometheus"])
+                log("prometheus stopped (--without-prometheus)")
+
     def _anything_running(self, state: State) -> bool:
         return (
-            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking"))
+            any(self._owned(state.pids.get(n)) for n in ("s3", "tracking", "prometheus"))
             or self._postgres(state.ports, password=False).running
         )
 
@@ -316,6 +339,8 @@ class LocalPlatform:
             # A crashed leader can leave its gunicorn workers (ours) holding the port: reap them.
             stop_group(state.pids.get("tracking"), self.state_dir)
             require_free_port(ports.tracking, "the tracking server", "--port")
+        if "prometheus" in state.extras and not self._owned(state.pids.get("prometheus")):
+            require_free_port(ports.prometheus, "the local Prometheus", "--prometheus-port")
 
     def _stop(self, state: State, names: list[str]) -> None:
         for name in reversed(names):
@@ -432,6 +457,28 @@ class LocalPlatform:
         self._wait(lambda: self._tracking_healthy(state.ports), pid, "tracking server", self.logs / "tracking.log")
         log(f"tracking  started pid {pid} on port {port}")
 
+    def prometheus(self, ports: Ports | None = None) -> local_prometheus.LocalPrometheus:
+        ports = ports or self.state.ports
+        return local_prometheus.LocalPrometheus(
+            self.state_dir / "prometheus", ports.prometheus, ports.tracking, self.config
+        )
+
+    def _start_prometheus(self, state: State, log, started: list[str]) -> None:
+        """After the server: the scrape's ops user needs it, and the first scrape should find it."""
+        prom, pid = self.prometheus(state.ports), state.pids.get("prometheus")
+        if self._owned(pid) and prom.ready():
+            log(f"prometheus reusing pid {pid} on port {prom.port}")
+            return
+        stop_group(pid, self.state_dir)
+        admin = (self.config.server.admin_username, self._secrets()["admin_password"])
+        local_prometheus.ensure_ops_user(self.tracking_uri(state.ports), admin, prom.ops_password())
+        prom.write_config()
+        pid = spawn(prom.argv(), env=self._base_env(), log=self.logs / "prometheus.log", cwd=prom.root)
+        state.pids["prometheus"] = pid
+        started.append("prometheus")
+        self._wait(lambda: prom.scrape_health() == "up", pid, "Prometheus's first scrape", self.logs / "prometheus.log")
+        log(f"prometheus started pid {pid} on {prom.url} (scraping as {local_prometheus.OPS_USER})")
+
     def server_environment(self, spec: ServerSpec | None = None) -> dict[str, str]:
         """A server process's environment: a clean base, artifact-store credentials (what IRSA
         injects in AWS) and, with ``spec``, its rendered variables with secrets filled in."""
@@ -496,7 +543,7 @@ class LocalPlatform:
 
     def _down_locked(self, log) -> None:
         state = self.state
-        for name in ("tracking", "alb-keys", "s3"):
+        for name in ("prometheus", "tracking", "alb-keys", "s3"):
             pid = state.pids.pop(name, None)
             if pid:
                 stop_group(pid, self.state_dir, timeout=STOP_TIMEOUT[name])
@@ -568,7 +615,15 @@ class LocalPlatform:
             ComponentStatus(
                 "tracking", tr_pid, ports.tracking, tr_problem is None, tr_problem or self.tracking_uri(ports)
             ),
+            *([self._prometheus_status(state)] if "prometheus" in state.extras else []),
         ]
+
+    def _prometheus_status(self, state: State) -> ComponentStatus:
+        prom, pid = self.prometheus(state.ports), state.pids.get("prometheus")
+        running = self._owned(pid) and prom.ready()
+        scrape = prom.scrape_health() if running else ""
+        detail = f"{prom.url} (scrape of the server: {scrape})" if running else "not running"
+        return ComponentStatus("prometheus", pid if running else None, prom.port, running and scrape == "up", detail)
 
     def _capacity(self, ports: Ports) -> str:
         """The bucket's objects and bytes against the thresholds the AWS stacks alarm on."""
