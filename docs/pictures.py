@@ -7,9 +7,11 @@
 - ``ui-promoted-version.png``: MLflow's UI on a throwaway local platform, showing a version that
   `promote` put behind ``@champion`` with its gate tags (headless Chromium);
 - ``local-prometheus.png``: the local Prometheus's graph of request rate by route group during a
-  short load run on a throwaway platform (headless Chromium).
+  short load run on a throwaway platform (headless Chromium);
+- ``bench-auth-gate.png``: the auth-on against stock gate (benchmarks/results/auth_gate.json).
 
-Usage: python docs/pictures.py [architecture] [aliases] [charts] [screenshot] [prometheus]   (default: all)
+Usage: python docs/pictures.py [architecture] [aliases] [charts] [screenshot] [prometheus] [auth-gate]
+(default: all)
 """
 
 from __future__ import annotations
@@ -106,6 +108,39 @@ def charts(out: Path = IMAGES, results: Path = RESULTS) -> list[Path]:
     written = [_throughput_chart(plt, report, variants, operations, out)]
     written.append(_p95_chart(plt, report, variants, operations, out))
     return written
+
+
+AUTH_GATE = ROOT / "benchmarks" / "results" / "auth_gate.json"
+
+
+def auth_gate(out: Path = IMAGES, results: Path = AUTH_GATE) -> Path:
+    """Issue 28's gate: the rendered config (auth on) against stock MLflow (no auth), every round's
+    throughput at 32 clients as a dot and the mean as a bar, from one interleaved run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = json.loads(results.read_text())
+    rounds = {"stock": [], "rendered": []}
+    for key, variant in report["variants"].items():
+        rounds[key.split(" ", 1)[0]].append(variant)
+    operations = sorted({r["operation"] for v in report["variants"].values() for r in v["results"]})
+    figure, axis = plt.subplots(figsize=(10, 4.4))
+    for i, (name, label) in enumerate((("stock", "stock, no auth"), ("rendered", "rendered, auth on"))):
+        for x, operation in enumerate(operations):
+            values = [_cell(v, operation, 32, "throughput_per_s") for v in rounds[name]]
+            axis.bar(x + i * 0.4, sum(values) / len(values), 0.4, color=f"C{i}", label=label if x == 0 else None)
+            axis.scatter([x + i * 0.4] * len(values), values, color="black", s=8, zorder=3)
+    axis.set_xticks([x + 0.2 for x in range(len(operations))], operations)
+    axis.set_ylabel("requests/s at 32 clients")
+    axis.set_title(f"Auth on against stock MLflow without auth ({report['date'][:10]}, {len(rounds['stock'])} rounds)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    target = out / "bench-auth-gate.png"
+    figure.savefig(target, dpi=110)
+    plt.close(figure)
+    return target
 
 
 def _cell(variant: dict, operation: str, clients: int, key: str) -> float:
@@ -254,6 +289,7 @@ STEPS = {
     "charts": charts,
     "screenshot": screenshot,
     "prometheus": prometheus,
+    "auth-gate": auth_gate,
 }
 
 if __name__ == "__main__":

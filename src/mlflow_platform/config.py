@@ -141,6 +141,13 @@ class ServerConfig(_Section):
         le=3600,
         description="Cache verified credentials per worker; 0 re-hashes PBKDF2 on every request.",
     )
+    permission_cache_ttl_seconds: int = Field(
+        10,
+        ge=0,
+        le=300,
+        description="Cache users, roles and grants per worker: a revoked grant stops working within this "
+        "(at once on the worker that revoked it); 0 asks the auth database on every request.",
+    )
     default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] | None = Field(
         None,
         description="Permission a user has on resources it was not granted anything on. Default: READ "

@@ -44,6 +44,10 @@ PANELS: tuple[tuple[str, str, list[tuple[str, str]], str], ...] = (
     ("Refused logins and routes", "reqps",
      [("sum by (reason) (rate(mlflow_platform_auth_failures_total[5m]))", "{{reason}}")],
      "401s are wrong or missing credentials; 403s are signed-in users asking for what they may not."),
+    ("Permission cache hit rate", "percentunit",
+     [('sum(rate(mlflow_platform_permission_cache_total{result="hit"}[5m]))'
+       " / sum(rate(mlflow_platform_permission_cache_total[5m]))", "hits")],
+     "Auth-store reads answered without the database; low means grants change often or the TTL is short."),
     ("Requests MLflow counted", "reqps",
      [("sum by (status) (rate(mlflow_http_request_total[5m]))", "{{status}}")],
      "MLflow's own exporter, after the edge: the gap to the edge's count is what the edge refused."),

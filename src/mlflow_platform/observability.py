@@ -75,6 +75,17 @@ class Metrics:
         self.threads.set(threads)
 
 
+def permission_cache_counter(registry=None) -> Callable[[str], None]:
+    """``mlflow_platform_permission_cache_total{result}``: hits and misses of the auth-read cache."""
+    from prometheus_client import REGISTRY, Counter
+
+    counter = Counter(
+        "mlflow_platform_permission_cache", "Auth-store reads, answered from the cache or not.", ["result"],
+        registry=registry or REGISTRY,
+    )  # fmt: skip
+    return lambda result: counter.labels(result).inc()
+
+
 def metered(app: Callable, routes, threads: int, registry=None) -> Callable:
     """``app`` (the edge) with its requests counted and timed; ``routes`` finds each request's route."""
     metrics = Metrics(threads, registry)

@@ -42,6 +42,7 @@ def create_app() -> WSGIApp:
     authenticated = create_auth_app(flask_app)
     if not hasattr(authenticated, "url_map"):
         raise RuntimeError("MLflow composed its FastAPI app itself (uvicorn): run the server under gunicorn")
+    _cache_auth_reads()
     request_guards.install(authenticated)
     fastapi_app = create_fastapi_app(authenticated)
     add_fastapi_permission_middleware(fastapi_app)
@@ -52,6 +53,18 @@ def create_app() -> WSGIApp:
     served.fastapi_app = fastapi_app  # type: ignore[attr-defined]
     served.routes = edge.routes  # type: ignore[attr-defined]
     return served
+
+
+def _cache_auth_reads() -> None:
+    """Users, roles and grants from a per-worker cache (permission_cache.py; rendered TTL, 0 = off),
+    its hit rate counted when the server exports metrics."""
+    from mlflow.server import auth
+
+    from .observability import WORKER_THREADS_ENV, permission_cache_counter
+    from .permission_cache import TTL_ENV, install
+
+    record = permission_cache_counter() if os.environ.get(WORKER_THREADS_ENV) else None
+    install(auth.store, float(os.environ.get(TTL_ENV) or 0), record)
 
 
 def _sso_edge(app: WSGIApp) -> WSGIApp:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .config import StackConfig
 from .observability import WORKER_THREADS_ENV
+from .permission_cache import TTL_ENV as PERMISSION_CACHE_TTL_ENV
 from .sso import SETTINGS_ENV as SSO_SETTINGS_ENV
 from .sso import SsoSettings, TeamRole
 
@@ -284,6 +285,7 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
         env += [
             EnvVar("MLFLOW_AUTH_CONFIG_PATH", auth_path),
             EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD", secret=ADMIN_PASSWORD),
+            EnvVar(PERMISSION_CACHE_TTL_ENV, str(s.permission_cache_ttl_seconds)),
         ]
     extra: list[tuple[str, str]] = []
     if s.basic_auth and config.sso:

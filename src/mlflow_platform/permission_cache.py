@@ -1,0 +1,116 @@
+"""A per-worker cache of MLflow's auth-store reads (users, roles, grants, permissions), so a request
+that MLflow authorizes with several auth-database queries makes none while the answer is fresh.
+
+Bounded staleness, by construction:
+- every read is cached for at most ``ttl`` seconds (``server.permissionCacheTtlSeconds``);
+- any write through the auth store (a grant, a revoke, a new user, a role change) empties this
+  worker's cache at once, so the worker that made a change never serves the old answer;
+- the other workers and pods see it within ``ttl``.
+
+A revoked grant therefore stops working within ``ttl`` everywhere, and immediately where it was
+revoked. MLflow's own credential cache (``server.authCacheTtlSeconds``) bounds a changed password
+the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: Auth-store methods that only read. Everything else public (create_*, update_*, delete_*, grant_*,
+#: revoke_*, add_*, remove_*, assign_*, unassign_*, set_*, rename_*) is a write and empties the cache.
+READS = ("get_", "list_", "has_", "is_", "user_has_")
+#: Never cached: the password check (MLflow caches it itself, keyed on the credentials) and schema setup.
+UNCACHED = {"authenticate_user", "init_db"}
+TTL_ENV = "MLFLOW_PLATFORM_PERMISSION_CACHE_TTL"
+
+
+class Cache:
+    """Answers by (method, arguments), each kept ``ttl`` seconds; counts hits and misses."""
+
+    def __init__(
+        self, ttl: float, clock: Callable[[], float] = time.monotonic, record: Callable[[str], None] | None = None
+    ):
+        self.ttl, self._clock = ttl, clock
+        #: told "hit" or "miss" for every read (the Prometheus counter, when metrics are on)
+        self._record = record or (lambda result: None)
+        self._entries: dict[tuple, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        #: bumped by every write: a read that began before it does not store its (older) answer
+        self._generation = 0
+        self.hits = self.misses = 0
+
+    def get_or_call(self, key: tuple, call: Callable[[], Any]) -> Any:
+        now = self._clock()
+        with self._lock:
+            found, generation = self._entries.get(key), self._generation
+            hit = found is not None and found[0] > now
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+        self._record("hit" if hit else "miss")
+        if hit:
+            return found[1]
+        value = call()  # outside the lock: a slow query must not serialize the worker's threads
+        with self._lock:
+            if generation == self._generation:
+                self._entries[key] = (now + self.ttl, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for an argument (MLflow passes resource types as a set)."""
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_frozen(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
+
+
+def _reader(cache: Cache, name: str, method: Callable) -> Callable:
+    @functools.wraps(method)
+    def read(*args, **kwargs):
+        key = (name, _frozen(args), _frozen(kwargs))
+        try:
+            hash(key)
+        except TypeError:  # an argument with no stable identity: ask the database
+            return method(*args, **kwargs)
+        return cache.get_or_call(key, lambda: method(*args, **kwargs))
+
+    return read
+
+
+def _writer(cache: Cache, method: Callable) -> Callable:
+    @functools.wraps(method)
+    def write(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        finally:
+            cache.clear()  # after the change, so no read fills the cache with the old answer
+
+    return write
+
+
+def install(store: Any, ttl: float, record: Callable[[str], None] | None = None) -> Cache | None:
+    """Wrap the auth store's public methods on the instance MLflow's auth module uses."""
+    if ttl <= 0:
+        return None
+    cache = Cache(ttl, record=record)
+    for name in dir(type(store)):
+        method = getattr(store, name)
+        if name.startswith("_") or name in UNCACHED or not callable(method):
+            continue
+        wrapped = _reader(cache, name, method) if name.startswith(READS) else _writer(cache, method)
+        setattr(store, name, wrapped)
+    return cache

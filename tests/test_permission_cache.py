@@ -1,0 +1,99 @@
+"""The auth-read cache in-process: reads are answered from it until their TTL, any write empties it,
+a read that began before a write never stores its older answer, and set arguments are keys."""
+
+from __future__ import annotations
+
+import threading
+
+from mlflow_platform import permission_cache
+
+
+class Store:
+    """The shape of MLflow's auth store: reads and writes, each counted."""
+
+    def __init__(self):
+        self.grants = {"ben": {"READ"}}
+        self.queries = 0
+        self.gate: threading.Event | None = None
+
+    def list_grants(self, username, workspace, types):
+        self.queries += 1
+        if self.gate:
+            self.gate.wait(5)
+        return frozenset(self.grants.get(username, ()))
+
+    def get_user(self, username):
+        self.queries += 1
+        return username
+
+    def revoke_user_resource_permission(self, username):
+        self.grants.pop(username, None)
+
+    def authenticate_user(self, username, password):
+        self.queries += 1
+        return True
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_reads_are_cached_until_their_ttl() -> None:
+    store, clock = Store(), Clock()
+    cache = permission_cache.Cache(10, clock)
+    store.list_grants = permission_cache._reader(cache, "list_grants", store.list_grants)
+    for _ in range(5):
+        assert store.list_grants("ben", "search", {"experiment"}) == {"READ"}
+    assert store.queries == 1 and cache.hits == 4
+    clock.now = 10.5
+    store.list_grants("ben", "search", {"experiment"})
+    assert store.queries == 2
+
+
+def test_a_write_empties_the_cache_at_once() -> None:
+    store = Store()
+    cache = permission_cache.install(store, 60)
+    assert store.list_grants("ben", "search", {"experiment"}) == {"READ"}
+    store.revoke_user_resource_permission("ben")
+    assert store.list_grants("ben", "search", {"experiment"}) == frozenset()
+    assert cache.misses == 2
+
+
+def test_a_read_that_began_before_a_write_does_not_store_its_answer() -> None:
+    store = Store()
+    cache = permission_cache.install(store, 60)
+    store.gate = threading.Event()
+    slow = threading.Thread(target=lambda: store.list_grants("ben", "search", {"experiment"}))
+    slow.start()  # reads the old grants, then waits
+    store.revoke_user_resource_permission("ben")  # the write lands while the read is in flight
+    store.gate.set()
+    slow.join()
+    store.gate = None
+    assert store.list_grants("ben", "search", {"experiment"}) == frozenset()  # not the stale READ
+    assert cache.hits == 0
+
+
+def test_the_password_check_is_never_cached_and_zero_turns_it_off() -> None:
+    store = Store()
+    permission_cache.install(store, 60)
+    store.authenticate_user("ben", "x")
+    store.authenticate_user("ben", "x")
+    assert store.queries == 2
+    untouched = Store()
+    assert permission_cache.install(untouched, 0) is None
+    untouched.get_user("ben")
+    untouched.get_user("ben")
+    assert untouched.queries == 2
+
+
+def test_hits_and_misses_are_recorded() -> None:
+    seen: list[str] = []
+    store = Store()
+    permission_cache.install(store, 60, seen.append)
+    store.get_user("ben")
+    store.get_user("ben")
+    assert seen == ["miss", "hit"]
