@@ -77,23 +77,48 @@ def test_a_read_that_began_before_a_write_does_not_store_its_answer() -> None:
     assert cache.hits == 0
 
 
-def test_the_password_check_is_never_cached_and_zero_turns_it_off() -> None:
+def test_identity_is_never_cached_and_zero_turns_it_off() -> None:
+    """The password check and the user record stay MLflow's (its credential cache keeps the user it
+    read): a user deleted and created again must never come back with the old id or admin flag."""
     store = Store()
     permission_cache.install(store, 60)
-    store.authenticate_user("ben", "x")
-    store.authenticate_user("ben", "x")
-    assert store.queries == 2
+    for _ in range(2):
+        store.authenticate_user("ben", "x")
+        store.get_user("ben")
+    assert store.queries == 4
     untouched = Store()
     assert permission_cache.install(untouched, 0) is None
-    untouched.get_user("ben")
-    untouched.get_user("ben")
+    untouched.list_grants("ben", "search", {"experiment"})
+    untouched.list_grants("ben", "search", {"experiment"})
     assert untouched.queries == 2
+
+
+def test_the_request_workspace_is_part_of_the_key(monkeypatch) -> None:
+    """Reads that take the workspace from MLflow's request context never answer for another team."""
+    store = Store()
+    permission_cache.install(store, 60)
+    for workspace in ("team-a", "team-b", "team-a"):
+        monkeypatch.setattr(permission_cache, "_workspace", lambda w=workspace: w)
+        store.list_grants("ben", None, {"experiment"})
+    assert store.queries == 2
+
+
+def test_callers_get_copies_and_the_cache_is_bounded(monkeypatch) -> None:
+    store = Store()
+    cache = permission_cache.install(store, 60)
+    first = store.list_grants("ben", "search", {"experiment"})
+    assert store.list_grants("ben", "search", {"experiment"}) is not first  # a copy, each time
+    monkeypatch.setattr(permission_cache, "MAX_ENTRIES", 100)
+    bounded = permission_cache.Cache(60)
+    for i in range(permission_cache.MAX_ENTRIES * 2):
+        bounded.get_or_call(("has", i), lambda: True)
+    assert len(bounded._entries) <= 100 and cache.hits == 1
 
 
 def test_hits_and_misses_are_recorded() -> None:
     seen: list[str] = []
     store = Store()
     permission_cache.install(store, 60, seen.append)
-    store.get_user("ben")
-    store.get_user("ben")
+    store.list_grants("ben", "search", {"experiment"})
+    store.list_grants("ben", "search", {"experiment"})
     assert seen == ["miss", "hit"]

@@ -14,17 +14,26 @@ the same way.
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import TTLCache
+
 #: Auth-store methods that only read. Everything else public (create_*, update_*, delete_*, grant_*,
 #: revoke_*, add_*, remove_*, assign_*, unassign_*, set_*, rename_*) is a write and empties the cache.
 READS = ("get_", "list_", "has_", "is_", "user_has_")
-#: Never cached: the password check (MLflow caches it itself, keyed on the credentials) and schema setup.
-UNCACHED = {"authenticate_user", "init_db"}
+#: Never cached:
+#: - the password check and the user record: MLflow's credential cache keeps the User it read when
+#:   the credentials were first seen, so a cached user here would stack on its TTL, and a user
+#:   deleted and created again would keep the old one's id and admin flag;
+#: - schema setup.
+UNCACHED = {"authenticate_user", "get_user", "has_user", "init_db"}
+#: Entries per worker: the arguments come from requests, so the cache is bounded.
+MAX_ENTRIES = 20_000
 TTL_ENV = "MLFLOW_PLATFORM_PERMISSION_CACHE_TTL"
 
 
@@ -34,31 +43,32 @@ class Cache:
     def __init__(
         self, ttl: float, clock: Callable[[], float] = time.monotonic, record: Callable[[str], None] | None = None
     ):
-        self.ttl, self._clock = ttl, clock
+        self.ttl = ttl
         #: told "hit" or "miss" for every read (the Prometheus counter, when metrics are on)
         self._record = record or (lambda result: None)
-        self._entries: dict[tuple, tuple[float, Any]] = {}
+        #: bounded (the arguments come from requests), entries expire ``ttl`` after they were stored
+        self._entries: TTLCache = TTLCache(MAX_ENTRIES, ttl, timer=clock)
         self._lock = threading.Lock()
         #: bumped by every write: a read that began before it does not store its (older) answer
         self._generation = 0
         self.hits = self.misses = 0
 
     def get_or_call(self, key: tuple, call: Callable[[], Any]) -> Any:
-        now = self._clock()
+        missing = object()
         with self._lock:
-            found, generation = self._entries.get(key), self._generation
-            hit = found is not None and found[0] > now
+            found, generation = self._entries.get(key, missing), self._generation
+            hit = found is not missing
             if hit:
                 self.hits += 1
             else:
                 self.misses += 1
         self._record("hit" if hit else "miss")
         if hit:
-            return found[1]
+            return copy.deepcopy(found)  # callers may change what they get: never the cached copy
         value = call()  # outside the lock: a slow query must not serialize the worker's threads
         with self._lock:
-            if generation == self._generation:
-                self._entries[key] = (now + self.ttl, value)
+            if generation == self._generation:  # no write since the read began
+                self._entries[key] = copy.deepcopy(value)
         return value
 
     def clear(self) -> None:
@@ -78,11 +88,19 @@ def _frozen(value: Any) -> Any:
     return value
 
 
+def _workspace() -> str | None:
+    """The request's workspace: many reads take it from MLflow's request context, not from their
+    arguments, so it is part of every key (one team's answer is never another's)."""
+    from mlflow.utils import workspace_context
+
+    return workspace_context.get_request_workspace()
+
+
 def _reader(cache: Cache, name: str, method: Callable) -> Callable:
     @functools.wraps(method)
     def read(*args, **kwargs):
-        key = (name, _frozen(args), _frozen(kwargs))
         try:
+            key = (name, _workspace(), type(args[0]).__name__ if args else "", _frozen(args), _frozen(kwargs))
             hash(key)
         except TypeError:  # an argument with no stable identity: ask the database
             return method(*args, **kwargs)
