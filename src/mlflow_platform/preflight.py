@@ -276,6 +276,12 @@ def check_access_entry(stack_file: Path, config: StackConfig, aws: Account) -> C
             "--access-config authenticationMode=API_AND_CONFIG_MAP`",
         )
     roles = {purpose: _ci_role(aws, config.environment, purpose) for purpose in CI_ACCESS}
+    if not any(roles.values()):
+        return Check.skip(
+            "EKS access entry",
+            f"the CI roles do not exist yet: the first `pulumi up` creates them; then grant them on {name} "
+            "(deploy AmazonEKSClusterAdminPolicy, drift AmazonEKSAdminViewPolicy, preview AmazonEKSViewPolicy)",
+        )
     entries = set(_access_entries(aws, name)) if all(roles.values()) else set()
     results = [_ci_role_access(aws, name, purpose, roles[purpose], entries) for purpose in CI_ACCESS]
     problems = [text for ok, text in results if not ok]
