@@ -136,8 +136,11 @@ def auth_gate(out: Path = IMAGES, results: Path = AUTH_GATE) -> Path:
     axis.set_ylabel("requests/s at 32 clients")
     axis.set_title(f"Auth on against stock MLflow without auth ({report['date'][:10]}, {len(rounds['stock'])} rounds)")
     axis.legend(fontsize=8)
+    return _save(plt, figure, out / "bench-auth-gate.png")
+
+
+def _save(plt, figure, target: Path) -> Path:
     figure.tight_layout()
-    target = out / "bench-auth-gate.png"
     figure.savefig(target, dpi=110)
     plt.close(figure)
     return target
@@ -158,11 +161,7 @@ def _throughput_chart(plt, report: dict, variants: dict, operations: list[str], 
     axis.set_ylabel("requests/s at 32 clients")
     axis.set_title(f"Throughput per server and operation ({report['date'][:10]}, one machine, 2 cores)")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    target = out / "bench-throughput.png"
-    figure.savefig(target, dpi=110)
-    plt.close(figure)
-    return target
+    return _save(plt, figure, out / "bench-throughput.png")
 
 
 def _p95_chart(plt, report: dict, variants: dict, operations: list[str], out: Path) -> Path:
@@ -180,11 +179,7 @@ def _p95_chart(plt, report: dict, variants: dict, operations: list[str], out: Pa
     axes.flat[0].legend(fontsize=7)
     figure.supxlabel("concurrent clients")
     figure.suptitle(f"p95 latency against client count ({report['date'][:10]})")
-    figure.tight_layout()
-    target = out / "bench-p95.png"
-    figure.savefig(target, dpi=110)
-    plt.close(figure)
-    return target
+    return _save(plt, figure, out / "bench-p95.png")
 
 
 def screenshot(out: Path = IMAGES) -> Path:

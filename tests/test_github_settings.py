@@ -8,6 +8,7 @@ import copy
 import http.server
 import json
 import threading
+import urllib.parse
 
 import pytest
 from typer.testing import CliRunner
@@ -60,10 +61,15 @@ def github():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             seen.append(self.headers.get("Authorization", ""))
-            body = answers.get(self.path)
+            path, _, query = self.path.partition("?")
+            params = dict(urllib.parse.parse_qsl(query))
+            body = answers.get(path)
             if body is None:
                 self.send_error(404)
                 return
+            if "secrets" in body:  # paged as GitHub pages it: per_page (30 unless asked), page
+                size, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+                body = {**body, "secrets": body["secrets"][(page - 1) * size : page * size]}
             data = json.dumps(body).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -111,6 +117,27 @@ def test_each_gap_is_named_with_its_environment(github, edit, environment: str, 
     edit(answers)
     findings = check(GitHub("t", api), REPO, _prod())
     assert [(f.environment, fragment in f.problem) for f in findings] == [(environment, True)], findings
+
+
+def test_a_repository_token_on_a_later_page_and_a_tag_named_main_are_still_found(github) -> None:
+    """GitHub pages secret lists (30 by default): the check reads every page. A deployment policy
+    for the *tag* `main` is not the branch `main`; neither is "any protected branch"."""
+    api, answers, _ = github
+    others = [{"name": f"OTHER_{i:03d}"} for i in range(130)]
+    answers[f"/repos/{REPO}/actions/secrets"] = {
+        "total_count": 131,
+        "secrets": [*others, {"name": "PULUMI_ACCESS_TOKEN"}],
+    }
+    answers[f"{ENVS}/prod-drift/deployment-branch-policies"]["branch_policies"] = [
+        {"id": 5, "name": "main", "type": "tag"}
+    ]
+    answers[f"{ENVS}/prod"]["deployment_branch_policy"] = {"protected_branches": True, "custom_branch_policies": False}
+    found = {(f.environment, f.problem.split(":")[0]) for f in check(GitHub("t", api), REPO, _prod())}
+    assert found == {
+        ("(repository)", "PULUMI_ACCESS_TOKEN is a repository secret"),
+        ("prod-drift", "deploys from ['tag"),
+        ("prod", "any protected branch may deploy"),
+    }, found
 
 
 def test_dev_needs_no_reviewer_on_its_deploys(github) -> None:

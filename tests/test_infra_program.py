@@ -530,12 +530,13 @@ def test_each_environment_has_its_own_account_and_github_oidc_provider(stack: st
     assert len(github) == 1
 
 
-def test_a_stack_without_its_account_is_refused_by_the_program() -> None:
-    path = ROOT / "stacks" / "Pulumi.prod.yaml"
-    document = yaml.safe_load(path.read_text())
+def test_a_stack_without_its_account_is_refused_by_the_program(tmp_path: Path) -> None:
+    document = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())
     del document["config"]["aws:allowedAccountIds"]
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(document))
     with pytest.raises(Exception, match="aws:allowedAccountIds"):
-        plan.run(_write(document, "prod"), project_root=ROOT)
+        plan.run(path, project_root=ROOT)
 
 
 def test_config_check_refuses_two_environments_in_one_account(tmp_path: Path) -> None:
@@ -550,15 +551,6 @@ def test_config_check_refuses_two_environments_in_one_account(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["config", "check", str(tmp_path / "Pulumi.prod.yaml")])
     assert result.exit_code == 1
     assert "444444444444 is also dev's account" in result.output and "Traceback" not in result.output
-
-
-def _write(document: dict, stack: str) -> Path:
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="stack-"))
-    path = folder / f"Pulumi.{stack}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -108,7 +108,15 @@ def test_a_newer_release_that_does_not_install_waits(tmp_path: Path, index: str,
     verdict = releases.check(_checkout(tmp_path), index, wheels)
     assert (verdict.current, verdict.newest) == (Version("3.17.2"), Version("3.19.0"))
     assert verdict.bump is False and "mlflow-tracing==3.19.0" in verdict.waiting
-    assert verdict.outputs()["bump"] == "false"
+    assert verdict.outputs()["bump"] == "false" and verdict.outputs()["target"] == ""
+
+
+def test_a_patch_release_that_installs_is_proposed_while_a_new_minor_waits(tmp_path: Path, index: str, wheels) -> None:
+    """3.16.1 pinned: 3.19.0 waits for its tracing pin, 3.17.2 installs, so 3.17.2 is the bump."""
+    verdict = releases.check(_checkout(tmp_path, "3.16.1"), index, wheels)
+    assert (verdict.newest, verdict.target) == (Version("3.19.0"), Version("3.17.2"))
+    assert verdict.bump and "mlflow-tracing==3.19.0" in verdict.waiting
+    assert verdict.outputs()["target"] == "3.17.2"
 
 
 def test_at_the_newest_release_there_is_nothing_to_do(tmp_path: Path, index: str, wheels) -> None:
@@ -118,10 +126,11 @@ def test_at_the_newest_release_there_is_nothing_to_do(tmp_path: Path, index: str
 
 def test_an_installable_release_is_bumped_in_every_pin_file(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
-    verdict = releases.Verdict(Version("3.17.2"), Version("3.19.0"), None)
+    verdict = releases.Verdict(Version("3.17.2"), Version("3.19.0"), None, Version("3.19.0"))
     assert verdict.bump and verdict.outputs() == {
         "current": "3.17.2",
         "newest": "3.19.0",
+        "target": "3.19.0",
         "bump": "true",
         "waiting": "",
     }
@@ -153,7 +162,7 @@ def test_the_pull_request_body_carries_the_drills_figures(tmp_path: Path) -> Non
             }
         )
     )  # fmt: skip
-    verdict = releases.Verdict(Version("3.17.2"), Version("3.19.0"), None)
+    verdict = releases.Verdict(Version("3.17.2"), Version("3.19.0"), None, Version("3.19.0"))
     body = releases.pr_body(verdict, report, drill_passed=True)
     assert "Bumps MLflow from 3.17.2 to 3.19.0" in body and "releases/tag/v3.19.0" in body
     assert "| MLflow 3.17.2 | 38 runs, 1,751 metric rows | 9.9 s | 31.4 s |" in body
@@ -183,6 +192,8 @@ def test_the_workflow_bumps_only_an_installable_release_and_drills_from_the_old_
     assert gated and all(s["if"] == "steps.check.outputs.bump == 'true'" for s in gated)
     drill = next(s for s in steps if s.get("id") == "drill")
     assert drill["env"]["MLFLOW_PLATFORM_DRILL_FROM"] == "${{ steps.check.outputs.current }}"
+    bump = next(s for s in steps if "mlflow-release bump" in s.get("run", ""))
+    assert bump["env"]["TARGET"] == "${{ steps.check.outputs.target }}"  # the release that installs
     assert "tests/test_upgrade_drill.py" in drill["run"]
     pull = next(s for s in steps if s.get("uses", "").startswith("peter-evans/create-pull-request"))
     assert pull["with"]["body-path"].endswith("body.md")

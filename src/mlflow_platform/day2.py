@@ -73,9 +73,12 @@ def _path_changed(path: str, before: dict, after: dict) -> bool:
     return _differs(before, after)
 
 
+def _name(resource: Resource) -> str | None:
+    return (resource.inputs.get("metadata") or {}).get("name") or resource.inputs.get("name")
+
+
 def _renamed(before: Resource, after: Resource) -> bool:
-    name = lambda r: (r.inputs.get("metadata") or {}).get("name") or r.inputs.get("name")  # noqa: E731
-    return name(before) is not None and name(before) != name(after)
+    return _name(before) is not None and _name(before) != _name(after)
 
 
 def compare(base: Capture, changed: Capture) -> Outcome:

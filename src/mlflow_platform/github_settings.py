@@ -43,21 +43,34 @@ class GitHub:
             }
         )
 
-    def get(self, path: str) -> dict | None:
+    def get(self, path: str, **params) -> dict | None:
         """The JSON answer, or None for 404 (an Environment that was never created)."""
-        answer = self._session.get(f"{self._api}{path}", timeout=30)
+        answer = self._session.get(f"{self._api}{path}", params=params, timeout=30)
         if answer.status_code == 404:
             return None
         answer.raise_for_status()
         return answer.json()
 
+    def secret_names(self, path: str) -> set[str]:
+        """Every secret's name, page by page (GitHub answers 30 a page unless asked for up to 100)."""
+        names: set[str] = set()
+        for page in range(1, 100):
+            listed = (self.get(path, per_page=100, page=page) or {}).get("secrets", [])
+            names |= {s["name"] for s in listed}
+            if len(listed) < 100:
+                return names
+        return names
+
 
 def _branches_main_only(github: GitHub, repo: str, name: str, environment: dict) -> str | None:
     policy = environment.get("deployment_branch_policy")
-    if not policy or not policy.get("custom_branch_policies"):
+    if not policy:
         return "any branch may deploy: set Deployment branches to the selected branch `main`"
-    listed = github.get(f"/repos/{repo}/environments/{name}/deployment-branch-policies") or {}
-    names = sorted(p["name"] for p in listed.get("branch_policies", []))
+    if not policy.get("custom_branch_policies"):
+        return "any protected branch may deploy: select the branch `main` only"
+    listed = github.get(f"/repos/{repo}/environments/{name}/deployment-branch-policies", per_page=100) or {}
+    names = sorted(f"{p.get('type', 'branch')}:{p['name']}" for p in listed.get("branch_policies", []))
+    names = [n.removeprefix("branch:") for n in names]
     return None if names == ["main"] else f"deploys from {names}: allow `main` only"
 
 
@@ -74,7 +87,7 @@ def check(github: GitHub, repo: str, config: StackConfig) -> list[Finding]:
     """What keeps other branches and pull requests away from this stack's roles and token."""
     bound = ci_environments(config.github, config.environment)
     findings: list[Finding] = []
-    repo_secrets = {s["name"] for s in (github.get(f"/repos/{repo}/actions/secrets") or {}).get("secrets", [])}
+    repo_secrets = github.secret_names(f"/repos/{repo}/actions/secrets")
     if TOKEN_SECRET in repo_secrets:
         findings.append(Finding("(repository)", f"{TOKEN_SECRET} is a repository secret: any PR job can read it; "
                                 "delete it and set it on each Environment"))  # fmt: skip

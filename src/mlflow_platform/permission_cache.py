@@ -43,7 +43,6 @@ class Cache:
     def __init__(
         self, ttl: float, clock: Callable[[], float] = time.monotonic, record: Callable[[str], None] | None = None
     ):
-        self.ttl = ttl
         #: told "hit" or "miss" for every read (the Prometheus counter, when metrics are on)
         self._record = record or (lambda result: None)
         #: bounded (the arguments come from requests), entries expire ``ttl`` after they were stored

@@ -42,7 +42,7 @@ class Resource:
     outputs: dict[str, Any] = field(default_factory=dict)
     #: ``custom_timeouts`` as registered (empty strings: the provider's defaults)
     timeouts: dict[str, str] = field(default_factory=dict)
-    #: resource options the engine acts on in an update: replaceOnChanges, deleteBeforeReplace, protect
+    #: the options that decide replacement in an update: replaceOnChanges, deleteBeforeReplace
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -309,8 +309,6 @@ def _registration(request, response) -> tuple:
     options = {
         "replaceOnChanges": list(request.replaceOnChanges),
         "deleteBeforeReplace": request.deleteBeforeReplace,
-        "protect": request.protect,
-        "retainOnDelete": request.retainOnDelete,
     }
     return (
         response.urn,

@@ -25,7 +25,8 @@ Index = Annotated[str, typer.Option(envvar="MLFLOW_PLATFORM_INDEX", help="A PEP 
 def check_command(
     index: Index = "https://pypi.org/simple",
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="Also write current, newest, bump, waiting to $GITHUB_OUTPUT.")
+        bool,
+        typer.Option("--github-output", help="Also write current, newest, target, bump, waiting to $GITHUB_OUTPUT."),
     ] = False,
 ) -> None:
     """Is there a newer MLflow than the pin, and does it install (every dependency published)?
@@ -39,10 +40,10 @@ def check_command(
         raise fail(f"could not check MLflow's releases: {str(exc).splitlines()[0]}") from None
     if verdict.newest <= verdict.current:
         out.print(f"MLflow {verdict.current} is the newest release")
-    elif verdict.waiting:
+    if verdict.waiting:
         out.print(f"MLflow {verdict.newest} is out but does not install yet: {escape(verdict.waiting)}")
-    else:
-        out.print(f"MLflow {verdict.newest} is out and installs: bump from {verdict.current}")
+    if verdict.bump:
+        out.print(f"MLflow {verdict.target} installs: bump from {verdict.current}")
     if github_output:
         with open(os.environ["GITHUB_OUTPUT"], "a") as sink:
             sink.writelines(f"{key}={value}\n" for key, value in verdict.outputs().items())
@@ -84,7 +85,7 @@ def pr_body_command(
       mlflow-platform mlflow-release pr-body --from 3.17.2 --to 3.18.0
     """
     try:
-        verdict = releases.Verdict(Version(was), Version(to), None)
+        verdict = releases.Verdict(Version(was), Version(to), None, Version(to))
     except InvalidVersion as exc:
         raise fail(f"{exc}: give versions such as 3.18.0") from None
     typer.echo(releases.pr_body(verdict, drill_report, drill_passed), nl=False)

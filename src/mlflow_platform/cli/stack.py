@@ -52,7 +52,9 @@ def check_command(
     ] = None,
     stack: Annotated[str | None, typer.Option("--stack", "-s", help="The same, as plan takes it.")] = None,
 ) -> None:
-    """Validate a stack file and print its connection budget and rendered server command.
+    """Validate a stack file and print its connection budget and rendered server command. A Pulumi
+    stack file is also refused when `pulumi up` would refuse it (a missing secret or account) or
+    when another stack beside it deploys to the same AWS account.
 
     Example:
       mlflow-platform config check --stack prod

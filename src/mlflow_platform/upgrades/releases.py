@@ -68,30 +68,44 @@ def installable(version: Version, pip_args: tuple[str, ...] = ()) -> str | None:
 class Verdict:
     current: Version
     newest: Version
-    #: why the newest cannot be installed yet (None: it can)
+    #: why the newest cannot be installed yet (None: it can, or it is the pin)
     waiting: str | None
+    #: the newest release above the pin that installs (a patch release while a minor waits); None: none
+    target: Version | None = None
 
     @property
     def bump(self) -> bool:
-        return self.newest > self.current and self.waiting is None
+        return self.target is not None and self.target > self.current
 
     def outputs(self) -> dict[str, str]:
         """For $GITHUB_OUTPUT."""
         return {
             "current": str(self.current),
             "newest": str(self.newest),
+            "target": str(self.target or ""),
             "bump": "true" if self.bump else "false",
             "waiting": self.waiting or "",
         }
 
 
+#: Releases above the pin asked of pip, newest first (each is one resolver run).
+CANDIDATES = 5
+
+
 def check(root: Path, index: str, pip_args: tuple[str, ...] = ()) -> Verdict:
+    """The newest release, why it waits if it does not install, and the newest one above the pin
+    that does: a 3.17.3 is proposed while a 3.18.0 still waits for its own pins."""
     current = pinned(root)
-    releases = published(index)
-    newest = releases[-1] if releases else current
-    if newest <= current:
+    newer = sorted((v for v in published(index) if v > current), reverse=True)[:CANDIDATES]
+    if not newer:
         return Verdict(current, current, None)
-    return Verdict(current, newest, installable(newest, pip_args))
+    waiting = None
+    for candidate in newer:
+        reason = installable(candidate, pip_args)
+        if reason is None:
+            return Verdict(current, newer[0], waiting, candidate)
+        waiting = waiting or reason
+    return Verdict(current, newer[0], waiting)
 
 
 def bump(root: Path, to: Version) -> list[str]:
@@ -110,8 +124,8 @@ def bump(root: Path, to: Version) -> list[str]:
 def pr_body(verdict: Verdict, drill_report: Path | None, drill_passed: bool) -> str:
     """The pull request's description: what moves, and what the upgrade drill measured."""
     lines = [
-        f"Bumps MLflow from {verdict.current} to {verdict.newest} "
-        f"([release notes](https://github.com/mlflow/mlflow/releases/tag/v{verdict.newest})).",
+        f"Bumps MLflow from {verdict.current} to {verdict.target} "
+        f"([release notes](https://github.com/mlflow/mlflow/releases/tag/v{verdict.target})).",
         "",
         f"Files: {', '.join(f'`{n}`' for n in PIN_FILES)}. Review the route table, the pinned UI strings and "
         'the auth surface before merging (docs/upgrades.md, "Following MLflow releases").',

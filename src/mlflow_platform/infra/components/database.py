@@ -48,15 +48,12 @@ class Database(pulumi.ComponentResource):
         # Nodes that do not carry the cluster security group (Karpenter, self-managed groups) reach
         # PostgreSQL through the groups the stack names (EKS docs, "cluster security group requirements").
         for i, group in enumerate(config.client_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
+            _admit(
                 f"{name}-from-client-{i}",
-                security_group_id=sg.id,
-                ip_protocol="tcp",
-                from_port=5432,
-                to_port=5432,
-                referenced_security_group_id=group,
-                description=f"mlflow server pods ({group}, database.clientSecurityGroupIds)",
-                opts=child,
+                sg,
+                group,
+                f"mlflow server pods ({group}, database.clientSecurityGroupIds)",
+                child,
             )
 
         params = self._parameter_group(name, config, base, child)
@@ -93,16 +90,7 @@ class Database(pulumi.ComponentResource):
         sg = aws.ec2.SecurityGroup(
             f"{name}-sg", vpc_id=vpc_id, description="PostgreSQL from the mlflow server only", tags=base, opts=child
         )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-from-server",
-            security_group_id=sg.id,
-            ip_protocol="tcp",
-            from_port=5432,
-            to_port=5432,
-            referenced_security_group_id=client_security_group_id,
-            description="mlflow server pods",
-            opts=child,
-        )
+        _admit(f"{name}-from-server", sg, client_security_group_id, "mlflow server pods", child)
         return subnets, sg
 
     def _parameter_group(
@@ -230,3 +218,19 @@ class Database(pulumi.ComponentResource):
             opts=child,
         )
         return secret
+
+
+def _admit(
+    name: str, sg: aws.ec2.SecurityGroup, group: pulumi.Input[str], description: str, opts: pulumi.ResourceOptions
+) -> None:
+    """PostgreSQL's port from one security group."""
+    aws.vpc.SecurityGroupIngressRule(
+        name,
+        security_group_id=sg.id,
+        ip_protocol="tcp",
+        from_port=5432,
+        to_port=5432,
+        referenced_security_group_id=group,
+        description=description,
+        opts=opts,
+    )
