@@ -21,6 +21,7 @@ from .paths import ROOT
 
 REPO = "example-org/mlflow-platform"
 ENVS = f"/repos/{REPO}/environments"
+TOKEN = "PULUMI_ACCESS_TOKEN"
 
 
 def _environment(name: str, *, reviewers: bool, branches: bool = True, self_review: bool = False) -> dict:
@@ -36,7 +37,10 @@ def _environment(name: str, *, reviewers: bool, branches: bool = True, self_revi
 
 def _secure_repository() -> dict[str, object]:
     """prod's three Environments as docs/ci-cd.md asks; every path GitHub would answer."""
-    answers: dict[str, object] = {f"/repos/{REPO}/actions/secrets": {"total_count": 0, "secrets": []}}
+    answers: dict[str, object] = {
+        f"/repos/{REPO}/actions/secrets": {"total_count": 0, "secrets": []},
+        f"/repos/{REPO}/actions/organization-secrets": {"total_count": 0, "secrets": []},
+    }
     for name, reviewers in (("prod", True), ("prod-preview", True), ("prod-drift", False)):
         answers[f"/repos/{REPO}/environments/{name}"] = _environment(
             name, reviewers=reviewers, branches=name != "prod-preview"
@@ -100,6 +104,9 @@ def test_a_repository_set_up_as_documented_passes(github) -> None:
     [
         (lambda a: a.__setitem__(f"/repos/{REPO}/actions/secrets", {"secrets": [{"name": "PULUMI_ACCESS_TOKEN"}]}),
          "(repository)", "is a repository secret"),
+        (lambda a: a.__setitem__(f"/repos/{REPO}/actions/organization-secrets", {"secrets": [{"name": TOKEN}]}),
+         "(organization)", "is an organization secret"),
+        (lambda a: a.pop(f"/repos/{REPO}/actions/secrets"), "(repository)", "cannot list the repository secrets"),
         (lambda a: a[f"/repos/{REPO}/environments/prod"].__setitem__("deployment_branch_policy", None),
          "prod", "any branch may deploy"),
         (lambda a: a[f"/repos/{REPO}/environments/prod-drift/deployment-branch-policies"]["branch_policies"].append(

@@ -101,6 +101,15 @@ def test_artifact_bytes_are_summed_each_way(registry) -> None:
     )
     assert _call(download, "GET", "/api/2.0/mlflow-artifacts/artifacts/a.bin") == b"x" * 10
     assert _value(other, "mlflow_platform_artifact_bytes_total", direction="download") == 10
+    # a client that hangs up after the first chunk: the bytes sent count, not the header's promise
+    hung = CollectorRegistry()
+    big = observability.metered(
+        _app("200 OK", [b"y" * 100, b"y" * 10**6], (("Content-Length", str(10**6 + 100)),)), Routes(), 1, hung
+    )
+    response = big({"REQUEST_METHOD": "GET", "PATH_INFO": "/api/2.0/mlflow-artifacts/artifacts/a.bin"}, lambda *a: None)
+    next(iter(response))
+    response.close()
+    assert _value(hung, "mlflow_platform_artifact_bytes_total", direction="download") == 100
 
 
 def test_an_app_that_raises_leaves_nothing_in_flight(registry) -> None:
@@ -228,3 +237,23 @@ def test_without_the_prometheus_binary_up_refuses_before_starting_anything(tmp_p
     with pytest.raises(PlatformError, match="apt-get install prometheus"):
         platform.up(Ports.free(), log=lambda _: None, prometheus=True)
     assert not (tmp_path / "state" / "postgres").exists()  # nothing was started
+
+
+def test_a_recycled_workers_live_gauges_stop_counting(tmp_path: Path, monkeypatch) -> None:
+    """gunicorn calls `child_exit` for every worker that exits (--max-requests recycles them); the
+    rendered config loads it, and it removes that worker's live-sum gauge files."""
+    import gunicorn.config
+
+    from mlflow_platform import gunicorn_hooks, server_spec
+    from mlflow_platform.config import load_stack_file
+
+    from .paths import LOCAL_STACK
+
+    options = server_spec.gunicorn_options(load_stack_file(LOCAL_STACK).config)
+    assert f"--config=python:{server_spec.GUNICORN_HOOKS}" in options
+    assert "child_exit" in {setting.name for setting in gunicorn.config.KNOWN_SETTINGS}
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for kind in ("gauge_livesum_4242.db", "gauge_liveall_4242.db", "gauge_livesum_7.db"):
+        (tmp_path / kind).write_bytes(b"")
+    gunicorn_hooks.child_exit(None, SimpleNamespace(pid=4242))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gauge_livesum_7.db"]

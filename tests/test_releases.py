@@ -51,12 +51,12 @@ def index(tmp_path: Path):
     server.shutdown()
 
 
-def _wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
+def _wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = (), *, extra: bool = True) -> None:
     """A minimal valid wheel: metadata only, enough for pip's resolver."""
     dist = f"{name.replace('-', '_')}-{version}"
     files = {
-        f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: {}\nProvides-Extra: auth\n{}".format(
-            name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)
+        f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{}{}".format(
+            name, version, "Provides-Extra: auth\n" if extra else "", "".join(f"Requires-Dist: {r}\n" for r in requires)
         ),
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -207,3 +207,16 @@ def test_dependabot_watches_everything_but_mlflow_itself() -> None:
     for update in config["updates"]:
         if update["package-ecosystem"] == "pip":
             assert {"dependency-name": "mlflow"} in update["ignore"]  # the release workflow owns it
+
+
+def test_a_release_without_the_auth_extra_or_a_file_without_the_pin_is_refused(tmp_path: Path) -> None:
+    """pip only warns when the extra is gone (and exits 0): the server would lose its auth dependencies."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    _wheel(folder, "mlflow", "3.20.0", extra=False)
+    reason = releases.installable(Version("3.20.0"), ("--no-index", "--find-links", str(folder)))
+    assert reason and "[auth] extra" in reason
+    root = _checkout(tmp_path)
+    (root / "pyproject.toml").write_text("dependencies = []\n")
+    with pytest.raises(releases.ReleaseError, match="pins no mlflow"):
+        releases.pinned(root)

@@ -6,13 +6,14 @@ runs on. So the Environments themselves must keep the other branches out:
   each `<env>-preview` Environment needs a reviewer;
 - a stack with `github.requireApproval` needs a reviewer on its deploy Environment, who may not
   approve their own run;
-- the Pulumi token is an Environment secret, never a repository secret, which every PR job could
-  read (https://docs.github.com/en/actions/reference/workflows-and-actions/deployments-and-environments).
+- the Pulumi token is an Environment secret, never a repository or organization secret, which
+  every PR job could read (https://docs.github.com/en/actions/reference/workflows-and-actions/deployments-and-environments).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import requests
 
@@ -51,11 +52,15 @@ class GitHub:
         answer.raise_for_status()
         return answer.json()
 
-    def secret_names(self, path: str) -> set[str]:
-        """Every secret's name, page by page (GitHub answers 30 a page unless asked for up to 100)."""
+    def secret_names(self, path: str) -> set[str] | None:
+        """Every secret's name, page by page (GitHub answers 30 a page unless asked for up to 100);
+        None when the list cannot be read (404: no such environment, or a token without access)."""
         names: set[str] = set()
         for page in range(1, 100):
-            listed = (self.get(path, per_page=100, page=page) or {}).get("secrets", [])
+            answer = self.get(path, per_page=100, page=page)
+            if answer is None:
+                return None
+            listed = answer.get("secrets", [])
             names |= {s["name"] for s in listed}
             if len(listed) < 100:
                 return names
@@ -68,7 +73,8 @@ def _branches_main_only(github: GitHub, repo: str, name: str, environment: dict)
         return "any branch may deploy: set Deployment branches to the selected branch `main`"
     if not policy.get("custom_branch_policies"):
         return "any protected branch may deploy: select the branch `main` only"
-    listed = github.get(f"/repos/{repo}/environments/{name}/deployment-branch-policies", per_page=100) or {}
+    path = f"/repos/{repo}/environments/{quote(name, safe='')}/deployment-branch-policies"
+    listed = github.get(path, per_page=100) or {}
     names = sorted(f"{p.get('type', 'branch')}:{p['name']}" for p in listed.get("branch_policies", []))
     names = [n.removeprefix("branch:") for n in names]
     return None if names == ["main"] else f"deploys from {names}: allow `main` only"
@@ -87,19 +93,21 @@ def check(github: GitHub, repo: str, config: StackConfig) -> list[Finding]:
     """What keeps other branches and pull requests away from this stack's roles and token."""
     bound = ci_environments(config.github, config.environment)
     findings: list[Finding] = []
-    repo_secrets = github.secret_names(f"/repos/{repo}/actions/secrets")
-    if TOKEN_SECRET in repo_secrets:
-        findings.append(Finding("(repository)", f"{TOKEN_SECRET} is a repository secret: any PR job can read it; "
-                                "delete it and set it on each Environment"))  # fmt: skip
+    for scope, path in (("repository", "actions/secrets"), ("organization", "actions/organization-secrets")):
+        names = github.secret_names(f"/repos/{repo}/{path}")
+        if names is None:
+            findings.append(Finding(f"({scope})", f"cannot list the {scope} secrets: the token needs secrets: read"))
+        elif TOKEN_SECRET in names:
+            article = "an" if scope == "organization" else "a"
+            message = f"{TOKEN_SECRET} is {article} {scope} secret: any PR job can read it; set it on each Environment"
+            findings.append(Finding(f"({scope})", message))
     for purpose, name in bound.items():
-        environment = github.get(f"/repos/{repo}/environments/{name}")
+        environment = github.get(f"/repos/{repo}/environments/{quote(name, safe='')}")
         if environment is None:
             findings.append(Finding(name, "does not exist: a workflow naming it would create it unprotected"))
             continue
         problems = [_environment_problem(github, repo, name, environment, purpose, config)]
-        secrets = {
-            s["name"] for s in (github.get(f"/repos/{repo}/environments/{name}/secrets") or {}).get("secrets", [])
-        }
+        secrets = github.secret_names(f"/repos/{repo}/environments/{quote(name, safe='')}/secrets") or set()
         if TOKEN_SECRET not in secrets:
             problems.append(f"has no {TOKEN_SECRET} secret")
         findings += [Finding(name, p) for p in problems if p]

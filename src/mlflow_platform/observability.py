@@ -106,12 +106,13 @@ def metered(app: Callable, routes, threads: int, registry=None) -> Callable:
         except BaseException:
             metrics.in_flight.dec()
             raise
-        return _Finished(body, lambda: _record(metrics, group, method, environ, seen, started))
+        finished = _Finished(body, lambda: _record(metrics, group, method, environ, seen, started, finished.sent))
+        return finished
 
     return serve
 
 
-def _record(metrics: Metrics, group: str, method: str, environ: dict, seen: dict, started: float) -> None:
+def _record(metrics: Metrics, group: str, method: str, environ: dict, seen: dict, started: float, sent: int) -> None:
     metrics.in_flight.dec()
     status = str(seen.get("status", "500"))
     metrics.requests.labels(group, status).inc()
@@ -119,11 +120,10 @@ def _record(metrics: Metrics, group: str, method: str, environ: dict, seen: dict
     if status in ("401", "403"):
         metrics.auth_failures.labels("unauthenticated" if status == "401" else "forbidden").inc()
     if group == "artifacts" and status.startswith("2"):
-        if method == "PUT":
+        if method == "PUT":  # the received length (a chunked upload declares none and counts 0)
             metrics.artifact_bytes.labels("upload").inc(int(environ.get("CONTENT_LENGTH") or 0))
-        elif method == "GET":
-            length = dict((k.lower(), v) for k, v in seen.get("headers") or []).get("content-length")
-            metrics.artifact_bytes.labels("download").inc(int(length or 0))
+        elif method == "GET":  # what was sent, not what the header promised (a client may hang up)
+            metrics.artifact_bytes.labels("download").inc(sent)
 
 
 class _Finished:
@@ -131,9 +131,12 @@ class _Finished:
 
     def __init__(self, body: Iterable[bytes], done: Callable[[], None]):
         self._body, self._done = body, done
+        self.sent = 0
 
     def __iter__(self):
-        return iter(self._body)
+        for chunk in self._body:
+            self.sent += len(chunk)
+            yield chunk
 
     def close(self) -> None:
         try:

@@ -130,6 +130,9 @@ def database_url(config: StackConfig, endpoints: Endpoints, database: str, *, ow
     return f"postgresql+psycopg://{role}@{endpoints.db_host}:{endpoints.db_port}/{database}?{query}"
 
 
+GUNICORN_HOOKS = "mlflow_platform.gunicorn_hooks"
+
+
 def gunicorn_options(config: StackConfig) -> str:
     s = config.server
     opts = [
@@ -150,6 +153,8 @@ def gunicorn_options(config: StackConfig) -> str:
     ]
     if s.worker_class == "gthread":
         opts.insert(1, f"--threads={s.threads}")
+    if s.prometheus:  # a recycled worker's live gauges must stop counting (gunicorn_hooks.py)
+        opts.append(f"--config=python:{GUNICORN_HOOKS}")
     return shlex.join(opts)
 
 

@@ -83,6 +83,8 @@ class LocalPrometheus:
             f"--storage.tsdb.path={self.root / 'data'}",
             "--storage.tsdb.retention.time=2d",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            # Prometheus answers any origin by default: no other web page may read its API from a browser.
+            f"--web.cors.origin=^http://127\\.0\\.0\\.1:{self.port}$",
         ]
 
     def ready(self) -> bool:

@@ -29,7 +29,10 @@ class ReleaseError(Exception):
 
 
 def pinned(root: Path) -> Version:
-    versions = {PIN.search((root / name).read_text()).group("version") for name in PIN_FILES}
+    found = {name: PIN.search((root / name).read_text()) for name in PIN_FILES}
+    if missing := [name for name, match in found.items() if match is None]:
+        raise ReleaseError(f"{', '.join(missing)} pins no mlflow[auth]==X: the bump rewrites that pin")
+    versions = {match.group("version") for match in found.values()}
     if len(versions) != 1:
         raise ReleaseError(f"{' and '.join(PIN_FILES)} pin different MLflow versions: {sorted(versions)}")
     return Version(versions.pop())
@@ -59,7 +62,8 @@ def installable(version: Version, pip_args: tuple[str, ...] = ()) -> str | None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if result.returncode == 0:
-        return None
+        # pip only warns when a release dropped the extra: the server would lose its auth dependencies
+        return "it no longer provides the [auth] extra" if "does not provide the extra" in result.stderr else None
     reasons = [line for line in result.stderr.splitlines() if "No matching distribution" in line]
     return (reasons or result.stderr.strip().splitlines() or ["pip failed"])[-1].removeprefix("ERROR: ")
 
@@ -92,9 +96,11 @@ class Verdict:
 CANDIDATES = 5
 
 
-def check(root: Path, index: str, pip_args: tuple[str, ...] = ()) -> Verdict:
+def check(root: Path, index: str, pip_args: tuple[str, ...] | None = None) -> Verdict:
     """The newest release, why it waits if it does not install, and the newest one above the pin
-    that does: a 3.17.3 is proposed while a 3.18.0 still waits for its own pins."""
+    that does: a 3.17.3 is proposed while a 3.18.0 still waits for its own pins. pip resolves
+    against the same index the versions came from, unless ``pip_args`` says otherwise."""
+    pip_args = ("--index-url", index) if pip_args is None else pip_args
     current = pinned(root)
     newer = sorted((v for v in published(index) if v > current), reverse=True)[:CANDIDATES]
     if not newer:
