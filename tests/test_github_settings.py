@@ -5,10 +5,6 @@ the documented response shapes of "Get an environment", "List deployment branch 
 from __future__ import annotations
 
 import copy
-import http.server
-import json
-import threading
-import urllib.parse
 
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +13,7 @@ from mlflow_platform.cli import app
 from mlflow_platform.config import load_stack_file
 from mlflow_platform.github_settings import GitHub, check
 
+from .json_stub import json_api
 from .paths import ROOT
 
 REPO = "example-org/mlflow-platform"
@@ -62,31 +59,16 @@ def github():
     answers = _secure_repository()
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(self.headers.get("Authorization", ""))
-            path, _, query = self.path.partition("?")
-            params = dict(urllib.parse.parse_qsl(query))
-            body = answers.get(path)
-            if body is None:
-                self.send_error(404)
-                return
-            if "secrets" in body:  # paged as GitHub pages it: per_page (30 unless asked), page
-                size, page = int(params.get("per_page", 30)), int(params.get("page", 1))
-                body = {**body, "secrets": body["secrets"][(page - 1) * size : page * size]}
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(path: str, params: dict, headers: dict):
+        seen.append(headers.get("Authorization", ""))
+        body = answers.get(path)
+        if body is not None and "secrets" in body:  # paged as GitHub pages it: per_page (30 unless asked)
+            size, page = int(params.get("per_page", 30)), int(params.get("page", 1))
+            body = {**body, "secrets": body["secrets"][(page - 1) * size : page * size]}
+        return body, "application/json"
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", answers, seen
-    server.shutdown()
+    with json_api(answer) as url:
+        yield url, answers, seen
 
 
 def _prod():

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import json
-import threading
 import zipfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from typer.testing import CliRunner
 from mlflow_platform.cli import app
 from mlflow_platform.upgrades import releases
 
+from .json_stub import json_api
 from .paths import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-release.yml"
@@ -31,24 +30,12 @@ def index(tmp_path: Path):
     """A PEP 691 simple index answering JSON for `mlflow` (final, pre- and dev releases)."""
     listing = {"name": "mlflow", "versions": ["3.16.1", "3.17.2", "3.18.0rc0", "3.19.0", "3.19.1.dev0", "oops"]}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.rstrip("/") != "/simple/mlflow" or "json" not in self.headers.get("Accept", ""):
-                self.send_error(404)
-                return
-            body = json.dumps(listing).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", releases.SIMPLE_JSON)
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str, params: dict, headers: dict):
+        wanted = path.rstrip("/") == "/simple/mlflow" and "json" in headers.get("Accept", "")
+        return (listing if wanted else None), releases.SIMPLE_JSON
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/simple"
-    server.shutdown()
+    with json_api(answer) as url:
+        yield f"{url}/simple"
 
 
 def _wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = (), *, extra: bool = True) -> None:
