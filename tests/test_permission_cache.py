@@ -26,6 +26,10 @@ class Store:
         self.queries += 1
         return username
 
+    def list_user_roles(self, user_id):
+        self.queries += 1
+        return []
+
     def revoke_user_resource_permission(self, username):
         self.grants.pop(username, None)
 
@@ -91,6 +95,17 @@ def test_identity_is_never_cached_and_zero_turns_it_off() -> None:
     untouched.list_grants("ben", "search", {"experiment"})
     untouched.list_grants("ben", "search", {"experiment"})
     assert untouched.queries == 2
+
+
+def test_management_reads_that_decide_writes_are_never_cached() -> None:
+    """SSO's group sync reads a user's roles to decide what to assign and unassign: from a stale
+    worker it would leave a role behind for good (the SSO platform test caught it)."""
+    store = Store()
+    permission_cache.install(store, 60)
+    store.list_user_roles(7)
+    store.list_user_roles(7)
+    assert store.queries == 2
+    assert {"list_user_roles", "list_users_with_roles", "list_role_users"} <= permission_cache.UNCACHED
 
 
 def test_the_request_workspace_is_part_of_the_key(monkeypatch) -> None:

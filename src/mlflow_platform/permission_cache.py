@@ -30,8 +30,25 @@ READS = ("get_", "list_", "has_", "is_", "user_has_")
 #: - the password check and the user record: MLflow's credential cache keeps the User it read when
 #:   the credentials were first seen, so a cached user here would stack on its TTL, and a user
 #:   deleted and created again would keep the old one's id and admin flag;
-#: - schema setup.
-UNCACHED = {"authenticate_user", "get_user", "has_user", "init_db"}
+#: - schema setup;
+#: - the management reads (users, roles, their members and permissions): a client that reads them to
+#:   decide its next write (SSO's group sync, `teams sync`, an admin's UI) must see the last write,
+#:   whichever worker answers, or it computes its changes from a stale picture and leaves a role behind.
+UNCACHED = {
+    "authenticate_user",
+    "get_user",
+    "has_user",
+    "init_db",
+    "list_users",
+    "list_users_with_roles",
+    "get_role",
+    "get_role_by_name",
+    "list_roles",
+    "list_role_users",
+    "list_role_permissions",
+    "list_user_roles",
+    "list_user_roles_for_workspace",
+}
 #: Entries per worker: the arguments come from requests, so the cache is bounded.
 MAX_ENTRIES = 20_000
 TTL_ENV = "MLFLOW_PLATFORM_PERMISSION_CACHE_TTL"
