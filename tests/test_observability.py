@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from mlflow_platform import alerting, grafana, observability
 from mlflow_platform.config import load_stack_file
+from mlflow_platform.team_passwords import PasswordFile
 
 from .paths import ROOT
 
@@ -124,6 +125,7 @@ def test_an_app_that_raises_leaves_nothing_in_flight(registry) -> None:
 
 # --- the dashboard and the alert rules against Prometheus's parser and the live /metrics ----------
 
+SEARCH = {"X-MLFLOW-WORKSPACE": "search"}
 #: Metrics the rules read from elsewhere: kube-state-metrics and Prometheus itself.
 NOT_THE_SERVERS = {"kube_pod_container_status_restarts_total", "up"}
 
@@ -174,6 +176,9 @@ def test_every_metric_the_dashboard_and_rules_read_is_served(platform, monkeypat
     base, auth = env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
     requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", auth=auth, timeout=10)
     requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)  # a 401
+    ana = ("ana", PasswordFile(platform.team_passwords_file).get("ana"))  # a permission check: the cache
+    for _ in range(4):  # both workers
+        requests.get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", auth=ana, headers=SEARCH, timeout=10)
     client = mlflow.MlflowClient(base)
     run = client.create_run(client.create_experiment(f"observability-{tmp_path.name}"))
     scratch = tmp_path / "observability-artifact.txt"
