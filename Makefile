@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench drills docs
+.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench bench-scale drills docs
 
 SCANNERS := .venv-scanners
 SCANNERS_STAMP := $(SCANNERS)/.installed
@@ -71,6 +71,10 @@ drills: install           ## fault drills against a throwaway local platform: ki
 bench: install            ## load benchmark: stock vs the guide's command vs the rendered config (~9 min), then its charts
 	$(BIN)/python -m benchmarks.tracking_load
 	$(BIN)/python docs/pictures.py charts
+
+bench-scale: install      ## MLflow at 1M runs / 100M metric rows, before and after `db tune` (~1 h, ~45 GB in /tmp), then its chart
+	$(BIN)/python -m benchmarks.data_scale --json benchmarks/results/data_scale_1m.json
+	$(BIN)/python docs/pictures.py scale
 
 docs: install             ## regenerate the docs' configuration reference and pictures (needs chromium, graphviz)
 	$(BIN)/python -m mlflow_platform.docs --write

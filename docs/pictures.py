@@ -8,9 +8,11 @@
   `promote` put behind ``@champion`` with its gate tags (headless Chromium);
 - ``local-prometheus.png``: the local Prometheus's graph of request rate by route group during a
   short load run on a throwaway platform (headless Chromium);
-- ``bench-auth-gate.png``: the auth-on against stock gate (benchmarks/results/auth_gate.json).
+- ``bench-auth-gate.png``: the auth-on against stock gate (benchmarks/results/auth_gate.json);
+- ``bench-scale.png``: the data-scale benchmark's p95 per operation against the number of runs,
+  MLflow's schema against the tuned one (benchmarks/results/data_scale_*.json; `make bench-scale`).
 
-Usage: python docs/pictures.py [architecture] [aliases] [charts] [screenshot] [prometheus] [auth-gate]
+Usage: python docs/pictures.py [architecture] [aliases] [charts] [screenshot] [prometheus] [auth-gate] [scale]
 (default: all)
 """
 
@@ -137,6 +139,51 @@ def auth_gate(out: Path = IMAGES, results: Path = AUTH_GATE) -> Path:
     axis.set_title(f"Auth on against stock MLflow without auth ({report['date'][:10]}, {len(rounds['stock'])} rounds)")
     axis.legend(fontsize=8)
     return _save(plt, figure, out / "bench-auth-gate.png")
+
+
+SCALE_RESULTS = ROOT / "benchmarks" / "results"
+
+
+def scale(out: Path = IMAGES, results: Path = SCALE_RESULTS) -> Path:
+    """p95 of each operation against the database's size (one point per data_scale_*.json), for
+    MLflow's own schema and after `db tune`, at 1 and 8 clients."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = sorted(
+        (json.loads(path.read_text()) for path in results.glob("data_scale_*.json")),
+        key=lambda r: r["build"]["size"]["runs"],
+    )
+    if not reports:
+        raise SystemExit(f"no data_scale_*.json in {results}: run `make bench-scale` first")
+    operations = [r["operation"] for r in reports[-1]["tuned"]["levels"] if r["clients"] == 1]
+    figure, axes = plt.subplots(3, (len(operations) + 2) // 3, figsize=(14, 9), sharex=True)
+    runs = [r["build"]["size"]["runs"] for r in reports]
+    for axis, operation in zip(axes.flat, operations, strict=False):
+        for phase, style in (("mlflow", "--"), ("tuned", "-")):
+            for clients, color in ((1, "C0"), (8, "C3")):
+                p95 = [_level(r[phase], operation, clients) for r in reports]
+                marker = "x" if phase == "mlflow" else "o"
+                axis.plot(runs, p95, style, color=color, marker=marker, label=f"{phase}, {clients} client(s)")
+        axis.set_title(operation, fontsize=9)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_ylabel("p95 ms")
+    for axis in axes.flat[len(operations) :]:
+        axis.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    figure.supxlabel("runs in the database (metric rows: about 100 per run)")
+    figure.suptitle("p95 through the server with auth, MLflow's schema (dashed) against `db tune` (solid)")
+    return _save(plt, figure, out / "bench-scale.png")
+
+
+def _level(phase: dict, operation: str, clients: int) -> float:
+    return next(
+        (r["p95_ms"] for r in phase["levels"] if r["operation"] == operation and r["clients"] == clients),
+        float("nan"),
+    )
 
 
 def _save(plt, figure, target: Path) -> Path:
@@ -285,6 +332,7 @@ STEPS = {
     "screenshot": screenshot,
     "prometheus": prometheus,
     "auth-gate": auth_gate,
+    "scale": scale,
 }
 
 if __name__ == "__main__":

@@ -351,7 +351,7 @@ def test_every_call_preflight_makes_is_allowed_to_the_deploy_role(
 
 
 def test_the_migration_jobs_snapshot_is_allowed_to_the_migration_role(aws_api: str, monkeypatch, recorded) -> None:
-    from mlflow_platform.runbooks.database import snapshot_rds
+    from mlflow_platform.database.backup import snapshot_rds
 
     monkeypatch.setenv("MLFLOW_PLATFORM_RDS_ENDPOINT_URL", aws_api)
     rds = boto3.client("rds", region_name=REGION, endpoint_url=aws_api)

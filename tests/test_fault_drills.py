@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from benchmarks import fault_drills
+from mlflow_platform.errors import PlatformError
 from mlflow_platform.local.platform import LocalPlatform, Ports
-from mlflow_platform.local.processes import PlatformError
 
 from .paths import LOCAL_STACK
 

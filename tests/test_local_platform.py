@@ -14,8 +14,9 @@ import psutil
 import pytest
 import requests
 
+from mlflow_platform.errors import PlatformError
 from mlflow_platform.local.platform import LocalPlatform, Ports
-from mlflow_platform.local.processes import PlatformError, alive, free_port, spawn
+from mlflow_platform.local.processes import alive, free_port, spawn
 
 from .paths import LOCAL_STACK
 

@@ -231,9 +231,9 @@ def test_the_local_prometheus_scrapes_as_the_ops_user_and_evaluates_the_rules(pl
 
 
 def test_without_the_prometheus_binary_up_refuses_before_starting_anything(tmp_path: Path, monkeypatch) -> None:
+    from mlflow_platform.errors import PlatformError
     from mlflow_platform.local import prometheus as local_prometheus
     from mlflow_platform.local.platform import LocalPlatform, Ports
-    from mlflow_platform.local.processes import PlatformError
 
     from .paths import LOCAL_STACK
 

@@ -16,8 +16,8 @@ import yaml
 from packaging.version import Version
 from typer.testing import CliRunner
 
+from mlflow_platform import releases
 from mlflow_platform.cli import app
-from mlflow_platform.upgrades import releases
 
 from .json_stub import json_api
 from .paths import ROOT

@@ -14,9 +14,10 @@ from unittest import mock
 
 import pytest
 
+from mlflow_platform.database.backup import snapshot_name
+from mlflow_platform.database.upgrade import RdsSnapshot
+from mlflow_platform.errors import UpgradeError
 from mlflow_platform.infra.components.tracking_server import APP, PRESTOP_SECONDS
-from mlflow_platform.upgrades import UpgradeError
-from mlflow_platform.upgrades.coordinated import RdsSnapshot, snapshot_name
 
 from .paths import STACKS, captured
 from .test_infra_program import run_with, stack_section
@@ -234,7 +235,7 @@ class FakeCluster:
         return [NS(metadata=NS(name=p), status=NS(phase="Running")) for p in self.pods]
 
     def writers(self):
-        from mlflow_platform.upgrades.kubernetes import KubernetesWriters
+        from mlflow_platform.database.kubernetes import KubernetesWriters
 
         return KubernetesWriters(
             "mlflow",
@@ -270,7 +271,7 @@ def test_a_recorded_failure_blocks_resuming_until_cleared() -> None:
     cluster = FakeCluster({"mlflow-server": 2}, [])
     writers = cluster.writers()
     writers.stop(lambda _: None)
-    writers.mark_failed("migration failed: boom. Writers stay stopped; restore with: mlflow-platform db-restore …")
+    writers.mark_failed("migration failed: boom. Writers stay stopped; restore with: mlflow-platform db restore …")
     with pytest.raises(UpgradeError, match="not resuming.*migration failed"):
         writers.resume(lambda _: None)
     assert cluster.replicas == {"mlflow-server": 0}
@@ -327,5 +328,5 @@ def test_the_rds_backup_snapshots_the_instance_and_names_the_restore(moto_creden
         assert found["Status"] == "available" and found["DBInstanceIdentifier"] == "mlflow-prod"
         assert snapshot.startswith("mlflow-prod-upgrade-3-10-1-to-3-17-2-")
         assert backup.restore_command([snapshot]) == (
-            f"mlflow-platform db-restore --snapshot {snapshot} --rds-instance mlflow-prod"
+            f"mlflow-platform db restore --snapshot {snapshot} --rds-instance mlflow-prod"
         )

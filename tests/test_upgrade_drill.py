@@ -224,21 +224,33 @@ def written_by_old(platform: LocalPlatform, release: Release, old_mlflow: Path, 
 
 
 def _upgrade(platform: LocalPlatform, release: Release, server: OldServer, work: Path):
-    """The project's coordinated upgrade (what `local upgrade` and the migration Job run), with the
+    """The project's coordinated upgrade (what `db upgrade` and the migration Job run), with the
     old server as the writer and pg_dump files as the backup."""
-    from mlflow_platform.upgrades.coordinated import PgDumps, coordinated_upgrade
-    from mlflow_platform.upgrades.revisions import UPGRADE, schema_plan
+    from mlflow_platform.database.connection import connect
+    from mlflow_platform.database.revisions import UPGRADE, schema_plan
+    from mlflow_platform.database.tuning import apply_tuning
+    from mlflow_platform.database.upgrade import PgDumps, coordinated_upgrade
 
     tracking, auth = _databases(release)
     owner = platform.database_uri(tracking)
     assert schema_plan(owner, auth).action == UPGRADE  # the drill would prove nothing otherwise
     backup = PgDumps([owner, platform.database_uri(auth)], work / "backups")
     lines: list[str] = []
+    with connect(owner) as conn:  # as the previous deploy's migration step left them
+        apply_tuning(conn, log=lines.append)
     outcome = coordinated_upgrade(owner, auth, server, backup, log=lines.append)
+    with connect(owner) as conn:  # before the new migration step would ensure them again
+        indexes = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname LIKE 'mlflow\\_platform\\_%'"
+            )
+        }
     assert not _answers(server.url) and server.failures == []  # stopped, and no failure recorded
     assert len(list((work / "backups").glob("*.dump"))) == 2  # one per database
     assert outcome.after == {k: outcome.after[k] for k in outcome.before} and outcome.before["runs"] > 20
-    return outcome
+    return outcome, indexes
 
 
 def _start_new_server(platform: LocalPlatform, release: Release, work: Path) -> tuple[int, str]:
@@ -285,7 +297,7 @@ def _answers(url: str) -> bool:
 def upgraded(platform: LocalPlatform, release: Release, written_by_old, tmp_path_factory):
     manifest, server = written_by_old
     work = tmp_path_factory.mktemp(f"upgraded-{release.slug}")
-    outcome = _upgrade(platform, release, server, work)
+    outcome, indexes = _upgrade(platform, release, server, work)
     started = time.monotonic()
     pid, url = _start_new_server(platform, release, work)
     downtime = outcome.stopped_seconds + time.monotonic() - started
@@ -296,7 +308,7 @@ def upgraded(platform: LocalPlatform, release: Release, written_by_old, tmp_path
         f"writer stopped, both databases backed up, migrated and verified in {outcome.stopped_seconds:.1f} s; "
         f"downtime until {CURRENT} answered {downtime:.1f} s"
     )
-    yield {"url": url, **manifest, "tracking": _databases(release)[0]}
+    yield {"url": url, **manifest, "tracking": _databases(release)[0], "indexes": indexes}
     stop_group(pid, work)
 
 
@@ -334,6 +346,14 @@ def test_runs_params_tags_and_metric_histories_survive(upgraded: dict, as_admin)
         assert {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")} == expected["tags"]
         history = as_admin.get_metric_history(expected["run_id"], "loss")
         assert [m.value for m in sorted(history, key=lambda m: m.step)] == expected["loss"]
+
+
+def test_the_platforms_indexes_survive_mlflows_migrations(upgraded: dict) -> None:
+    """The platform's indexes (database/tuning.py) were on the old schema while MLflow migrated it
+    to the current one: the migrations ran with them in place, and every one came out valid."""
+    from mlflow_platform.database.tuning import INDEXES
+
+    assert upgraded["indexes"] == {index.name: True for index in INDEXES}
 
 
 def test_artifacts_download_byte_identical(upgraded: dict, as_admin, tmp_path: Path) -> None:
@@ -492,19 +512,26 @@ def _cli_run(*args: str, platform: LocalPlatform) -> subprocess.CompletedProcess
     return subprocess.run([_cli(), *args], env=_restore_env(platform), capture_output=True, text=True, timeout=600)
 
 
-def test_local_upgrade_with_no_schema_change_keeps_the_server_running(platform: LocalPlatform) -> None:
+@pytest.mark.parametrize("spelling", [("db", "upgrade", "--local"), ("local", "upgrade")], ids=" ".join)
+def test_upgrade_with_no_schema_change_backs_up_and_keeps_the_server_running(
+    platform: LocalPlatform, spelling: tuple[str, ...]
+) -> None:
+    """`db upgrade --local` and its old spelling `local upgrade`: nothing to migrate, and still a
+    fresh dump of each database (so a restore drill afterwards has today's backup); never stopped."""
     pid = platform.state.pids.get("tracking")
     dumps = set(platform.backup_dir.glob("*.dump")) if platform.backup_dir.exists() else set()
-    result = _cli_run("local", "upgrade", "--state-dir", str(platform.state_dir), platform=platform)
+    result = _cli_run(*spelling, platform=platform)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "=> current" in result.stdout and "nothing to migrate" in result.stdout
-    assert (set(platform.backup_dir.glob("*.dump")) if platform.backup_dir.exists() else set()) == dumps
+    assert "backup taken anyway" in result.stdout
+    new = {p.name.rsplit("-", 1)[0] for p in set(platform.backup_dir.glob("*.dump")) - dumps}
+    assert new == {platform.config.database.tracking_database, platform.config.database.auth_database}
     assert pid is not None and platform.state.pids.get("tracking") == pid  # never stopped
     assert _answers(platform.tracking_uri())
 
 
 def _stamp(uri: str, revision: str) -> None:
-    from mlflow_platform.db import connect
+    from mlflow_platform.database.connection import connect
 
     with connect(uri) as conn:
         conn.execute("UPDATE alembic_version SET version_num = %s", (revision,))
@@ -518,11 +545,11 @@ def test_a_failed_migration_leaves_the_data_restorable_by_the_documented_command
     and `local up` refuses to start the old schema without the coordinated upgrade."""
     import mlflow
 
-    from mlflow_platform.db import connect
+    from mlflow_platform.database.connection import connect
+    from mlflow_platform.database.revisions import _scripts, image_head
+    from mlflow_platform.database.upgrade import counts
+    from mlflow_platform.errors import UpgradeError
     from mlflow_platform.local.upgrade import upgrade_local
-    from mlflow_platform.runbooks import database as runbook
-    from mlflow_platform.upgrades import UpgradeError
-    from mlflow_platform.upgrades.revisions import _scripts, image_head
 
     for key, value in platform.client_env().items():
         monkeypatch.setenv(key, value)
@@ -532,30 +559,29 @@ def test_a_failed_migration_leaves_the_data_restorable_by_the_documented_command
     for step in range(10):
         client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
     uri = platform.database_uri()
-    before = runbook.counts(uri, platform.config.database.auth_database)
+    before = counts(uri, platform.config.database.auth_database)
     assert before["metrics"] >= 10
     head = image_head("tracking")
     _stamp(uri, _scripts("tracking").get_revision(head).down_revision)  # as if the image were one release newer
 
-    def broken_migration(target: str) -> None:
-        with connect(target) as conn:
+    def broken_migration(owner_uri: str, auth_database: str | None) -> None:
+        with connect(owner_uri) as conn:
             conn.execute("DELETE FROM metrics")
         raise RuntimeError("simulated: the migration died half-way")
 
-    monkeypatch.setattr(runbook, "upgrade_schema", broken_migration)
     with pytest.raises(UpgradeError) as failed:
-        upgrade_local(platform, log=lambda _: None)
+        upgrade_local(platform, log=lambda _: None, migrate=broken_migration)
     message = str(failed.value)
-    assert "Writers stay stopped" in message and "db-restore" in message
+    assert "Writers stay stopped" in message and "db restore" in message
     assert not _answers(platform.tracking_uri())
     commands = [c.strip() for c in message.split("restore with: ")[1].split(";")]
     tracking_dump = next(c for c in commands if f"/{platform.config.database.tracking_database}-" in c)
     restore = _cli_run(*tracking_dump.split(" ", 1)[1].split()[1:], platform=platform)
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    after = runbook.counts(uri, platform.config.database.auth_database)
+    after = counts(uri, platform.config.database.auth_database)
     assert {k: (before[k], after[k]) for k in before if before[k] != after[k]} == {}
     refused = _cli_run("local", "up", "--state-dir", str(platform.state_dir), platform=platform)
-    assert refused.returncode == 1 and "local upgrade" in refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "db upgrade --local" in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
     _stamp(uri, head)  # the schema really is at the head: only the stamp was moved back
     platform.up(log=lambda _: None)
@@ -586,14 +612,14 @@ def snapshot_instance(platform: LocalPlatform):
 
 
 def _rows(uri: str, database: str) -> list[str]:
-    from mlflow_platform.db import connect
+    from mlflow_platform.database.connection import connect
 
     with connect(uri, database) as conn:
         return [r[0] for r in conn.execute("SELECT note FROM notes ORDER BY note")]
 
 
 def _write_notes(uri: str, database: str, notes: list[str]) -> None:
-    from mlflow_platform.db import connect
+    from mlflow_platform.database.connection import connect
 
     with connect(uri, database) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS notes (note text)")
@@ -639,13 +665,15 @@ def test_db_restore_puts_both_databases_back_from_an_rds_snapshot(
             MasterUsername="mlflow", MasterUserPassword="x" * 20, AllocatedStorage=20, DBSubnetGroupName="mlflow-prod",
         )  # fmt: skip
         rds.create_db_snapshot(DBInstanceIdentifier="mlflow-prod", DBSnapshotIdentifier="mlflow-prod-upgrade-x")
-        args = ["db-restore", "--snapshot", "mlflow-prod-upgrade-x", "--rds-instance", "mlflow-prod"]
+        args = ["db", "restore", "--snapshot", "mlflow-prod-upgrade-x", "--rds-instance", "mlflow-prod"]
         args += ["--backend-store-uri", live, "--auth-database", "snaptest_auth"]
         args += ["--restored-endpoint", f"127.0.0.1:{snapshot_instance.port}"]
         dry = CliRunner().invoke(app, [*args, "--dry-run"])
         assert (
             dry.exit_code == 0 and "would" in dry.output and _rows(live, "snaptest") == ["written after the snapshot"]
         )
+        alias = CliRunner().invoke(app, ["db-restore", *args[2:], "--dry-run"])  # the old spelling, hidden
+        assert alias.exit_code == 0 and alias.output == dry.output
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         instances = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]

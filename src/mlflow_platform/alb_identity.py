@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 HEADER = "x-amzn-oidc-data"
+#: The WSGI environ key the edge sets once it verified the header (and the auth hook reads): a
+#: client can only set ``HTTP_*`` keys, so it cannot forge this one.
+VERIFIED_SSO_USER = "mlflow_platform.sso_user"
 #: A key id is a UUID-like token; anything else never reaches the key endpoint's URL.
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

@@ -148,6 +148,14 @@ class ServerConfig(_Section):
         description="Cache users, roles and grants per worker: a revoked grant stops working within this "
         "(at once on the worker that revoked it); 0 asks the auth database on every request.",
     )
+    metric_history_page_size: int = Field(
+        25000,
+        ge=0,
+        le=1_000_000,
+        description="Most points one metric-history request returns; a client asking for more (or for all) gets "
+        "this many and a next_page_token, as MLflow's client and UI page anyway. Applies with basicAuth (the "
+        "platform's app); 0 serves whole histories in one response, which can hold a worker past its timeout.",
+    )
     default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] | None = Field(
         None,
         description="Permission a user has on resources it was not granted anything on. Default: READ "

@@ -181,7 +181,7 @@ CHANGES: tuple[Change, ...] = (
 def _sso_from(stack: str) -> dict[str, Any]:
     import yaml
 
-    from .local.platform import find_project_root
+    from .files import find_project_root
 
     document = yaml.safe_load((find_project_root() / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
     return {

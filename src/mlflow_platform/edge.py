@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from gunicorn.util import unquote_to_wsgi_str
 
+from . import sso
+from .alb_identity import VERIFIED_SSO_USER
 from .routes import Access, Route, RouteTable
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-#: Set by the edge after it verified an identity header; a client can only set ``HTTP_*`` keys.
-VERIFIED_SSO_USER = "mlflow_platform.sso_user"
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,6 @@ class Edge:
     def _authenticate(self, environ: dict, path: str) -> Caller | str | None:
         """The caller, None without valid credentials, or why an identity header was refused."""
         if self.sso is not None and "HTTP_X_AMZN_OIDC_DATA" in environ:
-            from . import sso
-
             try:
                 username, is_admin = sso.identify(environ["HTTP_X_AMZN_OIDC_DATA"], path)
             except sso.IdentityRejected as exc:

@@ -34,7 +34,7 @@ def create_app() -> WSGIApp:
         from mlflow.server.auth import create_app as create_auth_app
         from mlflow.server.fastapi_app import create_fastapi_app
 
-    from . import request_guards, sso
+    from . import history_pages, request_guards, sso
     from .edge import Edge
     from .observability import WORKER_THREADS_ENV, metered
     from .routes import RouteTable
@@ -47,7 +47,7 @@ def create_app() -> WSGIApp:
     fastapi_app = create_fastapi_app(authenticated)
     add_fastapi_permission_middleware(fastapi_app)
     edge = Edge(RouteTable(authenticated, fastapi_app), authenticated, ASGIMiddleware(fastapi_app), sso.settings())
-    served = _sso_edge(edge)
+    served = history_pages.from_environment(_sso_edge(edge))
     if threads := os.environ.get(WORKER_THREADS_ENV):  # rendered with server.prometheus
         served = metered(served, edge.routes, int(threads))
     served.fastapi_app = fastapi_app  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import StackConfig
+from .history_pages import PAGE_SIZE_ENV as METRIC_HISTORY_PAGE_SIZE_ENV
 from .observability import WORKER_THREADS_ENV
 from .permission_cache import TTL_ENV as PERMISSION_CACHE_TTL_ENV
 from .sso import SETTINGS_ENV as SSO_SETTINGS_ENV
@@ -291,6 +292,7 @@ def render_server(config: StackConfig, endpoints: Endpoints, *, primary: bool = 
             EnvVar("MLFLOW_AUTH_CONFIG_PATH", auth_path),
             EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD", secret=ADMIN_PASSWORD),
             EnvVar(PERMISSION_CACHE_TTL_ENV, str(s.permission_cache_ttl_seconds)),
+            EnvVar(METRIC_HISTORY_PAGE_SIZE_ENV, str(s.metric_history_page_size)),
         ]
     extra: list[tuple[str, str]] = []
     if s.basic_auth and config.sso:

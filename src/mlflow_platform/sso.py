@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from .alb_identity import HEADER, Identity, IdentityRejected, PublicKeys, Verifier
+from .alb_identity import HEADER, VERIFIED_SSO_USER, Identity, IdentityRejected, PublicKeys, Verifier
 
 SETTINGS_ENV = "MLFLOW_PLATFORM_SSO_CONFIG"
 #: Client paths the ALB forwards without its login (basic auth applies); everything else, the UI,
@@ -143,8 +143,6 @@ def authenticate():
     from flask import request
     from mlflow.server.auth import authenticate_request_basic_auth
     from werkzeug.datastructures import Authorization
-
-    from .edge import VERIFIED_SSO_USER
 
     token = request.headers.get(HEADER)
     if token is None:

@@ -15,7 +15,7 @@ class PasswordFile:
     path: Path
 
     def _all(self) -> dict[str, str]:
-        from .local.files import read_json
+        from .files import read_json
 
         return (
             read_json(self.path, "restore it from a backup, or delete it and reset the users' passwords")
@@ -27,7 +27,7 @@ class PasswordFile:
         return self._all().get(username)
 
     def put(self, username: str, password: str) -> None:
-        from .local.files import write_private
+        from .files import write_private
 
         write_private(self.path, json.dumps({**self._all(), username: password}, indent=2) + "\n")
 

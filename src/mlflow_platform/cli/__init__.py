@@ -1,7 +1,8 @@
 """``mlflow-platform``: the local platform, stack checks, the offline plan and the runbooks.
 
 One module per command group, each with module-level commands; the runbook groups are added
-without a name, so their commands stay flat (``mlflow-platform promote …``).
+without a name, so their commands stay flat (``mlflow-platform promote …``). The database's
+commands are one group, ``db``; their old spellings stay as hidden aliases (``ALIASES``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from functools import partial
 
 import typer
 
-from . import ci, database, db, local, registry, releases, runs, stack, teams, users
+from . import ci, db, db_maintenance, local, registry, releases, runs, stack, teams, users
 
 app = typer.Typer(
     help="Production MLflow on AWS with Pulumi: the local platform, config checks and runbooks.",
@@ -19,12 +20,25 @@ app = typer.Typer(
 )
 app.add_typer(local.app, name="local")
 app.add_typer(stack.config_app, name="config")
+for name, function in db_maintenance.COMMANDS:
+    db.app.command(name, rich_help_panel="Upkeep")(function)
 app.add_typer(db.app, name="db")
 app.add_typer(teams.app, name="teams")
 app.add_typer(releases.app, name="mlflow-release")
 app.add_typer(ci.app, name="ci")
-for group in (stack.app, registry.app, runs.app, database.app, users.app):
+for group in (stack.app, registry.app, runs.app, users.app):
     app.add_typer(group)
+
+#: Spellings from before the `db` group, kept working (same function, same flags) and hidden from
+#: help, because runbooks and external drills call them.
+ALIASES = (
+    (app, "db-upgrade", db.upgrade_command),
+    (app, "db-restore", db.restore_command),
+    (app, "restore-drill", db.restore_drill_command),
+    (local.app, "upgrade", db.local_upgrade_command),
+)
+for group, name, function in ALIASES:
+    group.command(name, hidden=True)(function)
 
 
 def command():
@@ -63,14 +77,14 @@ def _plain_type(param, typer_label, ctx) -> str:
 def main() -> None:
     """The ``mlflow-platform`` entry point: any error a command did not turn into a message
     still ends as one plain line and exit 1, never a traceback."""
+    import psycopg
     from mlflow.exceptions import MlflowException
 
-    from ..local.processes import PlatformError
-    from ..runbooks import RunbookError
+    from ..errors import PlatformError, RunbookError, UpgradeError
     from .output import fail
 
     try:
         command()(prog_name="mlflow-platform")
-    except (MlflowException, PlatformError, RunbookError) as exc:
+    except (MlflowException, PlatformError, RunbookError, UpgradeError, psycopg.Error) as exc:
         text = getattr(exc, "message", None) or str(exc)
         raise SystemExit(fail(text.strip().splitlines()[0][:300]).exit_code) from None

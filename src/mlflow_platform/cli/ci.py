@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 
 from ..config import ConfigError, load_stack_file
+from ..errors import PlatformError
 from ..github_settings import GitHub, check
-from ..local.processes import PlatformError
 from .output import fail, out
 from .stack import _stack_path
 

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import ConfigError
+from ..errors import PlatformError
 from ..local.platform import LocalPlatform, open_platform
-from ..local.processes import PlatformError
 from .output import fail
 
 CONNECT_TIMEOUT = float(os.environ.get("MLFLOW_PLATFORM_CONNECT_TIMEOUT", "10"))

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
+from ..errors import PlatformError
 from ..local.platform import DEFAULT_PORTS, LocalPlatform
-from ..local.processes import PlatformError
 from .connect import platform_for
 from .options import StackFile, StateDir
 from .output import err, fail, out
@@ -111,34 +111,6 @@ def down_command(
         platform.down(purge=purge, log=lambda line: out.print(line, highlight=False))
     except PlatformError as exc:
         raise fail(str(exc)) from None
-
-
-@app.command("upgrade")
-def upgrade_command(state_dir: StateDir = None, stack_file: StackFile = None) -> None:
-    """Coordinated schema upgrade after an MLflow bump, when the schema changes: stop the tracking
-    server, back up both databases (pg_dump), migrate, verify revisions and row counts, start it
-    again. On failure it stays stopped and the restore commands are printed.
-
-    Example:
-      after installing the new MLflow pin, mlflow-platform local upgrade
-    """
-    from ..local.upgrade import upgrade_local
-    from ..runbooks import RunbookError
-    from ..upgrades import UpgradeError
-    from ..upgrades.revisions import UPGRADE
-
-    platform = platform_for(state_dir, stack_file)
-    if not platform.started_before:
-        raise fail(f"no local platform in {platform.state_dir}; start one with `mlflow-platform local up`")
-    try:
-        outcome = upgrade_local(platform, log=out.print)
-    except (RunbookError, PlatformError, UpgradeError) as exc:
-        raise fail(str(exc)) from None
-    if outcome.action != UPGRADE:
-        out.print("both schemas already at this MLflow's head: nothing to migrate; the server kept running")
-        return
-    seconds = f"{outcome.stopped_seconds:.1f}"
-    out.print(f"[bold green]upgraded[/] (writes stopped {seconds} s); backups: {', '.join(outcome.backups)}")
 
 
 @app.command("status")

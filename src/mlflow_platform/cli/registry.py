@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..runbooks import RunbookError
+from ..errors import RunbookError
 from .connect import mlflow_client
 from .options import DryRun, Local, Lock, TrackingUri, Workspace
 from .output import fail, out, print_actions
@@ -138,3 +138,46 @@ def rollback_command(
     except RunbookError as exc:
         raise fail(str(exc)) from None
     print_actions(f"rollback {model}", change.actions, dry_run)
+
+
+@app.command("prune-models", rich_help_panel=PANEL)
+def prune_models_command(
+    older_than_days: Annotated[
+        float, typer.Option(help="Untouched this long: neither the model nor any version updated.")
+    ] = 180.0,
+    filter_string: Annotated[
+        str | None, typer.Option("--filter", help="MLflow's registered-model filter, e.g. \"name LIKE 'tmp-%'\".")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--execute", help="Dry run unless --execute.")] = True,
+    tracking_uri: TrackingUri = None,
+    local: Local = False,
+    workspace: Workspace = None,
+) -> None:
+    """Delete registered models nobody uses: no alias, no version in Staging or Production, no
+    keep=true tag, nothing updated for --older-than-days. Dry run by default; the runs and
+    artifacts behind their versions stay (cleanup-runs and gc decide those).
+
+    Example:
+      mlflow-platform prune-models --older-than-days 180 --execute
+    """
+    from mlflow.exceptions import MlflowException
+
+    from ..runbooks.models import prune_unused_models
+
+    client = mlflow_client(tracking_uri, local, workspace)
+    try:
+        result = prune_unused_models(
+            client, older_than_days=older_than_days, filter_string=filter_string, dry_run=dry_run
+        )
+    except MlflowException as exc:
+        raise fail(f"prune-models: {exc.message}") from None
+    table = Table("", "count", title="prune-models" + (" (dry run)" if dry_run else ""))
+    table.add_row("registered models examined", str(result.examined))
+    for reason, count in sorted(result.kept.items()):
+        table.add_row(f"kept: {reason}", str(count))
+    table.add_row("unused" if dry_run else "deleted", str(len(result.unused) if dry_run else result.deleted))
+    out.print(table)
+    for name in result.unused[:50]:
+        out.print(f"  {escape(name)}", highlight=False)
+    if dry_run and result.unused:
+        out.print("dry run: nothing was deleted; run again with --execute to delete them")

@@ -11,8 +11,8 @@ import typer
 from packaging.version import InvalidVersion, Version
 from rich.markup import escape
 
-from ..local.platform import find_project_root
-from ..upgrades import releases
+from .. import releases
+from ..files import find_project_root
 from .options import DryRun
 from .output import fail, out
 

@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..runbooks import RunbookError
-from .connect import database_uri, each_workspace, in_workspace, mlflow_client
+from ..errors import RunbookError
+from .connect import database_uri, each_workspace, in_workspace, local_platform, mlflow_client
 from .options import AllWorkspaces, DryRun, ExperimentIds, Experiments, Local, TrackingUri, Workspace
 from .output import err, fail, out
 
@@ -166,7 +166,6 @@ def gc_command(
             _announce(name)
             try:
                 report = gc(
-                    client,
                     backend_store_uri=store,
                     tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
                     older_than=older_than,
@@ -208,3 +207,53 @@ def audit_command(
         found += len(findings)
     if strict and found:
         raise typer.Exit(code=1)
+
+
+def _gb(usage) -> str:
+    return f"{usage.bytes / 1e9:,.3f}"
+
+
+@app.command("storage-report", rich_help_panel=PANEL)
+def storage_report_command(
+    bucket: Annotated[str | None, typer.Option(help="The artifact bucket (the stack's artifacts.bucket).")] = None,
+    prefix: Annotated[
+        str,
+        typer.Option(help="The artifact prefix (the stack's artifacts.prefix).", show_default="the bucket's root"),
+    ] = "",
+    top: Annotated[int, typer.Option(help="Experiments to list, largest first.")] = 20,
+    local: Local = False,
+) -> None:
+    """Where the artifact store's bytes are: per workspace, per experiment and per storage class
+    (the lifecycle rules move objects between classes). One listing of the prefix; AWS
+    credentials from the environment.
+
+    Example:
+      mlflow-platform storage-report --bucket acme-mlflow-prod --prefix prod
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..runbooks.storage import storage_report
+
+    if local:
+        platform = local_platform()
+        s3, bucket, prefix = platform.s3_client(), platform.bucket, platform.config.artifacts.prefix
+    elif not bucket:
+        raise fail("pass --bucket (and --prefix) of the artifact store, or --local")
+    else:
+        import boto3
+
+        s3 = boto3.client("s3")
+    try:
+        report = storage_report(s3, bucket, prefix)
+    except (BotoCoreError, ClientError) as exc:  # they name the refusal (AccessDenied, NoSuchBucket)
+        raise fail(f"storage-report: listing s3://{bucket}/{prefix} failed: {exc}") from None
+    out.print(f"s3://{escape(bucket)}/{escape(prefix)}: {report.total.objects:,} objects, {_gb(report.total)} GB")
+    for title, rows in (
+        ("by workspace", sorted(report.by_workspace.items())),
+        ("by storage class", sorted(report.by_class.items())),
+        (f"largest {top} experiments", [(f"{w}/{e}", u) for (w, e), u in report.top_experiments(top)]),
+    ):
+        table = Table("", "objects", "GB", title=title)
+        for name, usage in rows:
+            table.add_row(escape(str(name)), f"{usage.objects:,}", _gb(usage))
+        out.print(table)

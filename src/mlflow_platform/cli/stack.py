@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import ConfigError, load_stack_file
-from ..local.platform import find_project_root
-from ..local.processes import PlatformError
+from ..errors import PlatformError
+from ..files import find_project_root
 from ..placeholders import secrets_warning
 from ..placeholders import warning as placeholder_warning
 from ..server_spec import Endpoints, render_server

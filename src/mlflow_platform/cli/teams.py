@@ -116,7 +116,7 @@ def _file_teams(path: Path):
 
 def _stack_config(stack: str | None):
     from ..config import ConfigError, load_stack_file
-    from ..local.processes import PlatformError
+    from ..errors import PlatformError
     from .stack import _stack_path
 
     if not stack:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from .files import private_dir, write_private
+from ..files import private_dir, write_private
 
 #: The local "load balancer": a well-formed ARN no real ALB has.
 LOCAL_SIGNER = "arn:aws:elasticloadbalancing:local:000000000000:loadbalancer/app/mlflow-local/0000000000000000"

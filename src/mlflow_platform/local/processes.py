@@ -17,9 +17,7 @@ from pathlib import Path
 
 import psutil
 
-
-class PlatformError(RuntimeError):
-    """A local-platform failure, with a message that says what to do about it."""
+from ..errors import PlatformError
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

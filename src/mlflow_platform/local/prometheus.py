@@ -17,8 +17,8 @@ import yaml
 
 from ..alerting import rules
 from ..config import StackConfig
-from .files import private_dir, write_private
-from .processes import PlatformError
+from ..errors import PlatformError
+from ..files import private_dir, write_private
 
 OPS_USER = "mlflow-ops"
 SCRAPE_SECONDS = 5

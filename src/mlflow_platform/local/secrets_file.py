@@ -13,9 +13,9 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import private_dir, read_json, write_private
+from ..errors import PlatformError
+from ..files import private_dir, read_json, write_private
 from .object_store import JWT_KEYS, new_jwt_keys
-from .processes import PlatformError
 
 MIN_ADMIN_PASSWORD = 12  # MLflow's basic-auth refuses shorter admin passwords
 #: Baked into the data on first start: losing it means losing access.

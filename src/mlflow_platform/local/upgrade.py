@@ -1,12 +1,14 @@
 """The coordinated schema upgrade on the local platform: the same steps as the deploy's migration
-Job (``upgrades.coordinated``), with the tracking server as the only writer and pg_dump files as
+Job (``database.upgrade``), with the tracking server as the only writer and pg_dump files as
 the backup. The server starts again only once both schemas are verified."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from ..upgrades.coordinated import PgDumps, UpgradeOutcome, coordinated_upgrade
+from ..database.schema import migrate_schemas
+from ..database.upgrade import Migration, PgDumps, UpgradeOutcome, coordinated_upgrade
 from .platform import LocalPlatform
 
 
@@ -30,17 +32,26 @@ class LocalWriters:
         return None
 
 
-def upgrade_local(platform: LocalPlatform, *, log=print) -> UpgradeOutcome:
-    """Stop the server, back up both databases, migrate and verify both schemas, start the server
-    (its own migration step then re-grants the role). On failure the server stays stopped and the
-    error names the restore commands; a failed backup restarts it (nothing was changed)."""
-    d = platform.config.database
+def upgrade_local(
+    platform: LocalPlatform,
+    *,
+    backup_dir: Path | None = None,
+    auth_database: str | None = None,
+    log=print,
+    migrate: Migration = migrate_schemas,
+    backup_when_current: bool = False,
+) -> UpgradeOutcome:
+    """Stop the server, back up both databases (to ``backup_dir``, else the platform's), migrate
+    and verify both schemas, start the server (its own migration step then re-grants the role). On
+    failure the server stays stopped and the error names the restore commands; a failed backup
+    restarts it (nothing was changed). With nothing to migrate the server keeps running."""
     uri = platform.database_uri()
-    backup = PgDumps(
-        [uri, platform.database_uri(d.auth_database)],
-        platform.backup_dir,
-        restore_prefix=f"MLFLOW_PLATFORM_STATE_DIR={platform.state_dir} mlflow-platform db-restore --local",
+    auth = auth_database or platform.config.database.auth_database
+    prefix = f"MLFLOW_PLATFORM_STATE_DIR={platform.state_dir} mlflow-platform db restore --local"
+    backup = PgDumps.of(uri, auth, backup_dir or platform.backup_dir, prefix)
+    writers = LocalWriters(platform)
+    outcome = coordinated_upgrade(
+        uri, auth, writers, backup, log=log, migrate=migrate, backup_when_current=backup_when_current
     )
-    outcome = coordinated_upgrade(uri, d.auth_database, LocalWriters(platform), backup, log=log)
     platform.up(log=log)
     return outcome

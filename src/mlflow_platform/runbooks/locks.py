@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import RunbookError
+from ..errors import RunbookError
 
 
 class LockUnavailable(RunbookError):
@@ -86,7 +86,7 @@ def dynamodb_lock(table: str, key: str, *, ttl: float, timeout: float) -> Iterat
 @contextlib.contextmanager
 def file_lock(directory: Path, key: str, *, timeout: float) -> Iterator[None]:
     """An flock on ``<directory>/<key>.lock``: one machine only (the local platform's state dir)."""
-    from ..local.files import flock, private_dir
+    from ..files import flock, private_dir
 
     path = private_dir(directory) / f"{key.replace('/', '_').replace(':', '_')}.lock"
     try:
@@ -107,7 +107,7 @@ def lock_for(url: str | None, key: str, *, ttl: float = 60.0, timeout: float = 3
     if url is None:
         return no_lock()
     if url == "local":
-        from ..local.platform import default_state_dir
+        from ..files import default_state_dir
 
         return file_lock(default_state_dir() / "locks", key, timeout=timeout)
     scheme = urlparse(url).scheme

@@ -16,10 +16,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import RunbookError
+from ..aliases import CHALLENGER, CHAMPION, PREVIOUS, ROLLED_BACK
+from ..errors import RunbookError
 from .locks import lock_for
-
-CHAMPION, CHALLENGER, PREVIOUS, ROLLED_BACK = "champion", "challenger", "previous-champion", "rolled-back"
 
 
 def _now() -> str:

@@ -7,6 +7,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from ...config import DatabaseConfig
+from ...database.parameters import tuned_parameters
 from ._common import tags
 
 
@@ -111,6 +112,8 @@ class Database(pulumi.ComponentResource):
                     "value": str(config.effective_max_connections),
                     "apply_method": "pending-reboot",
                 },
+                # what benchmarks/data_scale.py measured MLflow to need beyond RDS's defaults
+                *({"name": k, "value": v} for k, v in tuned_parameters().items()),
             ],
             tags=base,
             opts=child,

@@ -318,7 +318,7 @@ class TrackingServer(pulumi.ComponentResource):
 
     def _migration_job(self, rbac: list[pulumi.Resource]) -> k8s.batch.v1.Job:
         """Before any new pod: decide from the schema revisions; when they differ, stop the writers,
-        snapshot, migrate and verify (``upgrades.coordinated``)."""
+        snapshot, migrate and verify (``database.upgrade``)."""
         a, config = self._args, self._config
         migration = pulumi.Output.all(a.db_host, a.bucket, self._writers).apply(
             lambda v: render_migration(config, Endpoints(db_host=v[0], bucket=v[1]), v[2])

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ..db import connect
-from . import UpgradeError
+from ..errors import UpgradeError
+from .connection import connect
 
 #: What the pre-rollout step does with a database in this state.
 FRESH, CURRENT, UPGRADE = "fresh", "current", "upgrade"
@@ -61,7 +61,7 @@ class SchemaState:
             raise UpgradeError(
                 f"the {self.kind} database {self.database} is at revision {self.revision}, which this image's "
                 "MLflow does not know: it was migrated by a newer MLflow. Deploy that version again, or restore "
-                "the backup taken before that upgrade (mlflow-platform db-restore)"
+                "the backup taken before that upgrade (mlflow-platform db restore)"
             )
         return UPGRADE
 

@@ -14,7 +14,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from . import UpgradeError
+from ..errors import UpgradeError
 
 #: On a Deployment: its replica count before the upgrade stopped it.
 REPLICAS = "mlflow-platform.io/replicas-before-upgrade"

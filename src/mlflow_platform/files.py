@@ -1,4 +1,5 @@
-"""Private files and the state-dir lock.
+"""Private files, where the state dir is, and its lock: shared by the local platform, the
+runbooks (the local promotion lock) and the team passwords, so none of them reaches into another.
 
 The state dir holds every secret and every artifact body, so it is private whatever the umask:
 directories 0700, files 0600 (created that way, never chmod-ed after the fact).
@@ -14,7 +15,32 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .processes import PlatformError
+from .errors import PlatformError
+
+STATE_DIR_ENV = "MLFLOW_PLATFORM_STATE_DIR"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The checkout this command runs in: the nearest directory holding Pulumi.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").exists() and (candidate / "stacks").is_dir():
+            return candidate
+    raise PlatformError(
+        f"no mlflow-platform checkout found at or above {here}; run this from the "
+        "repository, or pass --stack / --stack-file"
+    )
+
+
+def default_state_dir() -> Path:
+    """``$MLFLOW_PLATFORM_STATE_DIR``, else ``<checkout>/.mlflow-platform``, else the XDG state dir."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    try:
+        return find_project_root() / ".mlflow-platform"
+    except PlatformError:
+        base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return Path(base) / "mlflow-platform"
 
 
 def private_dir(path: Path) -> Path:

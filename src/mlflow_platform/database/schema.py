@@ -1,9 +1,10 @@
-"""Database preparation shared by the migration step and the runbooks.
+"""The migration step: both schemas brought to the installed MLflow's head, as the schema owner.
 
-The migration step connects as the schema owner (the RDS master user): it creates the auth
-database if missing, upgrades both schemas with MLflow's own migrations, then creates or updates
-the server's role with data rights only (no DDL, no CREATEDB, no CREATEROLE). The master password
-therefore never reaches a server pod, and a compromised server cannot alter or drop the schema.
+It connects as the owner (the RDS master user): it creates the auth database if missing, upgrades
+both schemas with MLflow's own migrations, then creates or updates the server's role with data
+rights only (no DDL, no CREATEDB, no CREATEROLE). The master password therefore never reaches a
+server pod, and a compromised server cannot alter or drop the schema. A schema change (not a
+fresh database, not one already current) runs only through the coordinated upgrade.
 """
 
 from __future__ import annotations
@@ -17,31 +18,13 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from .server_spec import APP_DB_PASSWORD_ENV
+from ..errors import RunbookError, UpgradeError
+from ..server_spec import APP_DB_PASSWORD_ENV
+from .connection import connect, with_database
+from .revisions import UPGRADE, schema_plan
+from .tuning import apply_tuning
 
-#: libpq settings that may ride in a SQLAlchemy URL's query string.
-_LIBPQ_QUERY_KEYS = ("sslmode", "sslrootcert")
-
-
-def libpq_params(uri: str, database: str | None = None) -> dict:
-    """psycopg connection keywords from a SQLAlchemy URL (TLS settings included); the password
-    comes from the URL or, like the server's own connections, from PGPASSWORD."""
-    url = make_url(uri)
-    params = {
-        "host": url.host or "127.0.0.1",
-        "port": url.port or 5432,
-        "user": url.username,
-        "dbname": database or url.database,
-        "connect_timeout": 10,
-    }
-    params.update({k: v for k, v in url.query.items() if k in _LIBPQ_QUERY_KEYS})
-    if url.password:
-        params["password"] = url.password
-    return params
-
-
-def connect(uri: str, database: str | None = None) -> psycopg.Connection:
-    return psycopg.connect(**libpq_params(uri, database), autocommit=True)
+Log = Callable[[str], None]
 
 
 def ensure_database(backend_store_uri: str, database: str) -> bool:
@@ -53,7 +36,7 @@ def ensure_database(backend_store_uri: str, database: str) -> bool:
         return True
 
 
-def upgrade_schema(backend_store_uri: str) -> None:
+def upgrade_tracking_schema(backend_store_uri: str) -> None:
     """`mlflow db upgrade`: MLflow 3 no longer migrates an old schema when the server starts."""
     subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", backend_store_uri], check=True)
 
@@ -69,6 +52,14 @@ def upgrade_auth_schema(auth_uri: str) -> None:
         migrate_if_needed(engine, "head")
     finally:
         engine.dispose()
+
+
+def migrate_schemas(owner_uri: str, auth_database: str | None) -> None:
+    """Both schemas to the image's head: the tracking database of ``owner_uri`` and, when named,
+    the auth database on the same server. The coordinated upgrade's default migration."""
+    upgrade_tracking_schema(owner_uri)
+    if auth_database:
+        upgrade_auth_schema(with_database(owner_uri, auth_database))
 
 
 def ensure_app_role(owner_uri: str, role: str, password: str, databases: list[str]) -> bool:
@@ -110,39 +101,71 @@ def _grant_data_rights(conn: psycopg.Connection, database: str, role: str) -> No
         conn.execute(sql.SQL(statement).format(db=db, r=r))
 
 
+def refuse_schema_change(owner_uri: str, auth_database: str) -> None:
+    """Without a coordinator, a database behind the image is never migrated in place."""
+    plan = schema_plan(owner_uri, auth_database)
+    if plan.action == UPGRADE:
+        raise UpgradeError(
+            f"the schema changes ({plan.describe()}) and MLflow needs every writer stopped and a backup "
+            "first: run `mlflow-platform db upgrade --local` (locally) or deploy (the migration Job does it)"
+        )
+
+
 def prepare(
     owner_uri: str,
     auth_database: str,
     app_role: str | None,
     app_password: str | None,
-    log=print,
+    log: Log = print,
     coordinate: Callable[[str, str], object] | None = None,
 ) -> None:
     """The whole migration step; safe to re-run. A schema change runs only through ``coordinate``
     (writers stopped, backup first); without it, a database behind the image is refused."""
-    from .upgrades import UpgradeError
-    from .upgrades.revisions import UPGRADE, schema_plan
-
     created = ensure_database(owner_uri, auth_database)
     log(f"auth database {auth_database}: {'created' if created else 'exists'}")
+    writers_stopped = False
     if coordinate is not None:
+        writers_stopped = schema_plan(owner_uri, auth_database).action == UPGRADE
         coordinate(owner_uri, auth_database)
     else:
-        plan = schema_plan(owner_uri, auth_database)
-        if plan.action == UPGRADE:
-            raise UpgradeError(
-                f"the schema changes ({plan.describe()}) and MLflow needs every writer stopped and a backup "
-                "first: run `mlflow-platform local upgrade` (locally) or deploy (the migration Job does it)"
-            )
-    upgrade_schema(owner_uri)
+        refuse_schema_change(owner_uri, auth_database)
+    upgrade_tracking_schema(owner_uri)
     log("tracking schema: up to date")
-    auth_uri = make_url(owner_uri).set(database=auth_database).render_as_string(hide_password=False)
-    upgrade_auth_schema(auth_uri)
+    upgrade_auth_schema(with_database(owner_uri, auth_database))
     log("auth schema: up to date")
     if app_role:
-        if not app_password:
-            raise ValueError(f"no password for the application role {app_role}: set {APP_DB_PASSWORD_ENV}")
-        tracking_database = make_url(owner_uri).database
-        created = ensure_app_role(owner_uri, app_role, app_password, [tracking_database, auth_database])
-        verb = "created" if created else "updated"
-        log(f"role {app_role}: {verb}, data rights on {tracking_database} and {auth_database}")
+        _grant_app_role(owner_uri, auth_database, app_role, app_password, log)
+    tune(owner_uri, log, build=not writers_stopped)
+
+
+def tune(owner_uri: str, log: Log, *, build: bool = True) -> None:
+    """The platform's indexes and autovacuum settings (``tuning``), after MLflow's migrations so
+    one a migration dropped comes back; and pg_stat_statements for `db report` where the owner may
+    create it (RDS's master user may; elsewhere the report says how).
+
+    Best effort: the schema is migrated and the role granted by now, and a deploy must not fail
+    (or keep writers stopped) over an index; what was not done is logged, and `db tune` or the
+    next deploy does it. No index is built while a schema change keeps the writers stopped."""
+    try:
+        with connect(owner_uri) as conn:
+            done = apply_tuning(conn, log=log, build=build)
+            log(f"tuning: {'; '.join(done) if done else 'in place'}")
+            _statement_statistics(conn, log)
+    except (psycopg.Error, RunbookError) as exc:
+        log(f"tuning: not finished ({str(exc).strip().splitlines()[0]}); run `mlflow-platform db tune` later")
+
+
+def _statement_statistics(conn: psycopg.Connection, log: Log) -> None:
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    except psycopg.Error as exc:
+        log(f"pg_stat_statements not created ({str(exc).strip().splitlines()[0]}): `db report` lists no statements")
+
+
+def _grant_app_role(owner_uri: str, auth_database: str, role: str, password: str | None, log: Log) -> None:
+    if not password:
+        raise ValueError(f"no password for the application role {role}: set {APP_DB_PASSWORD_ENV}")
+    tracking_database = make_url(owner_uri).database
+    created = ensure_app_role(owner_uri, role, password, [tracking_database, auth_database])
+    verb = "created" if created else "updated"
+    log(f"role {role}: {verb}, data rights on {tracking_database} and {auth_database}")

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..db import connect
+from .connection import connect
 
 DEFAULT = "default"
 _TABLES = ("experiments", "registered_models")

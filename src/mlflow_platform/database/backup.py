@@ -1,0 +1,206 @@
+"""Restorable backups and restores: a pg_dump file per database (locally, and for the drill), an RDS
+snapshot of the whole instance (in AWS), and putting either back.
+
+``backup_to_file`` names a dump ``<database>-<UTC stamp>.dump``, so a directory of dumps says
+which database each holds and which is newest; the restore and the drill rely on that name, and
+check it against the database name pg_dump wrote into the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from ..errors import RunbookError
+from .connection import connect, tool, tool_args
+
+Log = Callable[[str], None]
+#: The header line ``pg_restore --list`` prints for the database a dump was taken from.
+_DUMPED_DATABASE = re.compile(r"^;\s+dbname: (.+)$", re.MULTILINE)
+
+
+#: Extensions only a superuser creates (RDS: the master user), which the owner that restores could
+#: not create again; ``db prepare`` creates them where it is allowed to.
+SUPERUSER_EXTENSIONS = ("pg_stat_statements",)
+_NOT_DUMPED = [f"--exclude-extension={name}" for name in SUPERUSER_EXTENSIONS]
+_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (?:COMMENT - )?EXTENSION (?:- )?(\S+)")
+
+
+def backup_to_file(uri: str, backup_dir: Path) -> Path:
+    """pg_dump (custom format, no owner) of the database behind ``uri`` into ``backup_dir``."""
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = backup_dir / f"{make_url(uri).database}-{stamp}.dump"
+    args, env = tool_args(uri)
+    command = [tool("pg_dump"), "--format=custom", "--no-owner", *_NOT_DUMPED, "--file", str(target), *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0 or not target.exists() or target.stat().st_size == 0:
+        target.unlink(missing_ok=True)
+        raise RunbookError(f"backup failed (pg_dump exit {result.returncode}): {result.stderr.strip()}")
+    return target
+
+
+def dump_database_name(dump: Path) -> str:
+    """The database a dump holds, by its name: ``backup_to_file`` writes ``<database>-<UTC stamp>.dump``."""
+    return dump.name.rsplit("-", 1)[0]
+
+
+def newest_dump(backup_dir: Path, database: str) -> Path | None:
+    """The newest ``<database>-*.dump`` in ``backup_dir`` (not another database's whose name
+    merely starts the same), or None."""
+    dumps = [p for p in backup_dir.glob(f"{database}-*.dump") if dump_database_name(p) == database]
+    return max(dumps, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+
+def dumped_database(dump: Path) -> str:
+    """The database pg_dump wrote into the file's header; RunbookError if it is no readable dump."""
+    result = subprocess.run([tool("pg_restore"), "--list", str(dump)], capture_output=True, text=True)
+    found = _DUMPED_DATABASE.search(result.stdout) if result.returncode == 0 else None
+    if not found:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no database named in it"
+        raise RunbookError(f"{dump} is not a readable pg_dump file ({reason})")
+    return found.group(1).strip()
+
+
+def _restorable_entries(dump: Path, directory: Path) -> Path:
+    """pg_restore's table of contents for ``dump`` without the superuser-only extensions (a dump
+    taken before they were excluded, or by hand, still holds them), as a ``--use-list`` file."""
+    listing = subprocess.run([tool("pg_restore"), "--list", str(dump)], capture_output=True, text=True)
+    if listing.returncode != 0:
+        raise RunbookError(f"{dump} is not a readable pg_dump file ({listing.stderr.strip()[-300:]})")
+    kept = [
+        line
+        for line in listing.stdout.splitlines()
+        if not ((m := _EXTENSION_ENTRY.match(line)) and m.group(1) in SUPERUSER_EXTENSIONS)
+    ]
+    entries = directory / "entries.list"
+    entries.write_text("\n".join(kept) + "\n")
+    return entries
+
+
+def pg_restore(uri: str, database: str, dump: Path) -> subprocess.CompletedProcess:
+    """Restore ``dump`` into the (empty) ``database`` on the server behind ``uri``."""
+    args, env = tool_args(uri, database)
+    with tempfile.TemporaryDirectory() as scratch:
+        entries = _restorable_entries(dump, Path(scratch))
+        command = [tool("pg_restore"), "--no-owner", "--exit-on-error", "--use-list", str(entries), *args, str(dump)]
+        return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
+    """Replace a database with a pg_dump backup (its server's writers must be stopped); returns the
+    database restored. The dump's own name says which database it holds, unless ``database`` is given."""
+    if not dump.is_file():
+        raise RunbookError(f"no backup at {dump}")
+    target = database or dump_database_name(dump)
+    dumped_database(dump)  # an unreadable file is refused before the database is dropped
+    with connect(uri, "postgres") as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+    result = pg_restore(uri, target, dump)
+    if result.returncode != 0:
+        raise RunbookError(f"pg_restore of {dump} into {target} failed: {result.stderr.strip()[:300]}")
+    return target
+
+
+def snapshot_name(instance: str, from_version: str, to_version: str, now: datetime | None = None) -> str:
+    """An RDS snapshot identifier naming the versions: letters, digits and single hyphens, starting
+    with a letter, at most 255 characters (the CreateDBSnapshot API's constraints)."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    raw = f"{instance}-upgrade-{from_version}-to-{to_version}-{stamp}"
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", raw)).strip("-")
+    return name[:255].rstrip("-")
+
+
+def _rds():
+    import boto3
+
+    return boto3.client("rds", endpoint_url=os.environ.get("MLFLOW_PLATFORM_RDS_ENDPOINT_URL"))
+
+
+def snapshot_rds(instance: str, *, name: str | None = None, wait: bool = True) -> str:
+    """A manual snapshot, named ``<instance>-upgrade-…`` (the prefix the migration role may create)."""
+    import mlflow
+
+    rds = _rds()
+    snapshot = name or snapshot_name(instance, "manual", mlflow.__version__)
+    try:
+        rds.create_db_snapshot(
+            DBInstanceIdentifier=instance,
+            DBSnapshotIdentifier=snapshot,
+            Tags=[{"Key": "CreatedBy", "Value": "mlflow-platform db upgrade"}],
+        )
+        if wait:
+            rds.get_waiter("db_snapshot_available").wait(
+                DBSnapshotIdentifier=snapshot, WaiterConfig={"Delay": 15, "MaxAttempts": 240}
+            )
+    except Exception as exc:
+        raise RunbookError(f"RDS snapshot of {instance} failed: {exc}") from None
+    return snapshot
+
+
+def _restore_side_instance(rds, snapshot: str, instance: str, log: Log) -> str:
+    """Restore ``snapshot`` next to ``instance``, into its subnets, security groups and parameter
+    group (RDS restores a snapshot only into a new instance); returns the new identifier."""
+    source = rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]
+    side = f"{instance}-restore-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"[:63]
+    rds.restore_db_instance_from_db_snapshot(
+        DBInstanceIdentifier=side,
+        DBSnapshotIdentifier=snapshot,
+        DBInstanceClass=source["DBInstanceClass"],
+        DBSubnetGroupName=source["DBSubnetGroup"]["DBSubnetGroupName"],
+        VpcSecurityGroupIds=[g["VpcSecurityGroupId"] for g in source.get("VpcSecurityGroups", [])],
+        DBParameterGroupName=source["DBParameterGroups"][0]["DBParameterGroupName"],
+        PubliclyAccessible=False,
+        MultiAZ=False,
+        DeletionProtection=False,
+        Tags=[{"Key": "CreatedBy", "Value": "mlflow-platform db restore"}],
+    )
+    log(f"restoring snapshot {snapshot} into {side} (waiting until available)")
+    rds.get_waiter("db_instance_available").wait(
+        DBInstanceIdentifier=side, WaiterConfig={"Delay": 30, "MaxAttempts": 120}
+    )
+    return side
+
+
+def restore_from_snapshot(
+    owner_uri: str,
+    snapshot: str,
+    instance: str,
+    databases: list[str],
+    *,
+    endpoint: tuple[str, int] | None = None,
+    log: Log = print,
+) -> list[str]:
+    """Put ``databases`` on ``instance`` back to their state in ``snapshot`` without replacing the
+    instance Pulumi manages: restore the snapshot to a temporary instance, pg_dump each database
+    from it and pg_restore it over the live one, then delete the temporary instance. ``endpoint``
+    reaches the temporary instance through a tunnel instead of its RDS address. The writers must
+    be stopped (a failed upgrade leaves them stopped)."""
+    rds = _rds()
+    try:
+        side = _restore_side_instance(rds, snapshot, instance, log)
+    except Exception as exc:
+        raise RunbookError(f"restoring snapshot {snapshot} failed: {exc}") from None
+    try:
+        found = rds.describe_db_instances(DBInstanceIdentifier=side)["DBInstances"][0]["Endpoint"]
+        host, port = endpoint or (found["Address"], found["Port"])
+        restored = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for database in databases:
+                source = make_url(owner_uri).set(host=host, port=port, database=database)
+                dump = backup_to_file(source.render_as_string(hide_password=False), Path(scratch))
+                restored.append(restore_database(owner_uri, dump, database))
+                log(f"restored  {database} from {snapshot}")
+        return restored
+    finally:
+        rds.delete_db_instance(DBInstanceIdentifier=side, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+        log(f"deleting  the temporary instance {side}")

@@ -1,0 +1,216 @@
+"""The platform's indexes and autovacuum settings (database/tuning.py) on the live platform's
+database, and the planner's use of each index for the query MLflow itself sends: captured from
+MLflow's own store, so an MLflow upgrade that changes a query's shape fails here first."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import pytest
+from mlflow.utils.workspace_context import WorkspaceContext
+from psycopg import errors
+from sqlalchemy import event
+
+from mlflow_platform.database.connection import connect
+from mlflow_platform.database.schema import prepare
+from mlflow_platform.database.tuning import AUTOVACUUM, HOT_TABLES, INDEXES, apply_tuning, plan_tuning, remove_tuning
+from mlflow_platform.database.workspace_mode import DEFAULT, holds_team_data, workspace_mode
+from mlflow_platform.errors import RunbookError
+
+
+@pytest.fixture
+def owner(platform):
+    with connect(platform.database_uri()) as conn:
+        yield conn
+
+
+def _valid(conn) -> dict[str, bool]:
+    rows = conn.execute(
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname LIKE 'mlflow\\_platform\\_%'"
+    ).fetchall()
+    return dict(rows)
+
+
+def test_tuning_is_applied_once_and_then_there_is_nothing_to_do(owner) -> None:
+    # one of ours from an earlier release, no longer listed: dropped (a changed definition takes a new name)
+    owner.execute("CREATE INDEX IF NOT EXISTS mlflow_platform_retired ON runs (name)")
+    assert "drop index mlflow_platform_retired concurrently (no longer one of the platform's)" in plan_tuning(owner)
+    apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner) == {index.name: True for index in INDEXES}
+    assert plan_tuning(owner) == []
+    for table in HOT_TABLES:
+        options = owner.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (table,)).fetchone()[0]
+        assert {f"{k}={v}" for k, v in AUTOVACUUM.items()} <= set(options)
+
+
+def test_an_interrupted_concurrent_build_is_dropped_and_built_again(owner, mlflow_client) -> None:
+    """CREATE INDEX CONCURRENTLY that fails leaves an INVALID index under the name; IF NOT EXISTS
+    would then skip it for good and the planner would never use it."""
+    experiment = mlflow_client.create_experiment("/platform/tests/tuning-invalid")
+    for _ in range(2):
+        mlflow_client.create_run(experiment)
+    apply_tuning(owner, log=lambda _: None)
+    name = INDEXES[0].name
+    owner.execute(f"DROP INDEX {name}")
+    with pytest.raises(errors.UniqueViolation):  # two runs in one experiment: the build fails midway
+        owner.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON runs (experiment_id)")
+    assert _valid(owner)[name] is False
+    assert any("invalid" in action for action in plan_tuning(owner))
+    apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner)[name] is True
+    unique = owner.execute("SELECT indisunique FROM pg_index WHERE indexrelid = %s::regclass", (name,)).fetchone()
+    assert unique == (False,)
+
+
+def test_removing_the_tuning_leaves_mlflows_schema_alone(owner) -> None:
+    apply_tuning(owner, log=lambda _: None)
+    mlflow_indexes = owner.execute(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE 'mlflow\\_platform\\_%'"
+    ).fetchone()
+    assert set(remove_tuning(owner)) == {index.name for index in INDEXES}
+    assert _valid(owner) == {}
+    assert (
+        owner.execute(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE 'mlflow\\_platform\\_%'"
+        ).fetchone()
+        == mlflow_indexes
+    )
+    apply_tuning(owner, log=lambda _: None)
+
+
+def test_a_second_tuner_changes_nothing_and_says_why(platform, owner) -> None:
+    """A deploy's migration step and an operator's `db tune` at once: the second would take the
+    first one's half-built index for an interrupted build and drop it."""
+    apply_tuning(owner, log=lambda _: None)
+    with connect(platform.database_uri()) as first:
+        assert first.execute("SELECT pg_try_advisory_lock(hashtext('mlflow_platform.tuning'))").fetchone()[0]
+        owner.execute(f"DROP INDEX {INDEXES[0].name}")
+        with pytest.raises(RunbookError, match="another tuner"):
+            apply_tuning(owner, log=lambda _: None)
+        with pytest.raises(RunbookError, match="another tuner"):
+            remove_tuning(owner)
+        assert INDEXES[0].name not in _valid(owner) and len(_valid(owner)) == len(INDEXES) - 1
+        lines: list[str] = []
+        prepare(platform.database_uri(), platform.config.database.auth_database, None, None, log=lines.append)
+        assert any("tuning: not finished" in line and "another tuner" in line for line in lines), lines
+    apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner) == {index.name: True for index in INDEXES}
+
+
+def test_a_build_still_running_is_not_taken_for_an_interrupted_one(platform, owner) -> None:
+    """An invalid index is also what a build in progress looks like (PostgreSQL goes on building
+    after its client was killed): dropping it would cancel the build and start from zero."""
+    apply_tuning(owner, log=lambda _: None)
+    name = INDEXES[0].name
+    owner.execute(f"DROP INDEX {name}")
+    blocker = connect(platform.database_uri())
+    blocker.autocommit = False
+    blocker.execute("LOCK TABLE runs IN ROW EXCLUSIVE MODE")  # a writer the build must wait for
+    builder = threading.Thread(target=lambda: _build(platform.database_uri(), INDEXES[0]))
+    builder.start()
+    try:
+        assert _wait(lambda: _valid(owner).get(name) is False), "the build never started"
+        assert any("build in progress" in action for action in plan_tuning(owner)), plan_tuning(owner)
+        apply_tuning(owner, log=lambda _: None)
+        assert _valid(owner).get(name) is False  # left to its build, not dropped
+    finally:
+        blocker.rollback()
+        blocker.close()
+        builder.join(timeout=60)
+    assert _valid(owner)[name] is True
+
+
+def _build(uri: str, index) -> None:
+    with connect(uri) as conn:
+        conn.execute(index.create())
+
+
+def _wait(condition, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _mlflow_queries(uri: str, experiment_id: str):
+    """The SQL MLflow's own store sends for the searches the indexes are for."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import _get_store
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store = _get_store(uri)  # the workspace-aware store once a team's data is in the database
+    seen: list[tuple[str, dict]] = []
+    event.listen(store.engine, "before_cursor_execute", lambda c, cur, stmt, params, *_: seen.append((stmt, params)))
+    searches = {
+        "runs_experiment_order": ("", ["attributes.start_time DESC"]),
+        "runs_experiment_start": ("tags.team = 'nlp'", None),
+        "params_value": ("params.lr = '0.1'", None),
+        "tags_value": ("tags.mlflow.runName = 'tuning-run'", None),
+        "latest_metrics_value": ("metrics.loss > 0.1", ["metrics.loss DESC"]),
+    }
+    captured = {}
+    for name, (filter_string, order_by) in searches.items():
+        seen.clear()
+        store.search_runs([experiment_id], filter_string, ViewType.ACTIVE_ONLY, 100, order_by)
+        captured[name] = next(s for s in seen if "FROM runs" in s[0])
+    return captured, store
+
+
+#: 20,000 runs in the experiment, each with a distinct name, a param, a tag and a latest metric,
+#: so that the planner's statistics look like a real experiment's (with one row it scans anyway).
+_POPULATE = """
+INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time,
+                  end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
+SELECT md5('tuning' || i), 'r' || i, 'LOCAL', '', '', 'ana', 'FINISHED', 1700000000000 + i, NULL, '',
+       'active', 'mlflow-artifacts:/x', %(experiment)s FROM generate_series(1, 20000) AS i;
+INSERT INTO tags (key, value, run_uuid) SELECT 'mlflow.runName', 'r' || i, md5('tuning' || i)
+    FROM generate_series(1, 20000) AS i;
+INSERT INTO params (key, value, run_uuid) SELECT 'lr', (i %% 1000)::text, md5('tuning' || i)
+    FROM generate_series(1, 20000) AS i;
+INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
+    SELECT 'loss', random(), 0, 0, false, md5('tuning' || i) FROM generate_series(1, 20000) AS i;
+"""
+_CLEAN = """
+DELETE FROM latest_metrics WHERE run_uuid IN (SELECT md5('tuning' || i) FROM generate_series(1, 20000) AS i);
+DELETE FROM params WHERE run_uuid IN (SELECT md5('tuning' || i) FROM generate_series(1, 20000) AS i);
+DELETE FROM tags WHERE run_uuid IN (SELECT md5('tuning' || i) FROM generate_series(1, 20000) AS i);
+DELETE FROM runs WHERE run_uuid IN (SELECT md5('tuning' || i) FROM generate_series(1, 20000) AS i);
+"""
+
+
+def _script(conn, script: str, **params) -> None:
+    for statement in filter(str.strip, script.split(";")):
+        conn.execute(statement, params or None)
+
+
+def test_the_planner_can_use_each_index_for_the_query_mlflow_sends(platform, mlflow_client, owner) -> None:
+    apply_tuning(owner, log=lambda _: None)
+    experiment = mlflow_client.create_experiment("/platform/tests/tuning-plans")
+    run = mlflow_client.create_run(experiment, run_name="tuning-run").info.run_id
+    mlflow_client.log_param(run, "lr", "0.1")
+    mlflow_client.set_tag(run, "team", "nlp")
+    mlflow_client.log_metric(run, "loss", 0.5, step=1)
+    uri = platform.database_uri()
+    with workspace_mode(holds_team_data(uri)), WorkspaceContext(DEFAULT):
+        queries, store = _mlflow_queries(uri, experiment)
+    try:
+        _script(owner, _POPULATE, experiment=int(experiment))
+        # VACUUM sets the visibility map, without which the planner prices index-only scans as
+        # heap fetches; scans and sorts are priced out so the question is whether an index CAN
+        # serve the query's filter and order (an expression index that does not match never can).
+        owner.execute("VACUUM (ANALYZE) runs, tags, params, latest_metrics")
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            conn.exec_driver_sql("SET enable_sort = off")
+            for suffix, (statement, params) in queries.items():
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
+                assert f"mlflow_platform_{suffix}" in plan, plan
+    finally:
+        store.engine.dispose()
+        _script(owner, _CLEAN)

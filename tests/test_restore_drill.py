@@ -1,0 +1,195 @@
+"""The restore drill picks the right dumps: after `db upgrade --auth-database`, which writes
+``<tracking>-<stamp>.dump`` and then ``<auth>-<stamp>.dump``, the drill restores the tracking dump
+as the tracking database and the auth dump as the auth database (the reported bug: it restored
+the newest file, the auth dump, as the tracking database and died with a traceback). Anything
+wrong with the dumps is a reported problem or a one-line error; scratch databases never stay
+behind unless kept. Against the session's local platform, through the command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlflow_platform.cli import app
+
+pytestmark = pytest.mark.platform
+
+
+def _cli(*args: str):
+    result = CliRunner().invoke(app, list(args), terminal_width=200)
+    # An error is `fail()`'s exit (SystemExit); any other exception would be a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def source(platform) -> dict:
+    """The platform's two databases, with a basic-auth user holding a grant (so the auth drill has
+    users and grants to compare); the user is removed afterwards."""
+    from mlflow import MlflowClient
+    from mlflow.server.auth.client import AuthServiceClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in platform.client_env().items():
+            patch.setenv(key, value)
+        experiment = MlflowClient(platform.tracking_uri()).create_experiment(f"/drill/auth/{uuid.uuid4().hex[:8]}")
+        auth = AuthServiceClient(platform.tracking_uri())
+        user = f"drill-{uuid.uuid4().hex[:8]}"
+        auth.create_user(user, "drill-password-123")
+        auth.grant_user_permission(user, "experiment", experiment, "READ")
+        d = platform.config.database
+        yield {"uri": platform.database_uri(), "tracking": d.tracking_database, "auth": d.auth_database}
+        auth.delete_user(user)
+
+
+@pytest.fixture(scope="module")
+def dumps(source: dict, tmp_path_factory) -> dict[str, Path]:
+    """`db upgrade` (the new spelling) against the database: nothing to migrate, a dump of each anyway."""
+    backup_dir = tmp_path_factory.mktemp("dumps")
+    args = ["db", "upgrade", "--backend-store-uri", source["uri"], "--backup-dir", str(backup_dir)]
+    args += ["--auth-database", source["auth"]]
+    dry = _cli(*args, "--dry-run")
+    assert dry.exit_code == 0 and "would" in dry.output and list(backup_dir.iterdir()) == [], dry.output
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "nothing to migrate" in result.output and "backup taken anyway" in result.output
+    (tracking,), (auth,) = backup_dir.glob(f"{source['tracking']}-*.dump"), backup_dir.glob(f"{source['auth']}-*.dump")
+    return {"tracking": tracking, "auth": auth}
+
+
+def _scratch_databases(uri: str) -> list[str]:
+    from mlflow_platform.database.connection import connect
+
+    with connect(uri) as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'restore_drill_%'")]
+
+
+def _place(directory: Path, *dumps: Path) -> Path:
+    """Copies of ``dumps`` in ``directory``, each newer than the one before (the last is newest)."""
+    directory.mkdir(exist_ok=True)
+    now = time.time()
+    for age, dump in enumerate(reversed(dumps)):
+        copy = directory / dump.name
+        shutil.copyfile(dump, copy)
+        os.utime(copy, (now - age * 60, now - age * 60))
+    return directory
+
+
+def test_the_drill_restores_each_dump_into_its_own_database_when_the_auth_dump_is_newest(
+    source: dict, tmp_path: Path
+) -> None:
+    """The reported sequence, in the old spellings runbooks still use."""
+    uri, auth = source["uri"], source["auth"]
+    upgraded = _cli("db-upgrade", "--backend-store-uri", uri, "--backup-dir", str(tmp_path), "--auth-database", auth)
+    assert upgraded.exit_code == 0, upgraded.output
+    (tracking_dump,), (auth_dump,) = tmp_path.glob(f"{source['tracking']}-*.dump"), tmp_path.glob(f"{auth}-*.dump")
+    os.utime(auth_dump, (time.time() + 60, time.time() + 60))  # unmistakably the newest file
+    drill = _cli("restore-drill", "--backend-store-uri", uri, "--backup-dir", str(tmp_path))
+    assert drill.exit_code == 0, drill.output
+    assert "restore drill passed" in drill.output
+    assert tracking_dump.name in drill.output and auth_dump.name in drill.output
+    assert "auth users" in drill.output and "auth experiment_permissions" in drill.output
+    assert _scratch_databases(uri) == []
+
+
+def test_the_auth_drill_compares_users_and_grants(source: dict, dumps: dict[str, Path], tmp_path: Path) -> None:
+    from mlflow_platform.database.connection import connect
+    from mlflow_platform.database.drill import restore_drill
+
+    _place(tmp_path, dumps["tracking"], dumps["auth"])
+    report = restore_drill(source["uri"], tmp_path, auth_database=source["auth"], require_auth=True)
+    assert report.passed, report.problems
+    assert report.auth.users[0] == report.auth.users[1] >= 2  # the admin and the drill's user
+    assert {"experiment_permissions", "registered_model_permissions", "role_permissions"} <= set(report.auth.grants)
+    assert all(before == after for before, after in report.auth.grants.values())
+    assert report.auth.grants["role_permissions"][0] >= 1  # the drill user's grant (MLflow 3.17 keeps it there)
+    with connect(source["uri"], source["auth"]) as conn:  # a change after the backup: the drill must see it
+        conn.execute("UPDATE users SET is_admin = NOT is_admin WHERE username LIKE 'drill-%'")
+    try:
+        changed = restore_drill(source["uri"], tmp_path, auth_database=source["auth"])
+    finally:
+        with connect(source["uri"], source["auth"]) as conn:
+            conn.execute("UPDATE users SET is_admin = NOT is_admin WHERE username LIKE 'drill-%'")
+    assert any(p.startswith("auth users: drill-") for p in changed.problems), changed.problems
+
+
+def test_a_dump_of_the_wrong_database_named_as_the_tracking_one_is_a_reported_problem(
+    source: dict, dumps: dict[str, Path], tmp_path: Path
+) -> None:
+    impostor = tmp_path / f"{source['tracking']}-29990101T000000000000Z.dump"
+    _place(tmp_path, dumps["auth"])
+    shutil.copyfile(dumps["auth"], impostor)
+    drill = _cli("db", "restore-drill", "--backend-store-uri", source["uri"], "--backup-dir", str(tmp_path))
+    assert drill.exit_code == 1
+    assert f"{impostor.name} is a dump of database {source['auth']}, not of {source['tracking']}" in drill.output
+    assert f"restored  {impostor.name}" not in drill.output and "active runs" not in drill.output
+    assert _scratch_databases(source["uri"]) == []
+
+
+@pytest.mark.parametrize("content", ["nothing", "garbage"])
+def test_an_empty_directory_or_an_unreadable_dump_is_a_one_line_error(
+    source: dict, tmp_path: Path, content: str
+) -> None:
+    if content == "garbage":
+        (tmp_path / f"{source['tracking']}-20990101T000000000000Z.dump").write_bytes(b"not a dump\n")
+    drill = _cli("db", "restore-drill", "--backend-store-uri", source["uri"], "--backup-dir", str(tmp_path))
+    assert drill.exit_code == 1
+    expected = "not a readable pg_dump file" if content == "garbage" else f"no backup of {source['tracking']}"
+    assert expected in drill.output, drill.output
+    assert _scratch_databases(source["uri"]) == []
+
+
+def test_a_missing_auth_dump_fails_only_when_the_auth_database_was_named(
+    source: dict, dumps: dict[str, Path], tmp_path: Path
+) -> None:
+    _place(tmp_path, dumps["tracking"])
+    args = ["db", "restore-drill", "--backend-store-uri", source["uri"], "--backup-dir", str(tmp_path)]
+    implicit = _cli(*args)
+    assert implicit.exit_code == 0 and "the auth database was not drilled" in implicit.output, implicit.output
+    named = _cli(*args, "--auth-database", source["auth"])
+    assert named.exit_code == 1 and f"no backup of {source['auth']}" in named.output, named.output
+
+
+def test_keep_leaves_the_scratch_databases(source: dict, dumps: dict[str, Path], tmp_path: Path) -> None:
+    from mlflow_platform.database.connection import connect
+
+    _place(tmp_path, dumps["tracking"], dumps["auth"])
+    args = ["db", "restore-drill", "--backend-store-uri", source["uri"], "--backup-dir", str(tmp_path), "--keep"]
+    kept = _cli(*args)
+    scratch = _scratch_databases(source["uri"])
+    with connect(source["uri"]) as conn:
+        for database in scratch:
+            conn.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+    assert kept.exit_code == 0, kept.output
+    assert len(scratch) == 2 and sum(name.endswith("_auth") for name in scratch) == 1
+
+
+def test_a_dump_holding_a_superuser_extension_restores_as_the_owner(source: dict, dumps: dict, tmp_path: Path) -> None:
+    """pg_stat_statements (which `db report` reads) is created by a superuser; a dump that holds it
+    (one taken by hand, or before the backups excluded it) made the owner's pg_restore fail on
+    CREATE EXTENSION. The platform's own dumps leave it out, and the restore skips it in any dump."""
+    import subprocess
+
+    from mlflow_platform.database.backup import SUPERUSER_EXTENSIONS
+    from mlflow_platform.database.connection import tool, tool_args
+
+    def extensions(dump: Path) -> list[str]:
+        listing = subprocess.run([tool("pg_restore"), "--list", str(dump)], capture_output=True, text=True).stdout
+        return [line for line in listing.splitlines() if "EXTENSION" in line]
+
+    assert extensions(dumps["tracking"]) == [] and extensions(dumps["auth"]) == []
+    for name in (source["tracking"], source["auth"]):
+        args, env = tool_args(source["uri"], name)
+        target = tmp_path / f"{name}-20200101T000000000000Z.dump"
+        command = [tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(target), *args]
+        subprocess.run(command, env=env, check=True)
+        assert any(SUPERUSER_EXTENSIONS[0] in line for line in extensions(target))
+    drill = _cli("db", "restore-drill", "--backend-store-uri", source["uri"], "--backup-dir", str(tmp_path))
+    assert drill.exit_code == 0, drill.output
+    assert _scratch_databases(source["uri"]) == []
