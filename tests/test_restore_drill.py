@@ -193,3 +193,24 @@ def test_a_dump_holding_a_superuser_extension_restores_as_the_owner(source: dict
     drill = _cli("db", "restore-drill", "--backend-store-uri", source["uri"], "--backup-dir", str(tmp_path))
     assert drill.exit_code == 0, drill.output
     assert _scratch_databases(source["uri"]) == []
+
+
+def test_a_database_another_role_holds_open_is_one_clear_error(platform, source: dict) -> None:
+    """DROP ... WITH (FORCE) as the owner may not end another role's session (nor an autovacuum
+    worker, which is how it was found: `db restore` right after gc at 100k runs died with a
+    traceback). Plain DROP then stops autovacuum itself; a session it cannot end is named."""
+    from mlflow_platform.database.backup import drop_database
+    from mlflow_platform.database.connection import connect
+    from mlflow_platform.errors import RunbookError
+
+    name = f"drop_{uuid.uuid4().hex[:8]}"
+    with connect(source["uri"]) as owner:
+        owner.execute(f'CREATE DATABASE "{name}"')
+        superuser = platform._postgres(platform.state.ports).connect(name)
+        try:
+            with pytest.raises(RunbookError, match=f"database {name} was not dropped: sessions of another role"):
+                drop_database(owner, name)
+        finally:
+            superuser.close()
+        drop_database(owner, name)  # nobody else connected: dropped
+        assert owner.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None

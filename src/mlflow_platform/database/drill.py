@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from ..aliases import CHAMPION
 from ..errors import RunbookError
-from .backup import dump_database_name, dumped_database, newest_dump, pg_restore
+from .backup import drop_database, dump_database_name, dumped_database, newest_dump, pg_restore
 from .connection import connect, with_database
 from .revisions import image_head
 from .workspace_mode import holds_team_data, workspace_mode
@@ -160,8 +160,8 @@ def _drop_scratch(uri: str, report: DrillReport) -> None:
     try:
         with connect(uri) as conn:
             for scratch in scratches:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-    except psycopg.Error as exc:
+                drop_database(conn, scratch)
+    except (psycopg.Error, RunbookError) as exc:
         report.notes.append(f"could not drop {', '.join(scratches)}: {_first_line(exc)}; drop them by hand")
 
 
