@@ -72,7 +72,7 @@ bench: install            ## load benchmark: stock vs the guide's command vs the
 	$(BIN)/python -m benchmarks.tracking_load
 	$(BIN)/python docs/pictures.py charts
 
-bench-scale: install      ## MLflow at 1M runs / 100M metric rows, before and after `db tune` (~1 h, ~45 GB in /tmp), then its chart
+bench-scale: install      ## MLflow at 1M runs / 100M metric rows, before and after `db tune` (~1.5 h, ~40 GB in /tmp), then its chart
 	$(BIN)/python -m benchmarks.data_scale --json benchmarks/results/data_scale_1m.json
 	$(BIN)/python docs/pictures.py scale
 

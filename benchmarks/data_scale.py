@@ -2,7 +2,7 @@
 feel like through the rendered server, with basic-auth on, before and after the platform's
 database tuning, side by side in one run.
 
-    make bench-scale                                   # 1M runs, 100M metric rows (~1 h here)
+    make bench-scale                                   # 1M runs, 100M metric rows (~1.5 h here, ~40 GB in --state)
     .venv/bin/python -m benchmarks.data_scale --runs 100000 --steps 10 --state /tmp/scale-100k
 
 The database is built once per ``--state`` directory and reused (a build at 1M runs takes about

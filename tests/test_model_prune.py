@@ -69,3 +69,17 @@ def test_execute_deletes_the_unused_ones_only(mlflow_client, models) -> None:
         mlflow_client.get_registered_model(models["plain"])
     for kind in ("aliased", "staged", "kept"):
         assert mlflow_client.get_registered_model(models[kind]).name == models[kind]
+
+
+def test_the_command_is_a_dry_run_unless_told_to_execute(platform, models) -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    env = {"MLFLOW_PLATFORM_STATE_DIR": str(platform.state_dir)}
+    args = ["prune-models", "--local", "--older-than-days", "0", "--filter", _mine(models)]
+    result = CliRunner().invoke(app, args, env=env, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "dry run: nothing was deleted" in result.output and models["plain"] in result.output
+    bad = CliRunner().invoke(app, [*args[:-1], "name ~ 'x'"], env=env)
+    assert bad.exit_code != 0 and "prune-models:" in bad.output and "Traceback" not in bad.output

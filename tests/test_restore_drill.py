@@ -214,3 +214,15 @@ def test_a_database_another_role_holds_open_is_one_clear_error(platform, source:
             superuser.close()
         drop_database(owner, name)  # nobody else connected: dropped
         assert owner.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+
+
+def test_a_restore_to_an_unreachable_server_is_one_line(dumps: dict[str, Path]) -> None:
+    result = _cli(
+        "db",
+        "restore",
+        "--backup",
+        str(dumps["tracking"]),
+        "--backend-store-uri",
+        "postgresql+psycopg://x@127.0.0.1:1/x",
+    )
+    assert result.exit_code == 1 and "db restore: cannot reach the database" in result.output, result.output

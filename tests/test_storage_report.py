@@ -39,3 +39,18 @@ def test_the_report_reads_the_live_store(platform, mlflow_client, tmp_path) -> N
     mine = report.by_experiment[("default", experiment)]
     assert (mine.objects, mine.bytes) == (1, 12_345)
     assert report.total.bytes >= 12_345
+
+
+def test_the_command_prints_each_grouping_for_the_local_platform(platform) -> None:
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+
+    env = {"MLFLOW_PLATFORM_STATE_DIR": str(platform.state_dir)}
+    result = CliRunner().invoke(app, ["storage-report", "--local", "--top", "3"], env=env, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    prefix = platform.config.artifacts.prefix
+    assert f"s3://{platform.bucket}/{prefix}:" in result.output
+    assert all(title in result.output for title in ("by workspace", "by storage class", "largest 3 experiments"))
+    missing = CliRunner().invoke(app, ["storage-report"], env=env)
+    assert missing.exit_code != 0 and "pass --bucket" in missing.output and "Traceback" not in missing.output

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -255,8 +256,6 @@ def _upgrade_database(
 
 
 def _run_upgrade(run: Callable) -> None:
-    import psycopg
-
     from ..database.revisions import UPGRADE
 
     try:
@@ -332,6 +331,8 @@ def _restore_dump(uri: str, backup: Path, local: bool, dry_run: bool) -> None:
         restored = restore_database(uri, backup)
     except RunbookError as exc:
         raise fail(str(exc)) from None
+    except psycopg.Error as exc:
+        raise fail(f"db restore: cannot reach the database: {_first_line(exc)}; check the URI and PGPASSWORD") from None
     out.print(f"[bold green]restored[/] {escape(restored)} from {escape(str(backup))}", highlight=False)
     if local:
         out.print("start the server again with `mlflow-platform local up`")
@@ -363,6 +364,8 @@ def _restore_snapshot(
         restored = restore_from_snapshot(uri, snapshot, instance, databases, endpoint=tunnel, log=out.print)
     except RunbookError as exc:
         raise fail(str(exc)) from None
+    except psycopg.Error as exc:
+        raise fail(f"db restore: cannot reach a database: {_first_line(exc)}; check the URI and PGPASSWORD") from None
     out.print(f"[bold green]restored[/] {', '.join(restored)} from {escape(snapshot)}", highlight=False)
     out.print("then: `mlflow-platform db clear-failed-upgrade --namespace <ns>`, revert the MLflow bump, `pulumi up`")
 

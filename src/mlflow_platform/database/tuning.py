@@ -73,8 +73,8 @@ INDEXES = (
         "tags",
         "USING hash (value)",
         "tag filters on a value, above all the run-name lookup (tags.mlflow.runName = 'x'): MLflow's "
-        "tag indexes are (key, run_uuid) and (run_uuid), so the filter read the tag of every run "
-        "(99 ms -> 0.1 ms at 1M)",
+        "tag indexes are (key, run_uuid) and (run_uuid), so the filter read that tag of every run "
+        "(through the server at 1M runs: p95 18 -> 14 ms at 1 client, 124 -> 102 ms at 8)",
     ),
     Index(
         f"{PREFIX}latest_metrics_value",
@@ -82,7 +82,7 @@ INDEXES = (
         "(key, run_uuid) INCLUDE (value, is_nan)",
         "metric filters and ordering by a metric (metrics.acc > 0.9 ORDER BY metrics.acc): MLflow's key "
         "(key, run_uuid) has no value, so each of a key's million rows was fetched from the table; with "
-        "the value included they are read from the index alone (1,258 ms -> 211 ms at 1M)",
+        "the value included they are read from the index alone (EXPLAIN ANALYZE at 1M runs: 1,258 -> 211 ms)",
     ),
 )
 

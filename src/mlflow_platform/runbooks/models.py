@@ -11,13 +11,13 @@ until ``cleanup-runs`` and ``gc`` say otherwise.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
-from mlflow.entities.model_registry import RegisteredModel
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
-from .paging import iter_model_versions
+from .paging import iter_model_versions, iter_registered_models
 
 LIVE_STAGES = {"Staging", "Production"}
 
@@ -33,28 +33,14 @@ class ModelPrune:
         self.kept[reason] = self.kept.get(reason, 0) + 1
 
 
-def iter_registered_models(client: MlflowClient, filter_string: str | None = None) -> Iterator[RegisteredModel]:
-    token = None
-    while True:
-        page = client.search_registered_models(filter_string, max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def _quoted(name: str) -> str:
-    return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _keep_reason(client: MlflowClient, model: RegisteredModel, cutoff_ms: int) -> str | None:
+def _keep_reason(model: RegisteredModel, versions: list[ModelVersion], cutoff_ms: int) -> str | None:
     if model.aliases:
         return "has an alias"
     if str(model.tags.get("keep", "")).lower() == "true":
         return "keep=true"
     if (model.last_updated_timestamp or 0) >= cutoff_ms:
         return "updated recently"
-    for version in iter_model_versions(client, f"name = {_quoted(model.name)}"):
+    for version in versions:
         if version.current_stage in LIVE_STAGES:
             return f"a version in {version.current_stage}"
         if (version.last_updated_timestamp or 0) >= cutoff_ms:
@@ -74,9 +60,12 @@ def prune_unused_models(
     those ``filter_string`` (MLflow's registered-model search syntax) selects."""
     cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
     result = ModelPrune()
+    versions: dict[str, list[ModelVersion]] = defaultdict(list)
+    for version in iter_model_versions(client):  # one paged read, not one search per model
+        versions[version.name].append(version)
     for model in iter_registered_models(client, filter_string):
         result.examined += 1
-        reason = _keep_reason(client, model, cutoff)
+        reason = _keep_reason(model, versions[model.name], cutoff)
         if reason:
             result.keep(reason)
         else:

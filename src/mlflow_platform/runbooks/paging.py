@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from mlflow import MlflowClient
 from mlflow.entities import Experiment, Run, ViewType
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
 PAGE_SIZE = 1000
 
@@ -39,6 +39,16 @@ def iter_model_versions(client: MlflowClient, filter_string: str = "", page_size
     token = None
     while True:
         page = client.search_model_versions(filter_string or None, max_results=page_size, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def iter_registered_models(client: MlflowClient, filter_string: str | None = None) -> Iterator[RegisteredModel]:
+    token = None
+    while True:
+        page = client.search_registered_models(filter_string, max_results=1000, page_token=token)
         yield from page
         token = page.token
         if not token:
