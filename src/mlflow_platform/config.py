@@ -145,8 +145,8 @@ class ServerConfig(_Section):
         10,
         ge=0,
         le=300,
-        description="Cache users, roles and grants per worker: a revoked grant stops working within this "
-        "(at once on the worker that revoked it); 0 asks the auth database on every request.",
+        description="Cache role and grant lookups per worker (never the user record): a revoked grant stops "
+        "working within this (at once on the worker that revoked it); 0 asks the auth database on every request.",
     )
     metric_history_page_size: int = Field(
         25000,

@@ -49,6 +49,15 @@ UNCACHED = {
     "list_user_roles",
     "list_user_roles_for_workspace",
 }
+#: Public methods that are not reads yet change nothing a read answers: the password check, schema setup.
+NOT_WRITES = {"authenticate_user", "init_db"}
+
+
+def is_write(name: str) -> bool:
+    """An auth-store method that may change what a read answers (a grant, a revoke, a new user)."""
+    return not name.startswith("_") and not name.startswith(READS) and name not in NOT_WRITES
+
+
 #: Entries per worker: the arguments come from requests, so the cache is bounded.
 MAX_ENTRIES = 20_000
 TTL_ENV = "MLFLOW_PLATFORM_PERMISSION_CACHE_TTL"
@@ -143,8 +152,10 @@ def install(store: Any, ttl: float, record: Callable[[str], None] | None = None)
     cache = Cache(ttl, record=record)
     for name in dir(type(store)):
         method = getattr(store, name)
-        if name.startswith("_") or name in UNCACHED or not callable(method):
+        if not callable(method):
             continue
-        wrapped = _reader(cache, name, method) if name.startswith(READS) else _writer(cache, method)
-        setattr(store, name, wrapped)
+        if is_write(name):
+            setattr(store, name, _writer(cache, method))
+        elif not name.startswith("_") and name not in UNCACHED:
+            setattr(store, name, _reader(cache, name, method))
     return cache

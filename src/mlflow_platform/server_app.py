@@ -34,7 +34,7 @@ def create_app() -> WSGIApp:
         from mlflow.server.auth import create_app as create_auth_app
         from mlflow.server.fastapi_app import create_fastapi_app
 
-    from . import history_pages, request_guards, sso
+    from . import auth_lookups, history_pages, request_guards, sso
     from .edge import Edge
     from .observability import WORKER_THREADS_ENV, metered
     from .routes import RouteTable
@@ -43,6 +43,7 @@ def create_app() -> WSGIApp:
     if not hasattr(authenticated, "url_map"):
         raise RuntimeError("MLflow composed its FastAPI app itself (uvicorn): run the server under gunicorn")
     _cache_auth_reads()
+    auth_lookups.install()
     request_guards.install(authenticated)
     fastapi_app = create_fastapi_app(authenticated)
     add_fastapi_permission_middleware(fastapi_app)
