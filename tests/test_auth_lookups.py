@@ -18,27 +18,33 @@ from flask import Flask
 from mlflow_platform import auth_lookups
 
 
-def _auth_source() -> str:
-    """The pinned MLflow's auth module, read from its file (importing it starts half of MLflow)."""
-    return Path(importlib.metadata.distribution("mlflow").locate_file("mlflow/server/auth/__init__.py")).read_text()
+def _source(path: str = "mlflow/server/auth/__init__.py") -> str:
+    """A file of the pinned MLflow, read as text (importing its auth module starts half of MLflow)."""
+    return Path(importlib.metadata.distribution("mlflow").locate_file(path)).read_text()
 
 
 def _functions(source: str, names) -> dict[str, str]:
-    return {
-        node.name: ast.get_source_segment(source, node) or ""
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names
-    }
+    """The text of each named function: ``name`` at the top level, ``Class.name`` for a method."""
+    found = {}
+    for node in ast.parse(source).body:
+        members = node.body if isinstance(node, ast.ClassDef) else [node]
+        prefix = f"{node.name}." if isinstance(node, ast.ClassDef) else ""
+        for member in members:
+            if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)) and prefix + member.name in names:
+                found[prefix + member.name] = ast.get_source_segment(source, member) or ""
+    return found
 
 
-def test_every_function_whose_reads_are_narrowed_is_the_one_read() -> None:
-    functions = _functions(_auth_source(), auth_lookups.PINNED)
+@pytest.mark.parametrize("path", sorted(auth_lookups.PINNED))
+def test_every_function_the_lean_reads_stand_in_for_is_the_one_read(path: str) -> None:
+    pinned = auth_lookups.PINNED[path]
+    functions = _functions(_source(path), pinned)
     changed = [
         name
-        for name, pinned in auth_lookups.PINNED.items()
-        if hashlib.sha256(functions.get(name, "").encode()).hexdigest()[:16] != pinned
+        for name, fingerprint in pinned.items()
+        if hashlib.sha256(functions.get(name, "").encode()).hexdigest()[:16] != fingerprint
     ]
-    assert not changed, f"MLflow changed {changed}: read them against auth_lookups.py, then update PINNED"
+    assert not changed, f"MLflow changed {changed} in {path}: read them against auth_lookups.py, then update PINNED"
 
 
 def test_no_new_caller_reads_a_narrowed_answer() -> None:
@@ -51,9 +57,10 @@ def test_no_new_caller_reads_a_narrowed_answer() -> None:
             inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
             walk(child, inner)
 
-    walk(ast.parse(_auth_source()), "<module>")
+    walk(ast.parse(_source()), "<module>")
     assert sites == auth_lookups.CALL_SITES
-    assert set().union(*auth_lookups.CALL_SITES.values()) - {"<module>"} <= set(auth_lookups.PINNED)
+    callers = set().union(*auth_lookups.CALL_SITES.values()) - {"<module>"}
+    assert callers <= set(auth_lookups.PINNED["mlflow/server/auth/__init__.py"])
 
 
 # -- the lean stores, on MLflow's SQLite store ---------------------------------------------------------
@@ -221,3 +228,8 @@ def test_the_user_row_is_mlflows_user(tmp_path) -> None:
     with pytest.raises(MlflowException) as missing:
         lean("nobody")
     assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    with store.engine.begin() as connection:  # the database fails under the read
+        connection.exec_driver_sql("ALTER TABLE users RENAME TO users_gone")
+    with pytest.raises(MlflowException) as broken:  # MLflow's mapping of it, not a 500's traceback
+        lean("ana")
+    assert broken.value.error_code in ("BAD_REQUEST", "TEMPORARILY_UNAVAILABLE")

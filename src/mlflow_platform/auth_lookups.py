@@ -42,22 +42,45 @@ CALL_SITES = {
         "_request_targets_prompt",
     },
 }
-#: The source fingerprint (sha256 of the function's text, first 16 hex digits) of every MLflow function whose reads this
-#: module narrows or whose body it reorders, in the pinned release.
+#: The source fingerprint (sha256 of the function's text, first 16 hex digits) of every MLflow
+#: function in the pinned release that this module reads for, stands in for or reorders, by file
+#: and qualified name: the callers above, and the store reads, entity conversions and prompt test
+#: whose answers the lean reads reproduce.
 PINNED = {
-    "_get_permission_from_model_version": "46c1f0b70cb28840",
-    "_get_permission_from_prompt_name": "4fd09c6b9c79690f",
-    "_get_registered_model_or_prompt_permission": "e99874109a466f71",
-    "_get_registered_model_permission": "db0cef2a11d461b3",
-    "_get_resource_workspace": "7bdb3f831f1e6188",
-    "_graphql_get_permission_for_model": "c8cd13df2b76cfe1",
-    "_graphql_get_permission_for_run": "d1d1c00bf2ce5aff",
-    "_redact_run_response": "94e93602c11377f1",
-    "_registered_model_or_prompt_target": "b18e4b4a1088fc7b",
-    "_request_targets_prompt": "056ed1001fbe8050",
-    "_run_requirement": "15ece69f2a7fac52",
-    "_withhold_denied_run_model_links": "d921eeba28071da1",
-    "validate_can_read_metric_history_bulk": "1729f499ecbff5c1",
+    "mlflow/server/auth/__init__.py": {
+        "_get_permission_from_model_version": "46c1f0b70cb28840",
+        "_get_permission_from_prompt_name": "4fd09c6b9c79690f",
+        "_get_registered_model_or_prompt_permission": "e99874109a466f71",
+        "_get_registered_model_permission": "db0cef2a11d461b3",
+        "_get_resource_workspace": "7bdb3f831f1e6188",
+        "_graphql_get_permission_for_model": "c8cd13df2b76cfe1",
+        "_graphql_get_permission_for_run": "d1d1c00bf2ce5aff",
+        "_redact_run_response": "94e93602c11377f1",
+        "_registered_model_or_prompt_target": "b18e4b4a1088fc7b",
+        "_request_targets_prompt": "056ed1001fbe8050",
+        "_run_requirement": "15ece69f2a7fac52",
+        "_withhold_denied_run_model_links": "d921eeba28071da1",
+        "validate_can_read_metric_history_bulk": "1729f499ecbff5c1",
+    },
+    "mlflow/store/tracking/sqlalchemy_store.py": {
+        "SqlAlchemyStore._get_run": "e4a2145fa7b63b0b",
+        "SqlAlchemyStore.get_run": "d6f45e778000c160",
+    },
+    "mlflow/store/tracking/dbmodels/models.py": {"SqlRun.to_mlflow_entity": "0f555ce2a3b20994"},
+    "mlflow/store/model_registry/sqlalchemy_store.py": {
+        "SqlAlchemyStore._get_registered_model": "85de242b515a72b7",
+        "SqlAlchemyStore.get_registered_model": "f6c92e790c808b2b",
+    },
+    "mlflow/store/model_registry/dbmodels/models.py": {
+        "SqlRegisteredModel.to_mlflow_entity": "6816807e54f328dc",
+        "SqlRegisteredModelTag.to_mlflow_entity": "9765be7a0f834eac",
+    },
+    "mlflow/entities/model_registry/registered_model.py": {"RegisteredModel._is_prompt": "e124911c2a86fe42"},
+    "mlflow/server/auth/sqlalchemy_store.py": {
+        "SqlAlchemyStore._get_user": "362f5cbb2377d8bd",
+        "SqlAlchemyStore.get_user": "c2ba40f69c41080f",
+    },
+    "mlflow/server/auth/db/models.py": {"SqlUser.to_mlflow_entity": "3fd23bd21e816e10"},
 }
 _REQUEST_USERS = "_platform_auth_users"
 
@@ -146,8 +169,9 @@ def _one(rows: list, kind: str, key: str) -> Any:
 
 
 def _user_row(store: Any) -> Callable[[str], Any]:
-    """MLflow's ``get_user`` as one Core SELECT on the primary, without an ORM session around it: the
-    same row, the same error for a missing user, read fresh on every request."""
+    """MLflow's ``get_user`` as one SELECT of the row's columns, read fresh on every request: the
+    same row, the same error for a missing user, and MLflow's session around it, so a database
+    error answers as MLflow's does (400, or 503 while the database is away), never 500."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
     from mlflow.server.auth.db.models import SqlUser
@@ -157,8 +181,8 @@ def _user_row(store: Any) -> Callable[[str], Any]:
     columns = select(SqlUser.id, SqlUser.username, SqlUser.password_hash, SqlUser.is_admin)
 
     def get_user(username: str) -> User:
-        with store.engine.connect() as connection:
-            row = connection.execute(columns.where(SqlUser.username == username)).first()
+        with store.ManagedSessionMaker() as session:
+            row = session.execute(columns.where(SqlUser.username == username)).first()
         if row is None:
             raise MlflowException(f"User with username={username} not found", RESOURCE_DOES_NOT_EXIST)
         return User(id_=row.id, username=row.username, password_hash=row.password_hash, is_admin=row.is_admin)

@@ -118,3 +118,14 @@ def test_a_model_grant_opens_no_prompt_of_the_same_name(users: dict[str, User], 
     finally:
         admin.send("POST", REVOKE, "search", body=as_model)
         admin.send("POST", REVOKE, "search", body=as_prompt)
+
+
+def test_a_username_the_database_refuses_is_a_client_error(users: dict[str, User], ranking_data: TeamData) -> None:
+    """PostgreSQL refuses a NUL in text: the user lookup answers as MLflow's store does (400), not 500."""
+    grant = {"username": "a\u0000b", "resource_type": "experiment", "resource_id": ranking_data.experiment_id}
+    answer = users["ben"].send("POST", GRANT, "ranking", body={**grant, "permission": "READ"})
+    assert answer.status == 400, f"{answer.status} {answer.text[:200]}"
+    control = users["ben"].send("POST", GRANT, "ranking", body={**grant, "username": "nobody", "permission": "READ"})
+    assert control.status == 404
+    for path in ("/api/2.0/mlflow/users/get?username=a%00b", "/api/3.0/mlflow/users/permissions/list?username=a%00b"):
+        assert users["admin"].send("GET", path).status == 400, path
