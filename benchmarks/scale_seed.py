@@ -231,7 +231,7 @@ def _metrics(conn: psycopg.Connection, size: Size, log: Log) -> None:
             INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
             SELECT format('val_%%s', k), ((i * 31 + k * 17 + s) %% 1000) / 1000.0,
                    1700000000000 + i::bigint * 1000 + s, md5(i::text), s, false
-              FROM generate_series(%(first)s, %(last)s) i, generate_series(0, {METRICS_PER_RUN - 1}) k,
+              FROM generate_series(%(first)s::bigint, %(last)s::bigint) i, generate_series(0, {METRICS_PER_RUN - 1}) k,
                    generate_series(0, %(steps)s - 1) s
             """,
             {"first": first, "last": last, "steps": size.steps},
