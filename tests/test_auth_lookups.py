@@ -1,5 +1,5 @@
 """The narrowed authorization reads (auth_lookups.py) against MLflow's own store on SQLite: the same
-answers as MLflow's full reads, from one or two statements whatever the run or model holds; the
+answers as MLflow's full reads, from one statement whatever the run or model holds; the
 user row once per request and again after a write; the run redactor unchanged in what it strips.
 And the pin: an MLflow release that changes a function whose reads are narrowed fails here."""
 
