@@ -49,6 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "against a loopback server, else skipped) [env MLFLOW_SMOKE_WEBHOOK_HOST].",
     )
     group.addoption(
+        "--grant-wait",
+        type=float,
+        default=float(os.environ.get("MLFLOW_SMOKE_GRANT_WAIT_SECONDS", "15")),
+        help="Seconds a new grant may take to reach every worker: the stack's "
+        "server.permissionCacheTtlSeconds (10 by default) plus a margin [env MLFLOW_SMOKE_GRANT_WAIT_SECONDS].",
+    )
+    group.addoption(
         "--keep-data", action="store_true", help="Leave what the suite created (for debugging) instead of deleting it."
     )
 

@@ -96,6 +96,7 @@ def test_a_second_tuner_changes_nothing_and_says_why(platform, owner) -> None:
         lines: list[str] = []
         prepare(platform.database_uri(), platform.config.database.auth_database, None, None, log=lines.append)
         assert any("tuning: not finished" in line and "another tuner" in line for line in lines), lines
+        first.execute("SELECT pg_advisory_unlock_all()")  # closing alone frees it only when the backend has exited
     apply_tuning(owner, log=lambda _: None)
     assert _valid(owner) == {index.name: True for index in INDEXES}
 
