@@ -111,7 +111,7 @@ def postgres_killed_while_logging(platform: LocalPlatform, *, calls: int = 400) 
     )
 
 
-def s3_killed_during_upload(platform: LocalPlatform, work: Path, *, megabytes: int = 50) -> DrillResult:
+def s3_killed_during_upload(platform: LocalPlatform, work: Path, *, megabytes: int = 200) -> DrillResult:
     """SIGKILL SeaweedFS in the middle of a large log_artifact. The client gets an error, no
     partial object becomes visible, and everything uploaded before reads back identical."""
     no_retries()
@@ -133,7 +133,7 @@ def s3_killed_during_upload(platform: LocalPlatform, work: Path, *, megabytes: i
 
     worker = threading.Thread(target=upload)
     worker.start()
-    time.sleep(0.5)  # the proxy is streaming the body into the object store by now
+    time.sleep(0.3)  # the proxy is streaming the body into the object store by now (50 MB once finished sooner)
     _kill(platform.state.pids.get("s3"))
     worker.join(120)
     heal_seconds = heal(platform)
