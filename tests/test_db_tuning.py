@@ -13,6 +13,7 @@ from mlflow.utils.workspace_context import WorkspaceContext
 from psycopg import errors
 from sqlalchemy import event
 
+from mlflow_platform.database import tuning
 from mlflow_platform.database.connection import connect
 from mlflow_platform.database.schema import prepare
 from mlflow_platform.database.tuning import AUTOVACUUM, HOT_TABLES, INDEXES, apply_tuning, plan_tuning, remove_tuning
@@ -34,16 +35,41 @@ def _valid(conn) -> dict[str, bool]:
     return dict(rows)
 
 
-def test_tuning_is_applied_once_and_then_there_is_nothing_to_do(owner) -> None:
-    # one of ours from an earlier release, no longer listed: dropped (a changed definition takes a new name)
+def test_tuning_is_applied_once_and_then_there_is_nothing_to_do(owner, monkeypatch) -> None:
+    # one the platform shipped and retired (a changed definition takes a new name): dropped
+    monkeypatch.setattr(tuning, "RETIRED", ("mlflow_platform_retired",))
     owner.execute("CREATE INDEX IF NOT EXISTS mlflow_platform_retired ON runs (name)")
-    assert "drop index mlflow_platform_retired concurrently (no longer one of the platform's)" in plan_tuning(owner)
+    # one a DBA named like ours but the platform never shipped: not the platform's to drop
+    owner.execute("CREATE INDEX IF NOT EXISTS mlflow_platform_dba_hotfix ON runs (user_id)")
+    try:
+        assert "drop index mlflow_platform_retired concurrently (retired)" in plan_tuning(owner)
+        assert not any("hotfix" in action for action in plan_tuning(owner))
+        apply_tuning(owner, log=lambda _: None)
+        assert _valid(owner) == {index.name: True for index in INDEXES} | {"mlflow_platform_dba_hotfix": True}
+        assert plan_tuning(owner) == []
+        for table in HOT_TABLES:
+            options = owner.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (table,)).fetchone()[0]
+            assert {f"{k}={v}" for k, v in AUTOVACUUM.items()} <= set(options)
+        assert "mlflow_platform_dba_hotfix" not in remove_tuning(owner)
+        assert _valid(owner) == {"mlflow_platform_dba_hotfix": True}
+    finally:
+        owner.execute("DROP INDEX IF EXISTS mlflow_platform_dba_hotfix")
+        apply_tuning(owner, log=lambda _: None)
+
+
+def test_a_dbas_own_autovacuum_setting_for_a_table_is_kept(owner) -> None:
+    """A DBA who tuned one table's autovacuum differently must not find it reset on every deploy."""
     apply_tuning(owner, log=lambda _: None)
-    assert _valid(owner) == {index.name: True for index in INDEXES}
-    assert plan_tuning(owner) == []
-    for table in HOT_TABLES:
-        options = owner.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (table,)).fetchone()[0]
-        assert {f"{k}={v}" for k, v in AUTOVACUUM.items()} <= set(options)
+    owner.execute("ALTER TABLE metrics SET (autovacuum_vacuum_scale_factor = 0.002)")
+    owner.execute("ALTER TABLE params RESET (autovacuum_analyze_scale_factor)")
+    try:
+        assert plan_tuning(owner) == ["set autovacuum on params: autovacuum_analyze_scale_factor = 0.01"]
+        apply_tuning(owner, log=lambda _: None)
+        metrics = owner.execute("SELECT reloptions FROM pg_class WHERE relname = 'metrics'").fetchone()[0]
+        assert "autovacuum_vacuum_scale_factor=0.002" in metrics
+        assert plan_tuning(owner) == []
+    finally:
+        owner.execute("ALTER TABLE metrics SET (autovacuum_vacuum_scale_factor = 0.01)")
 
 
 def test_an_interrupted_concurrent_build_is_dropped_and_built_again(owner, mlflow_client) -> None:
@@ -215,3 +241,151 @@ def test_the_planner_can_use_each_index_for_the_query_mlflow_sends(platform, mlf
     finally:
         store.engine.dispose()
         _script(owner, _CLEAN)
+
+
+def _writer_in_a_transaction(uri: str):
+    """A writer's open transaction on runs: CREATE INDEX CONCURRENTLY waits for it to end."""
+    blocker = connect(uri)
+    blocker.autocommit = False
+    blocker.execute("LOCK TABLE runs IN ROW EXCLUSIVE MODE")
+    return blocker
+
+
+def test_index_builds_stop_at_the_budget(platform, owner) -> None:
+    """The deploy's migration Job has a deadline; a build that waits on a long transaction (or
+    indexes a huge table) must give up before it, not be killed with the pod."""
+    apply_tuning(owner, log=lambda _: None)
+    owner.execute(f"DROP INDEX {INDEXES[0].name}")
+    blocker = _writer_in_a_transaction(platform.database_uri())
+    lines: list[str] = []
+    started = time.monotonic()
+    try:
+        with pytest.raises(RunbookError, match=f"{INDEXES[0].name}: canceling statement due to statement timeout"):
+            apply_tuning(owner, log=lines.append, budget=2)
+        assert time.monotonic() - started < 15
+        assert any("its invalid index is left to the next tuning" in line for line in lines), lines
+        # the migration step logs it and goes on: a deploy does not fail over an index
+        prepare(
+            platform.database_uri(),
+            platform.config.database.auth_database,
+            None,
+            None,
+            log=lines.append,
+            index_budget=1,
+        )
+        assert any(line.startswith("tuning: not finished (1 of 5 indexes not built") for line in lines), lines
+    finally:
+        blocker.rollback()
+        blocker.close()
+    apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner) == {index.name: True for index in INDEXES}
+
+
+def test_one_index_that_fails_does_not_stop_the_others(owner, monkeypatch) -> None:
+    apply_tuning(owner, log=lambda _: None)
+    broken = tuning.Index("mlflow_platform_broken", "runs", "(no_such_column)", "a definition MLflow outgrew")
+    monkeypatch.setattr(tuning, "INDEXES", (broken, *INDEXES))
+    owner.execute(f"DROP INDEX {INDEXES[-1].name}")
+    owner.execute("ALTER TABLE tags RESET (autovacuum_vacuum_scale_factor)")
+    with pytest.raises(RunbookError, match='1 of 6 indexes not built .mlflow_platform_broken: column "no_such_column"'):
+        apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner) == {index.name: True for index in INDEXES}
+    assert (
+        "autovacuum_vacuum_scale_factor=0.01"
+        in owner.execute("SELECT reloptions FROM pg_class WHERE relname = 'tags'").fetchone()[0]
+    )
+
+
+_TUNER = """
+import sys
+from mlflow_platform.database.connection import connect
+from mlflow_platform.database.tuning import apply_tuning
+with connect(sys.argv[1]) as conn:
+    apply_tuning(conn)
+"""
+
+
+def test_a_killed_tuner_does_not_leave_its_build_and_lock_behind(platform, owner) -> None:
+    """The migration Job's pod killed mid-build (deadline, eviction, a cancelled deploy): PostgreSQL
+    notices a vanished client only when it next writes to it, so without a client check the build
+    runs on and holds the one-tuner lock, and every later deploy's tuning is refused."""
+    import subprocess
+    import sys
+
+    apply_tuning(owner, log=lambda _: None)
+    name = INDEXES[0].name
+    owner.execute(f"DROP INDEX {name}")
+    blocker = _writer_in_a_transaction(platform.database_uri())
+    tuner = subprocess.Popen([sys.executable, "-c", _TUNER, platform.database_uri()], stdout=subprocess.DEVNULL)
+    try:
+        assert _wait(lambda: tuning._building(owner, name) is not None), "the build never started"
+        tuner.kill()
+        tuner.wait()
+        assert _wait(lambda: tuning._building(owner, name) is None, timeout=30), "the build outlived its client"
+        assert owner.execute(tuning._LOCK).fetchone()[0], "the one-tuner lock outlived its client"
+        owner.execute(tuning._UNLOCK)
+    finally:
+        tuner.kill()
+        blocker.rollback()
+        blocker.close()
+    apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner) == {index.name: True for index in INDEXES}
+
+
+def test_a_schema_upgrade_ends_index_builds_and_keeps_tuners_out(platform, owner) -> None:
+    """A migration's ALTER TABLE waits behind a concurrent build (its ShareUpdateExclusive lock) for
+    as long as the build takes, with every writer stopped; the upgrade ends the build first and
+    holds the one-tuner lock until it is done. (The tracking stamp is moved one revision back, as
+    if the image were newer; the stand-in migration puts it back.)"""
+    from mlflow_platform.database.revisions import _scripts, image_head
+    from mlflow_platform.database.upgrade import StoppedByOperator, coordinated_upgrade
+
+    apply_tuning(owner, log=lambda _: None)
+    name, uri, head = INDEXES[0].name, platform.database_uri(), image_head("tracking")
+    owner.execute(f"DROP INDEX {name}")
+    blocker = _writer_in_a_transaction(uri)
+    ended: list[Exception] = []
+    builder = threading.Thread(target=lambda: _tune_catching(uri, ended))
+    builder.start()
+    seen: dict[str, object] = {}
+
+    def migrate(*_):
+        with connect(uri) as other:
+            seen["build"] = tuning._building(other, name)
+            seen["lock free"] = other.execute(tuning._LOCK).fetchone()[0]
+        owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
+
+    class NoBackup:
+        def take(self, *_):
+            return ["(none)"]
+
+        def restore_command(self, taken):
+            return ""
+
+    try:
+        assert _wait(lambda: tuning._building(owner, name) is not None), "the build never started"
+        owner.execute(
+            "UPDATE alembic_version SET version_num = %s", (_scripts("tracking").get_revision(head).down_revision,)
+        )
+        lines: list[str] = []
+        coordinated_upgrade(uri, None, StoppedByOperator(), NoBackup(), log=lines.append, migrate=migrate)
+    finally:
+        owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
+        blocker.rollback()
+        blocker.close()
+        builder.join(timeout=60)
+    assert seen == {"build": None, "lock free": False}
+    assert any("ended 1 session(s)" in line for line in lines), lines
+    assert ended and "the tuner's session ended while building" in str(ended[0])
+    assert owner.execute(tuning._LOCK).fetchone()[0]  # released when the upgrade was over
+    owner.execute(tuning._UNLOCK)
+    apply_tuning(owner, log=lambda _: None)
+    assert _valid(owner) == {index.name: True for index in INDEXES}
+
+
+def _tune_catching(uri: str, errors_seen: list[Exception]) -> None:
+    try:
+        with connect(uri) as conn:
+            apply_tuning(conn, log=lambda _: None)
+    except Exception as exc:  # the session the upgrade ends
+        errors_seen.append(exc)

@@ -226,3 +226,48 @@ def test_a_restore_to_an_unreachable_server_is_one_line(dumps: dict[str, Path]) 
         "postgresql+psycopg://x@127.0.0.1:1/x",
     )
     assert result.exit_code == 1 and "db restore: cannot reach the database" in result.output, result.output
+
+
+def test_a_restore_that_fails_halfway_leaves_the_live_database_as_it_was(source: dict, tmp_path: Path) -> None:
+    """A dump whose data is cut short (a full disk, a copy interrupted) still lists fine, so it
+    passes the check that comes first; its pg_restore fails midway. The live database was dropped
+    before that, and lost; now the dump is restored beside it and swapped in only when complete."""
+    from mlflow_platform.database.backup import backup_to_file, restore_database, restoring_name
+    from mlflow_platform.database.connection import connect, with_database
+    from mlflow_platform.errors import RunbookError
+
+    name = f"live_{uuid.uuid4().hex[:8]}"
+    with connect(source["uri"]) as owner:
+        owner.execute(f'CREATE DATABASE "{name}"')
+    live = with_database(source["uri"], name)
+    try:
+        with connect(live) as conn:
+            conn.execute("CREATE TABLE kept AS SELECT i, md5(i::text) AS h FROM generate_series(1, 200000) AS i")
+        dump = backup_to_file(live, tmp_path)
+        cut = tmp_path / "cut" / dump.name
+        cut.parent.mkdir()
+        cut.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+        with connect(live) as conn:
+            conn.execute("DELETE FROM kept WHERE i > 100")  # the live state, which must survive
+        with pytest.raises(RunbookError, match=f"failed, {name} is unchanged"):
+            restore_database(source["uri"], cut)
+        with connect(live) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (100,)
+        with connect(source["uri"]) as owner:
+            found = owner.execute("SELECT 1 FROM pg_database WHERE datname = %s", (restoring_name(name),)).fetchone()
+            assert found is None, "the half-restored copy was left behind"
+        assert restore_database(source["uri"], dump) == name  # the whole dump replaces it
+        with connect(live) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (200000,)
+    finally:
+        with connect(source["uri"]) as owner:
+            for database in (name, restoring_name(name)):
+                owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_a_restore_names_its_side_database_within_postgres_limit() -> None:
+    from mlflow_platform.database.backup import restoring_name
+
+    assert restoring_name("mlflow") == "mlflow_restoring"
+    long = "é" * 40  # 80 bytes: PostgreSQL would cut it at 63, mid-character
+    assert len(restoring_name(long).encode()) <= 63 and restoring_name(long).endswith("_restoring")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 from pathlib import Path
 
@@ -91,6 +92,22 @@ def test_migration_runs_as_the_owner_and_grants_the_app_role(prod) -> None:
     assert by_name["PGPASSWORD"] == DB_OWNER_PASSWORD
     assert by_name[APP_DB_PASSWORD_ENV] == DB_PASSWORD
     assert DB_OWNER_PASSWORD not in render_server(prod, ENDPOINTS).secret_refs
+
+
+def test_the_migrations_index_builds_end_well_before_its_job_is_killed(prod) -> None:
+    """A build still running at the Job's activeDeadlineSeconds dies with the pod (and fails the
+    deploy); the budget leaves the deadline's last 20 minutes to the snapshot and migrations."""
+    from typer.testing import CliRunner
+
+    from mlflow_platform.cli import app
+    from mlflow_platform.infra.components.tracking_server import JOB_DEADLINE_SECONDS
+
+    argv = render_migration(prod, ENDPOINTS).argv
+    budget = float(option(argv, "--index-build-budget"))
+    assert 0 < budget <= JOB_DEADLINE_SECONDS - 20 * 60
+    unreachable = [re.sub(r"@[^/]+/", "@127.0.0.1:1/", a) for a in argv[1:]]
+    result = CliRunner().invoke(app, unreachable, env={"PGPASSWORD": "x"}, terminal_width=200)
+    assert result.exit_code == 1 and "database preparation failed" in result.output, result.output  # not a usage error
 
 
 def test_gunicorn_is_the_server_with_tuned_options(prod) -> None:

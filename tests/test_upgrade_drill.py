@@ -674,6 +674,14 @@ def test_db_restore_puts_both_databases_back_from_an_rds_snapshot(
         )
         alias = CliRunner().invoke(app, ["db-restore", *args[2:], "--dry-run"])  # the old spelling, hidden
         assert alias.exit_code == 0 and alias.output == dry.output
+        writer = platform._postgres(platform.state.ports).connect("snaptest")  # another role: a server left running
+        try:
+            refused = CliRunner().invoke(app, args, terminal_width=200)
+        finally:
+            writer.close()
+        assert refused.exit_code == 1 and "writers are still connected: 1 session(s) of postgres" in refused.output
+        assert [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]] == ["mlflow-prod"]
+        assert _rows(live, "snaptest") == ["written after the snapshot"]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         instances = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]

@@ -345,6 +345,13 @@ class ClusterWriters:
         return tuple(args)
 
 
+#: The migration Job's activeDeadlineSeconds: past it Kubernetes kills the pod and the deploy fails.
+MIGRATION_DEADLINE_SECONDS = 3600
+#: How long the Job's index builds may take in all (``tuning``): the rest of the deadline is for
+#: the snapshot and MLflow's migrations. A build cut short is logged, and `db tune` finishes it.
+INDEX_BUILD_BUDGET_SECONDS = 2400
+
+
 def render_migration(config: StackConfig, endpoints: Endpoints, writers: ClusterWriters | None = None) -> ServerSpec:
     """The pre-rollout schema step, as the schema owner: create the auth database if missing,
     upgrade both schemas (coordinated when the schema changes: ``writers`` stopped and the RDS
@@ -360,6 +367,8 @@ def render_migration(config: StackConfig, endpoints: Endpoints, writers: Cluster
         d.auth_database,
         "--app-role",
         d.app_username,
+        "--index-build-budget",
+        str(INDEX_BUILD_BUDGET_SECONDS),
         *(writers.argv() if writers else ()),
     )
     env = (

@@ -81,8 +81,13 @@ def prepare_command(
     rds_instance: Annotated[
         str | None, typer.Option(help="With --namespace: snapshot this RDS instance before a schema change.")
     ] = None,
+    index_build_budget: Annotated[
+        float | None,
+        typer.Option(min=1, help="Seconds all index builds may take; one still running then is cancelled."),
+    ] = None,
 ) -> None:
-    """Create the auth database if missing, upgrade both schemas, then grant the server's role.
+    """Create the auth database if missing, upgrade both schemas, grant the server's role, then
+    ensure the platform's indexes (`db tune`).
 
     With --namespace and --rds-instance a schema change is coordinated: the writers are stopped, the
     instance is snapshotted, both schemas are migrated and verified; the new version's rollout and
@@ -107,7 +112,15 @@ def prepare_command(
 
     password = os.environ.get(APP_DB_PASSWORD_ENV)
     try:
-        prepare(backend_store_uri, auth_database, app_role, password, log=out.print, coordinate=coordinate)
+        prepare(
+            backend_store_uri,
+            auth_database,
+            app_role,
+            password,
+            log=out.print,
+            coordinate=coordinate,
+            index_budget=index_build_budget,
+        )
     except UpgradeError as exc:
         raise fail(f"database preparation refused: {exc}") from None
     except Exception as exc:  # a Job's log is all on-call sees: say what failed, plainly
@@ -318,10 +331,10 @@ def restore_command(
 
 
 def _restore_dump(uri: str, backup: Path, local: bool, dry_run: bool) -> None:
-    from ..database.backup import dump_database_name, restore_database
+    from ..database.backup import dump_database_name, restore_database, restoring_name
 
     target = dump_database_name(backup)
-    actions = [f"drop and re-create database {target}", f"pg_restore {backup}"]
+    actions = [f"pg_restore {backup} into {restoring_name(target)}", f"when complete, replace {target} with it"]
     print_actions("db restore", (["stop the local tracking server"] if local else []) + actions, dry_run)
     if dry_run:
         return
@@ -343,7 +356,7 @@ def _restore_snapshot(
 ) -> None:
     from sqlalchemy.engine import make_url
 
-    from ..database.backup import restore_from_snapshot
+    from ..database.backup import restore_from_snapshot, restoring_name
 
     if not instance:
         raise fail("--snapshot needs --rds-instance: the instance whose databases it replaces")
@@ -355,7 +368,7 @@ def _restore_snapshot(
         tunnel = (host, int(port))
     databases = [make_url(uri).database, auth_database]
     actions = [f"restore {snapshot} to a temporary instance beside {instance}"]
-    actions += [f"drop and re-create database {d} on {instance}, then copy it from the snapshot" for d in databases]
+    actions += [f"copy {d} from it into {restoring_name(d)} on {instance}, then replace {d} with it" for d in databases]
     actions += ["delete the temporary instance"]
     print_actions("db restore", actions, dry_run)
     if dry_run:

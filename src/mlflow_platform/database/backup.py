@@ -13,6 +13,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,18 +115,64 @@ def drop_database(admin: psycopg.Connection, name: str) -> None:
 
 def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
     """Replace a database with a pg_dump backup (its server's writers must be stopped); returns the
-    database restored. The dump's own name says which database it holds, unless ``database`` is given."""
+    database restored. The dump's own name says which database it holds, unless ``database`` is given.
+
+    The dump is restored beside the live database first (``<database>_restoring``), which is
+    dropped and replaced only once pg_restore has succeeded: a dump that fails halfway (a full
+    disk, a truncated file) leaves the live database as it was."""
     if not dump.is_file():
         raise RunbookError(f"no backup at {dump}")
     target = database or dump_database_name(dump)
-    dumped_database(dump)  # an unreadable file is refused before the database is dropped
+    dumped_database(dump)  # an unreadable file is refused before anything is created
+    refuse_connected_writers(uri, [target])
+    side = restoring_name(target)
     with connect(uri, "postgres") as admin:
-        drop_database(admin, target)
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
-    result = pg_restore(uri, target, dump)
-    if result.returncode != 0:
-        raise RunbookError(f"pg_restore of {dump} into {target} failed: {result.stderr.strip()[:300]}")
+        drop_database(admin, side)  # an earlier attempt's leftovers
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(side)))
+    result = pg_restore(uri, side, dump)
+    with connect(uri, "postgres") as admin:
+        if result.returncode != 0:
+            drop_database(admin, side)
+            raise RunbookError(f"pg_restore of {dump} failed, {target} is unchanged: {result.stderr.strip()[:300]}")
+        try:
+            drop_database(admin, target)
+        except RunbookError:
+            drop_database(admin, side)
+            raise
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(side), sql.Identifier(target)))
+    _create_statement_statistics(uri, target)
     return target
+
+
+def refuse_connected_writers(uri: str, databases: list[str]) -> None:
+    """A restore replaces the databases: sessions of other roles on them (the tracking server's
+    role, a runbook's) are writers still running, whose writes would be lost or land in the wrong
+    copy. Refused before anything is done; this role's own sessions are ended by the drop."""
+    with connect(uri, "postgres") as admin:
+        rows = admin.execute(
+            "SELECT datname, usename, coalesce(nullif(application_name, ''), '?'), count(*) FROM pg_stat_activity "
+            "WHERE datname = ANY(%s) AND usename <> current_user AND backend_type = 'client backend' "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            (databases,),
+        ).fetchall()
+    if rows:
+        held = ", ".join(f"{n} session(s) of {user} ({app}) on {db}" for db, user, app, n in rows)
+        raise RunbookError(f"writers are still connected: {held}; stop them first (nothing was changed)")
+
+
+def restoring_name(database: str) -> str:
+    """Where a restore of ``database`` is built (PostgreSQL names are at most 63 bytes)."""
+    suffix = "_restoring"
+    return database.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
+
+
+def _create_statement_statistics(uri: str, database: str) -> None:
+    """The dump leaves out the superuser-only extensions; put them back where this role may
+    (`db report` reads pg_stat_statements). Elsewhere the next deploy's migration step does."""
+    with connect(uri, database) as conn:
+        for name in SUPERUSER_EXTENSIONS:
+            with suppress(psycopg.Error):
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
 
 
 def snapshot_name(instance: str, from_version: str, to_version: str, now: datetime | None = None) -> str:
@@ -202,6 +249,7 @@ def restore_from_snapshot(
     from it and pg_restore it over the live one, then delete the temporary instance. ``endpoint``
     reaches the temporary instance through a tunnel instead of its RDS address. The writers must
     be stopped (a failed upgrade leaves them stopped)."""
+    refuse_connected_writers(owner_uri, databases)  # before a temporary instance is paid for
     rds = _rds()
     try:
         side = _restore_side_instance(rds, snapshot, instance, log)

@@ -118,9 +118,11 @@ def prepare(
     app_password: str | None,
     log: Log = print,
     coordinate: Callable[[str, str], object] | None = None,
+    index_budget: float | None = None,
 ) -> None:
     """The whole migration step; safe to re-run. A schema change runs only through ``coordinate``
-    (writers stopped, backup first); without it, a database behind the image is refused."""
+    (writers stopped, backup first); without it, a database behind the image is refused. Index
+    builds stop after ``index_budget`` seconds (a Job's deadline must not cut the step short)."""
     created = ensure_database(owner_uri, auth_database)
     log(f"auth database {auth_database}: {'created' if created else 'exists'}")
     writers_stopped = False
@@ -135,10 +137,10 @@ def prepare(
     log("auth schema: up to date")
     if app_role:
         _grant_app_role(owner_uri, auth_database, app_role, app_password, log)
-    tune(owner_uri, log, build=not writers_stopped)
+    tune(owner_uri, log, build=not writers_stopped, budget=index_budget)
 
 
-def tune(owner_uri: str, log: Log, *, build: bool = True) -> None:
+def tune(owner_uri: str, log: Log, *, build: bool = True, budget: float | None = None) -> None:
     """The platform's indexes and autovacuum settings (``tuning``), after MLflow's migrations so
     one a migration dropped comes back; and pg_stat_statements for `db report` where the owner may
     create it (RDS's master user may; elsewhere the report says how).
@@ -148,11 +150,12 @@ def tune(owner_uri: str, log: Log, *, build: bool = True) -> None:
     next deploy does it. No index is built while a schema change keeps the writers stopped."""
     try:
         with connect(owner_uri) as conn:
-            done = apply_tuning(conn, log=log, build=build)
+            done = apply_tuning(conn, log=log, build=build, budget=budget)
             log(f"tuning: {'; '.join(done) if done else 'in place'}")
-            _statement_statistics(conn, log)
     except (psycopg.Error, RunbookError) as exc:
         log(f"tuning: not finished ({str(exc).strip().splitlines()[0]}); run `mlflow-platform db tune` later")
+    with connect(owner_uri) as conn:
+        _statement_statistics(conn, log)
 
 
 def _statement_statistics(conn: psycopg.Connection, log: Log) -> None:

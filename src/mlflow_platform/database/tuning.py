@@ -6,9 +6,9 @@ and after. They carry the ``mlflow_platform_`` prefix so nobody mistakes them fo
 built ``CONCURRENTLY`` (writers keep writing while a large table is indexed), and are ensured by
 the migration step after MLflow's own migrations on every deploy: one a migration dropped comes
 back; an interrupted build (left INVALID) is dropped and built again, unless its build is still
-running; one of ours that is no longer listed here is dropped (a changed definition takes a new
-name). One tuner at a time (an advisory lock). The upgrade drill proves they survive MLflow's
-migrations from 2.18 and 3.10.
+running; a retired one (``RETIRED``) is dropped. One tuner at a time (an advisory lock), whose
+builds a deploy bounds in time, a killed client cancels, and a schema upgrade ends
+(``tuners_stopped``). The upgrade drill proves they survive MLflow's migrations from 2.18 and 3.10.
 
 Not kept: a covering index on metrics (run_uuid, key, step, timestamp, value, is_nan) for the
 sampled charts. At 101M metric rows it took 9.2 GB and made a 1M-step history read 10% faster
@@ -21,8 +21,9 @@ only after inserts of 20% of the table. The hot tables get 1%.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import psycopg
@@ -99,12 +100,22 @@ Log = Callable[[str], None]
 
 #: One tuner at a time per database (a deploy's migration step, an operator's `db tune`): a second
 #: one would take the first one's half-built index for an interrupted build and drop it.
-_LOCK = "SELECT pg_try_advisory_lock(hashtext('mlflow_platform.tuning'))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtext('mlflow_platform.tuning'))"
+_LOCK_KEY = "hashtext('mlflow_platform.tuning')"
+_LOCK = f"SELECT pg_try_advisory_lock({_LOCK_KEY})"
+_UNLOCK = f"SELECT pg_advisory_unlock({_LOCK_KEY})"
+#: A tuner's session names itself so that a schema upgrade can find and end it.
+TUNER = "mlflow-platform tuning"
 #: ALTER TABLE and DROP INDEX wait for no one longer than this (a long autovacuum holds the lock
-#: ALTER TABLE needs); CREATE INDEX CONCURRENTLY is not bounded: it waits for older transactions
-#: by design, and an interrupted build only leaves an invalid index to build again.
+#: ALTER TABLE needs). CREATE INDEX CONCURRENTLY waits for older transactions by design: it is
+#: bounded by the caller's ``budget`` (the deploy's Job has a deadline), not by this.
 LOCK_TIMEOUT = "5s"
+#: PostgreSQL notices a client that went away (a killed Job pod) only when it next talks to it, so
+#: a build would run on for hours holding the one-tuner lock. With this set (PostgreSQL 14+) the
+#: backend checks the socket while it works and cancels the build within this long.
+CLIENT_CHECK = "5s"
+#: Names the platform once shipped and retired (a changed definition takes a new name; the old
+#: name goes here). Only these are dropped: any other ``mlflow_platform_*`` index is somebody's own.
+RETIRED: tuple[str, ...] = ()
 
 
 def _existing(conn: psycopg.Connection) -> dict[str, bool]:
@@ -128,8 +139,9 @@ def _building(conn: psycopg.Connection, name: str) -> int | None:
 
 def plan_tuning(conn: psycopg.Connection) -> list[str]:
     """What ``apply_tuning`` would do, in words (the dry run)."""
+    actions = [f"set autovacuum on {table}: {_settings_text(missing)}" for table, missing in _untuned(conn).items()]
     existing = _existing(conn)
-    actions = []
+    actions += [f"drop index {name} concurrently (retired)" for name in _retired(existing)]
     for index in INDEXES:
         if existing.get(index.name) is False:
             pid = _building(conn, index.name)
@@ -140,21 +152,23 @@ def plan_tuning(conn: psycopg.Connection) -> list[str]:
             )
         elif index.name not in existing:
             actions.append(f"create index {index.name} on {index.table} concurrently")
-    for name in _retired(existing):
-        actions.append(f"drop index {name} concurrently (no longer one of the platform's)")
-    for table in _untuned_tables(conn):
-        actions.append(f"set autovacuum on {table} to 1% ({', '.join(AUTOVACUUM)})")
     return actions
 
 
 def _retired(existing: dict[str, bool]) -> list[str]:
-    """Ours by name but no longer in INDEXES: dropped, so that a definition that changes does so
-    under a new name (``IF NOT EXISTS`` would keep the old one forever)."""
-    return sorted(set(existing) - {index.name for index in INDEXES})
+    return sorted(set(existing) & set(RETIRED))
 
 
-def _untuned_tables(conn: psycopg.Connection) -> list[str]:
-    return [table for table in HOT_TABLES if _autovacuum(conn, table) != AUTOVACUUM]
+def _untuned(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
+    """Per hot table, the autovacuum settings it lacks. A value someone set differently (a DBA's
+    own choice for that table) is kept: only a missing one is set."""
+    found = {table: _autovacuum(conn, table) for table in HOT_TABLES}
+    missing = {table: {k: v for k, v in AUTOVACUUM.items() if k not in have} for table, have in found.items()}
+    return {table: settings for table, settings in missing.items() if settings}
+
+
+def _settings_text(settings: dict[str, str]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in settings.items())
 
 
 def _autovacuum(conn: psycopg.Connection, table: str) -> dict[str, str]:
@@ -165,57 +179,146 @@ def _autovacuum(conn: psycopg.Connection, table: str) -> dict[str, str]:
 
 @contextmanager
 def _one_tuner(conn: psycopg.Connection) -> Iterator[None]:
-    if not conn.execute(_LOCK).fetchone()[0]:
-        raise RunbookError(
-            "another tuner (a deploy's migration step or `db tune`) is working on this database; "
-            "nothing was changed: run it again when that one has finished"
-        )
+    name = conn.execute("SELECT current_setting('application_name')").fetchone()[0]
+    conn.execute("SELECT set_config('application_name', %s, false)", (TUNER,))
+    _check_client(conn, CLIENT_CHECK)
     try:
-        yield
+        if not conn.execute(_LOCK).fetchone()[0]:
+            raise RunbookError(
+                "another tuner (a deploy's migration step or `db tune`) is working on this database; "
+                "nothing was changed: run it again when that one has finished"
+            )
+        try:
+            yield
+        finally:
+            if not conn.closed:
+                conn.execute(_UNLOCK)
     finally:
-        conn.execute(_UNLOCK)
+        if not conn.closed:  # the session is a tuner only while it tunes
+            conn.execute("SELECT set_config('application_name', %s, false)", (name,))
+            _check_client(conn, "0")
 
 
-def apply_tuning(conn: psycopg.Connection, log: Log = print, *, build: bool = True) -> list[str]:
-    """Ensure every index and autovacuum setting; returns what was planned. ``conn`` is the tables'
-    owner's, in autocommit (CREATE INDEX CONCURRENTLY refuses to run in a transaction). Without
-    ``build``, indexes that are missing are only reported (the caller's writers are stopped, and a
-    build on a large table would keep them stopped)."""
+def _check_client(conn: psycopg.Connection, interval: str) -> None:
+    with suppress(psycopg.errors.UndefinedObject):  # PostgreSQL before 14: such a build runs to its end
+        conn.execute(sql.SQL("SET client_connection_check_interval = {}").format(sql.Literal(interval)))
+
+
+def apply_tuning(
+    conn: psycopg.Connection, log: Log = print, *, build: bool = True, budget: float | None = None
+) -> list[str]:
+    """Ensure every autovacuum setting and index; returns what was planned. ``conn`` is the tables'
+    owner's, in autocommit (CREATE INDEX CONCURRENTLY refuses to run in a transaction).
+
+    Without ``build``, missing indexes are only reported (the caller's writers are stopped, and a
+    build on a large table would keep them stopped). ``budget`` bounds all builds together, in
+    seconds: a build still running then is cancelled and its half-built index dropped. One index
+    that fails does not stop the others; RunbookError names every one that failed, at the end."""
+    deadline = None if budget is None else time.monotonic() + budget
     with _one_tuner(conn):
         done = plan_tuning(conn)
+        _set_autovacuum(conn)
+        failed = {}
         for index in INDEXES:
-            _ensure(conn, index, log, build)
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-        for name in _retired(_existing(conn)):
-            if not _building(conn, name):
-                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
-        settings = sql.SQL(", ").join(sql.SQL(f"{k} = {v}") for k, v in AUTOVACUUM.items())
-        for table in _untuned_tables(conn):
-            conn.execute(sql.SQL("ALTER TABLE {} SET ({})").format(sql.Identifier(table), settings))
-        conn.execute("RESET lock_timeout")
+            try:
+                _ensure(conn, index, log, build, deadline)
+            except (psycopg.Error, RunbookError) as exc:
+                why = failed[index.name] = str(exc).strip().splitlines()[0]
+                if conn.closed:  # e.g. ended by a schema upgrade (``tuners_stopped``)
+                    raise RunbookError(f"the tuner's session ended while building {index.name}: {why}") from None
+                log(f"index     {index.name}: not built ({why})")
+                _drop_invalid_if_free(conn, index.name, log)
+    if failed:
+        names = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        raise RunbookError(f"{len(failed)} of {len(INDEXES)} indexes not built ({names}); the rest is in place")
     return done
 
 
-def _ensure(conn: psycopg.Connection, index: Index, log: Log, build: bool) -> None:
+def _set_autovacuum(conn: psycopg.Connection) -> None:
+    with _lock_timeout(conn):
+        for table, settings in _untuned(conn).items():
+            text = sql.SQL(", ").join(sql.SQL(f"{k} = {v}") for k, v in settings.items())
+            conn.execute(sql.SQL("ALTER TABLE {} SET ({})").format(sql.Identifier(table), text))
+        for name in _retired(_existing(conn)):
+            if not _building(conn, name):
+                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@contextmanager
+def _lock_timeout(conn: psycopg.Connection) -> Iterator[None]:
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("RESET lock_timeout")
+
+
+def _ensure(conn: psycopg.Connection, index: Index, log: Log, build: bool, deadline: float | None) -> None:
     valid = _existing(conn).get(index.name)
     if valid or (valid is False and _building(conn, index.name)):
         return
     if not build:
         log(f"index     {index.name}: not built now (writers are stopped); the next deploy or `db tune` builds it")
         return
-    if valid is False:
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(index.name)))
-        conn.execute("RESET lock_timeout")
+    _drop_invalid(conn, index.name)
+    remaining = None if deadline is None else deadline - time.monotonic()
+    if remaining is not None and remaining <= 1:
+        raise RunbookError("not started: the time for index builds ran out")
     log(f"index     {index.name}: building concurrently")
-    conn.execute(index.create())
+    timeout = "0" if remaining is None else f"{int(remaining * 1000)}ms"
+    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)))
+    try:
+        conn.execute(index.create())
+    finally:
+        conn.execute("RESET statement_timeout")
+
+
+def _drop_invalid(conn: psycopg.Connection, name: str) -> None:
+    """An interrupted build leaves an INVALID index that writers still maintain and the planner never uses."""
+    if _existing(conn).get(name) is False and not _building(conn, name):
+        with _lock_timeout(conn):
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _drop_invalid_if_free(conn: psycopg.Connection, name: str, log: Log) -> None:
+    try:
+        _drop_invalid(conn, name)
+    except psycopg.Error as exc:  # e.g. the transaction the build waited for is still open
+        log(f"index     {name}: its invalid index is left to the next tuning ({str(exc).strip().splitlines()[0]})")
+
+
+@contextmanager
+def tuners_stopped(conn: psycopg.Connection, log: Log) -> Iterator[None]:
+    """For a schema upgrade (writers stopped): end every tuner's session and every build of one of
+    our indexes, and keep tuners out until the upgrade is over. A migration's ALTER TABLE would
+    otherwise wait behind a build for as long as the build takes, with every writer stopped. An
+    ended build leaves an invalid index, which the next deploy or `db tune` builds again."""
+    ended = conn.execute(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND (application_name = %s OR pid IN (SELECT p.pid FROM "
+        "pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.index_relid WHERE c.relname LIKE %s))",
+        (TUNER, PREFIX.replace("_", r"\_") + "%"),
+    ).fetchall()
+    if ended:
+        log(f"tuning    ended {len(ended)} session(s) building the platform's indexes (pids {[p for p, _ in ended]})")
+    conn.execute("SET lock_timeout = '30s'")  # an ended backend releases its locks as it exits
+    try:
+        conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+    finally:
+        conn.execute("RESET lock_timeout")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute(_UNLOCK)
 
 
 def remove_tuning(conn: psycopg.Connection) -> list[str]:
     """Drop our indexes and reset the autovacuum settings: MLflow's schema alone (the benchmark's
     baseline, and the way back if an index ever misleads the planner)."""
     with _one_tuner(conn):
-        dropped = list(_existing(conn))
+        dropped = [name for name in _existing(conn) if name in {i.name for i in INDEXES} | set(RETIRED)]
         for name in dropped:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
         names = sql.SQL(", ").join(sql.SQL(k) for k in AUTOVACUUM)

@@ -4,7 +4,8 @@
 1. decide from the revisions (``revisions.schema_plan``): nothing to do is the common case, and
    then the rollout is a plain rolling update;
 2. stop every writer (``Writers``): locally the tracking server, in a cluster the server and job
-   Deployments and the runbook CronJobs, elsewhere the operator (``StoppedByOperator``);
+   Deployments and the runbook CronJobs, elsewhere the operator (``StoppedByOperator``); and end
+   any build of the platform's indexes, which a migration's ALTER TABLE would wait behind;
 3. take a restorable backup (``Backup``): pg_dump files (``PgDumps``), or an RDS snapshot
    (``RdsSnapshot``);
 4. migrate both schemas (``migrate``, MLflow's own migrations unless a drill passes a failing one)
@@ -16,19 +17,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ..errors import UpgradeError
+from ..errors import RunbookError, UpgradeError
 from .backup import backup_to_file, snapshot_name, snapshot_rds
 from .connection import connect, with_database
 from .revisions import UPGRADE, SchemaPlan, schema_plan
 from .schema import migrate_schemas
+from .tuning import tuners_stopped
 
 Log = Callable[[str], None]
 #: ``migrate(owner_uri, auth_database)``: both schemas to the image's head.
@@ -108,17 +112,32 @@ def coordinated_upgrade(
     outcome.before = counts(owner_uri, auth)
     started = time.monotonic()
     writers.stop(log)
-    outcome.backups = _take(backup, writers, log, resume_on_failure=True)
-    restore = backup.restore_command(outcome.backups)
-    try:
-        migrate(owner_uri, auth_database)
-        outcome.after = counts(owner_uri, auth)
-    except Exception as exc:
-        _fail(writers, f"migration failed: {exc}", restore)
+    with _no_tuners(owner_uri, writers, log):
+        outcome.backups = _take(backup, writers, log, resume_on_failure=True)
+        restore = backup.restore_command(outcome.backups)
+        try:
+            migrate(owner_uri, auth_database)
+            outcome.after = counts(owner_uri, auth)
+        except Exception as exc:
+            _fail(writers, f"migration failed: {exc}", restore)
     _verify(owner_uri, auth_database, outcome, writers, restore)
     outcome.stopped_seconds = time.monotonic() - started
     log(f"migrate   both schemas at the image's head, row counts intact ({outcome.stopped_seconds:.1f} s)")
     return outcome
+
+
+@contextmanager
+def _no_tuners(owner_uri: str, writers: Writers, log: Log) -> Iterator[None]:
+    """``tuners_stopped`` for the backup and the migration; if it cannot be had, nothing was
+    changed and the old version may serve again."""
+    with connect(owner_uri) as conn, ExitStack() as held:
+        try:
+            held.enter_context(tuners_stopped(conn, log))
+        except (psycopg.Error, RunbookError) as exc:
+            writers.resume(log)
+            reason = str(exc).strip().splitlines()[0]
+            raise UpgradeError(f"index builds could not be stopped ({reason}), nothing was migrated") from None
+        yield
 
 
 def _take(backup: Backup, writers: Writers, log: Log, *, resume_on_failure: bool = False) -> list[str]:

@@ -21,6 +21,7 @@ from ...server_spec import (
     DB_OWNER_SECRET,
     DB_PASSWORD,
     FLASK_SECRET_KEY,
+    MIGRATION_DEADLINE_SECONDS,
     SERVER_SECRET,
     ClusterWriters,
     Endpoints,
@@ -53,7 +54,7 @@ RUNBOOKS = "mlflow-runbooks"
 OPS_SECRET = "mlflow-ops"
 #: The migration and release Jobs: may scale the writers and snapshot the database, nothing else.
 MIGRATION_ACCOUNT = "mlflow-migration"
-JOB_DEADLINE_SECONDS = 3600
+JOB_DEADLINE_SECONDS = MIGRATION_DEADLINE_SECONDS
 #: A terminating pod keeps serving this long while the ALB deregisters it; then gunicorn drains.
 PRESTOP_SECONDS = 10
 
