@@ -93,12 +93,14 @@ def test_deploys_run_in_order_with_prod_last() -> None:
     smoke = load("deploy-stack.yml")["jobs"]["smoke"]
     assert smoke["needs"] == "up" and any("pytest smoke_tests" in s.get("run", "") for s in smoke["steps"])
     suite = next(s for s in smoke["steps"] if "pytest smoke_tests" in s.get("run", ""))
-    # Without these the suite would skip its bucket-layout check or aim at nothing.
+    # Without these the suite would skip its bucket-layout check, aim at nothing, or give a new
+    # grant less time than the stack's permission cache keeps the old answer.
     assert suite["env"] == {
         "MLFLOW_TRACKING_URI": "${{ needs.up.outputs.tracking-url }}",
         "MLFLOW_PLATFORM_ARTIFACT_ROOT": "${{ needs.up.outputs.artifact-root }}",
+        "MLFLOW_SMOKE_GRANT_WAIT_SECONDS": "${{ needs.up.outputs.grant-wait }}",
     }
-    assert set(up["outputs"]) == {"tracking-url", "admin-secret-arn", "artifact-root"}
+    assert set(up["outputs"]) == {"tracking-url", "admin-secret-arn", "artifact-root", "grant-wait"}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yml")))
@@ -139,3 +141,26 @@ def test_promotion_template_validates_then_promotes_under_the_lock() -> None:
     validate = next(i for i, r in enumerate(runs) if "mlflow-platform validate" in r)
     promote = next(i for i, r in enumerate(runs) if "mlflow-platform promote" in r)
     assert validate < promote and '--lock "$LOCK"' in runs[promote]
+
+
+def test_the_smoke_suite_gets_every_stack_output_it_reads_from_the_program() -> None:
+    """deploy-stack.yml reads `steps.up.outputs.<name>`: a name the program does not export is an
+    empty string at run time (the smoke suite's grant wait would be 0, and a long TTL fails it)."""
+    from mlflow_platform.permission_cache import TTL_ENV
+
+    from .paths import STACKS, captured
+
+    workflow = (ROOT / ".github" / "workflows" / "deploy-stack.yml").read_text()
+    read = set(re.findall(r"steps\.up\.outputs\.(\w+)", workflow))
+    assert "smokeGrantWaitSeconds" in read
+    for stack in STACKS:
+        capture = captured(stack)
+        assert read <= set(capture.outputs), (stack, read - set(capture.outputs))
+        ttls = {
+            int(e["value"])
+            for d in capture.of_type("kubernetes:apps/v1:Deployment")
+            for c in d.inputs["spec"]["template"]["spec"]["containers"]
+            for e in c.get("env", [])
+            if e["name"] == TTL_ENV
+        }
+        assert ttls and capture.outputs["smokeGrantWaitSeconds"] > max(ttls), (stack, ttls)

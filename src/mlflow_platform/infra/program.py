@@ -257,6 +257,10 @@ def tracking_server(
     )
 
 
+#: Beyond the permission cache's TTL: a worker's clock tick, the request's own time.
+SMOKE_GRANT_MARGIN_SECONDS = 5
+
+
 def stack_outputs(
     config: StackConfig,
     base: Foundation,
@@ -282,5 +286,8 @@ def stack_outputs(
         "promotionLock": pulumi.Output.concat("dynamodb://", lock.table_name),
         "connectionBudget": config.connection_budget,
         "maxConnections": config.database.effective_max_connections,
+        # How long the smoke suite waits for a new grant to reach every worker (each keeps its
+        # permission answers for the TTL): the deploy workflow passes it on.
+        "smokeGrantWaitSeconds": config.server.permission_cache_ttl_seconds + SMOKE_GRANT_MARGIN_SECONDS,
     }
     return outputs
