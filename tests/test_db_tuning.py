@@ -68,8 +68,12 @@ def test_a_dbas_own_autovacuum_setting_for_a_table_is_kept(owner) -> None:
         metrics = owner.execute("SELECT reloptions FROM pg_class WHERE relname = 'metrics'").fetchone()[0]
         assert "autovacuum_vacuum_scale_factor=0.002" in metrics
         assert plan_tuning(owner) == []
+        remove_tuning(owner)  # --undo takes back only what is ours
+        metrics = owner.execute("SELECT reloptions FROM pg_class WHERE relname = 'metrics'").fetchone()[0]
+        assert metrics == ["autovacuum_vacuum_scale_factor=0.002"]
     finally:
         owner.execute("ALTER TABLE metrics SET (autovacuum_vacuum_scale_factor = 0.01)")
+        apply_tuning(owner, log=lambda _: None)
 
 
 def test_an_interrupted_concurrent_build_is_dropped_and_built_again(owner, mlflow_client) -> None:
@@ -337,7 +341,7 @@ def test_a_schema_upgrade_ends_index_builds_and_keeps_tuners_out(platform, owner
     as long as the build takes, with every writer stopped; the upgrade ends the build first and
     holds the one-tuner lock until it is done. (The tracking stamp is moved one revision back, as
     if the image were newer; the stand-in migration puts it back.)"""
-    from mlflow_platform.database.revisions import _scripts, image_head
+    from mlflow_platform.database.revisions import image_head
     from mlflow_platform.database.upgrade import StoppedByOperator, coordinated_upgrade
 
     apply_tuning(owner, log=lambda _: None)
@@ -355,20 +359,11 @@ def test_a_schema_upgrade_ends_index_builds_and_keeps_tuners_out(platform, owner
             seen["lock free"] = other.execute(tuning._LOCK).fetchone()[0]
         owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
 
-    class NoBackup:
-        def take(self, *_):
-            return ["(none)"]
-
-        def restore_command(self, taken):
-            return ""
-
     try:
         assert _wait(lambda: tuning._building(owner, name) is not None), "the build never started"
-        owner.execute(
-            "UPDATE alembic_version SET version_num = %s", (_scripts("tracking").get_revision(head).down_revision,)
-        )
+        _stamp_back(owner, head)
         lines: list[str] = []
-        coordinated_upgrade(uri, None, StoppedByOperator(), NoBackup(), log=lines.append, migrate=migrate)
+        coordinated_upgrade(uri, None, StoppedByOperator(), _NoBackup(), log=lines.append, migrate=migrate)
     finally:
         owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
         blocker.rollback()
@@ -376,7 +371,7 @@ def test_a_schema_upgrade_ends_index_builds_and_keeps_tuners_out(platform, owner
         builder.join(timeout=60)
     assert seen == {"build": None, "lock free": False}
     assert any("ended 1 session(s)" in line for line in lines), lines
-    assert ended and "the tuner's session ended while building" in str(ended[0])
+    assert ended and "ended while building" in str(ended[0]) and "administrator command" in str(ended[0])
     assert owner.execute(tuning._LOCK).fetchone()[0]  # released when the upgrade was over
     owner.execute(tuning._UNLOCK)
     apply_tuning(owner, log=lambda _: None)
@@ -389,3 +384,80 @@ def _tune_catching(uri: str, errors_seen: list[Exception]) -> None:
             apply_tuning(conn, log=lambda _: None)
     except Exception as exc:  # the session the upgrade ends
         errors_seen.append(exc)
+
+
+@pytest.mark.parametrize("budget", [0, -1, float("nan"), float("inf")])
+def test_a_budget_that_is_no_number_of_seconds_is_refused_before_anything(budget: float) -> None:
+    with pytest.raises(RunbookError, match="must be a positive number of seconds"):
+        apply_tuning(None, log=lambda _: None, budget=budget)  # type: ignore[arg-type]
+
+
+def _stamp_back(conn, head: str) -> None:
+    """The tracking schema one revision behind the image: an upgrade to do."""
+    from mlflow_platform.database.revisions import _scripts
+
+    conn.execute(
+        "UPDATE alembic_version SET version_num = %s", (_scripts("tracking").get_revision(head).down_revision,)
+    )
+
+
+class _NoBackup:
+    def __init__(self, wait: float = 0):
+        self.wait = wait
+
+    def take(self, *_):
+        time.sleep(self.wait)
+        return ["(none)"]
+
+    def restore_command(self, taken):
+        return ""
+
+
+def test_the_upgrades_hold_on_the_tuning_lock_survives_an_idle_session_timeout(platform, owner, monkeypatch) -> None:
+    """Found by review: the session holding the lock sits idle through the backup (an RDS snapshot
+    may take an hour); a role's idle_session_timeout ended it, so the lock was gone mid-migration and
+    the unlock's error turned a good migration into an unrecorded failure."""
+    from mlflow_platform.database.revisions import image_head
+    from mlflow_platform.database.upgrade import StoppedByOperator, coordinated_upgrade
+
+    uri, head = platform.database_uri(), image_head("tracking")
+    monkeypatch.setenv("PGOPTIONS", "-c idle_session_timeout=1s")  # every new session of this process
+    held = []
+
+    def migrate(*_):
+        with connect(uri) as other:
+            held.append(not other.execute(tuning._LOCK).fetchone()[0])
+        owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
+
+    _stamp_back(owner, head)
+    try:
+        outcome = coordinated_upgrade(uri, None, StoppedByOperator(), _NoBackup(2.5), log=lambda _: None,
+                                      migrate=migrate)  # fmt: skip
+    finally:
+        owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
+    assert held == [True] and outcome.after == outcome.before
+
+
+def test_a_build_this_role_may_not_end_stops_the_upgrade_cleanly(platform, owner) -> None:
+    """Another role's tuner (a DBA's `db tune` as a superuser): the owner may not terminate it. The
+    upgrade must change nothing, let the writers serve again, and name the session."""
+    from mlflow_platform.database.revisions import image_head
+    from mlflow_platform.database.upgrade import StoppedByOperator, coordinated_upgrade
+    from mlflow_platform.errors import UpgradeError
+
+    uri, head = platform.database_uri(), image_head("tracking")
+    superuser = platform._postgres(platform.state.ports).connect(platform.config.database.tracking_database)
+    superuser.execute("SELECT set_config('application_name', %s, false)", (tuning.TUNER,))
+    writers, migrated = StoppedByOperator(), []
+    resumed: list = []
+    writers.resume = resumed.append
+    _stamp_back(owner, head)
+    try:
+        with pytest.raises(
+            UpgradeError, match=r"a session of role postgres \(pid \d+\) is building .*nothing was migrated"
+        ):
+            coordinated_upgrade(uri, None, writers, _NoBackup(), log=lambda _: None, migrate=migrated.append)
+    finally:
+        owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
+        superuser.close()
+    assert migrated == [] and len(resumed) == 1

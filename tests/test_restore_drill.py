@@ -271,3 +271,82 @@ def test_a_restore_names_its_side_database_within_postgres_limit() -> None:
     assert restoring_name("mlflow") == "mlflow_restoring"
     long = "é" * 40  # 80 bytes: PostgreSQL would cut it at 63, mid-character
     assert len(restoring_name(long).encode()) <= 63 and restoring_name(long).endswith("_restoring")
+
+
+def test_a_restore_whose_copy_cannot_take_the_name_puts_the_live_database_back(
+    platform, source: dict, tmp_path: Path
+) -> None:
+    """A rename needs its database free of sessions and has no FORCE. Found by review: a session of
+    another role on the restored copy made the final rename fail after the live database had been
+    dropped, leaving none. Now the live one is only moved aside, and moved back; the error says
+    where each copy is, and a later restore will not drop the moved-aside one."""
+    import threading
+
+    from mlflow_platform.database.backup import backup_to_file, restore_database, side_name
+    from mlflow_platform.database.connection import connect, with_database
+    from mlflow_platform.errors import RunbookError
+
+    name = f"swap_{uuid.uuid4().hex[:8]}"
+    side, aside = side_name(name, "restoring"), side_name(name, "replaced")
+    with connect(source["uri"]) as owner:
+        owner.execute(f'CREATE DATABASE "{name}"')
+    live = with_database(source["uri"], name)
+    done, held = threading.Event(), []
+
+    def hold_the_copy() -> None:  # another role's session on the copy as soon as it exists
+        while not done.is_set():
+            try:
+                held.append(platform._postgres(platform.state.ports).connect(side))
+                done.wait()
+                return
+            except Exception:
+                time.sleep(0.05)
+
+    try:
+        with connect(live) as conn:
+            conn.execute("CREATE TABLE kept AS SELECT 1 AS i")
+        dump = backup_to_file(live, tmp_path)
+        with connect(live) as conn:
+            conn.execute("INSERT INTO kept VALUES (2)")
+        holder = threading.Thread(target=hold_the_copy)
+        holder.start()
+        with pytest.raises(RunbookError, match=f"{name} was moved back; the restored copy is in {side}"):
+            restore_database(source["uri"], dump)
+        with connect(live) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (2,)
+        done.set()
+        holder.join()
+        for session in held:
+            session.close()
+        assert restore_database(source["uri"], dump) == name
+        with connect(live) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1,)
+    finally:
+        done.set()
+        with connect(source["uri"]) as owner:
+            for database in (name, side, aside):
+                owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_a_database_a_failed_restore_moved_aside_is_never_dropped(source: dict, tmp_path: Path) -> None:
+    """If even moving the live database back failed, the error says its data is in
+    ``<db>_replaced``; the next restore must not drop it as leftovers."""
+    from mlflow_platform.database.backup import backup_to_file, restore_database, side_name
+    from mlflow_platform.database.connection import connect, with_database
+    from mlflow_platform.errors import RunbookError
+
+    name = f"aside_{uuid.uuid4().hex[:8]}"
+    aside = side_name(name, "replaced")
+    with connect(source["uri"]) as owner:
+        owner.execute(f'CREATE DATABASE "{name}"')
+        owner.execute(f'CREATE DATABASE "{aside}"')
+    try:
+        dump = backup_to_file(with_database(source["uri"], name), tmp_path)
+        with pytest.raises(RunbookError, match=f"database {aside} exists .* {name} is unchanged"):
+            restore_database(source["uri"], dump)
+        with connect(source["uri"]) as owner:
+            assert owner.execute("SELECT 1 FROM pg_database WHERE datname = %s", (aside,)).fetchone()
+    finally:
+        with connect(source["uri"]) as owner:
+            for database in (name, aside, side_name(name, "restoring")):
+                owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

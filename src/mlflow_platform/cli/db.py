@@ -83,7 +83,9 @@ def prepare_command(
     ] = None,
     index_build_budget: Annotated[
         float | None,
-        typer.Option(min=1, help="Seconds all index builds may take; one still running then is cancelled."),
+        typer.Option(
+            min=1, max=7 * 86400, help="Seconds all index builds may take; one still running then is cancelled."
+        ),
     ] = None,
 ) -> None:
     """Create the auth database if missing, upgrade both schemas, grant the server's role, then
@@ -98,33 +100,30 @@ def prepare_command(
         postgresql+psycopg://mlflow@db:5432/mlflow
     """
     from ..database.schema import prepare
-    from ..database.upgrade import RdsSnapshot, coordinated_upgrade
 
-    coordinate = None
-    if namespace:
-        if not rds_instance:
-            raise fail("--namespace needs --rds-instance: a schema change is never migrated without a snapshot")
-        writers = _writers(namespace, deployment, cronjob, writer_pods)
-        backup = RdsSnapshot(rds_instance)
-
-        def coordinate(uri: str, auth: str) -> None:
-            coordinated_upgrade(uri, auth, writers, backup, log=out.print)
-
+    coordinate = _coordinator(namespace, deployment, cronjob, writer_pods, rds_instance) if namespace else None
     password = os.environ.get(APP_DB_PASSWORD_ENV)
     try:
-        prepare(
-            backend_store_uri,
-            auth_database,
-            app_role,
-            password,
-            log=out.print,
-            coordinate=coordinate,
-            index_budget=index_build_budget,
-        )
+        prepare(backend_store_uri, auth_database, app_role, password, out.print, coordinate, index_build_budget)
     except UpgradeError as exc:
         raise fail(f"database preparation refused: {exc}") from None
     except Exception as exc:  # a Job's log is all on-call sees: say what failed, plainly
         raise fail(f"database preparation failed: {exc}") from None
+
+
+def _coordinator(namespace: str, deployments, cronjobs, writer_pods, rds_instance: str | None):
+    """The coordinated upgrade in a cluster: writers stopped, the RDS instance snapshotted first."""
+    from ..database.upgrade import RdsSnapshot, coordinated_upgrade
+
+    if not rds_instance:
+        raise fail("--namespace needs --rds-instance: a schema change is never migrated without a snapshot")
+    writers = _writers(namespace, deployments, cronjobs, writer_pods)
+    backup = RdsSnapshot(rds_instance)
+
+    def coordinate(uri: str, auth: str) -> None:
+        coordinated_upgrade(uri, auth, writers, backup, log=out.print)
+
+    return coordinate
 
 
 @app.command("resume", rich_help_panel=JOBS)

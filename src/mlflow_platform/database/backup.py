@@ -117,15 +117,15 @@ def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
     """Replace a database with a pg_dump backup (its server's writers must be stopped); returns the
     database restored. The dump's own name says which database it holds, unless ``database`` is given.
 
-    The dump is restored beside the live database first (``<database>_restoring``), which is
-    dropped and replaced only once pg_restore has succeeded: a dump that fails halfway (a full
-    disk, a truncated file) leaves the live database as it was."""
+    The dump is restored beside the live database first (``<database>_restoring``) and swapped in
+    only once pg_restore has succeeded (``_swap_in``): a dump that fails halfway (a full disk, a
+    truncated file) leaves the live database as it was."""
     if not dump.is_file():
         raise RunbookError(f"no backup at {dump}")
     target = database or dump_database_name(dump)
     dumped_database(dump)  # an unreadable file is refused before anything is created
     refuse_connected_writers(uri, [target])
-    side = restoring_name(target)
+    side = side_name(target, "restoring")
     with connect(uri, "postgres") as admin:
         drop_database(admin, side)  # an earlier attempt's leftovers
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(side)))
@@ -134,20 +134,56 @@ def restore_database(uri: str, dump: Path, database: str | None = None) -> str:
         if result.returncode != 0:
             drop_database(admin, side)
             raise RunbookError(f"pg_restore of {dump} failed, {target} is unchanged: {result.stderr.strip()[:300]}")
-        try:
-            drop_database(admin, target)
-        except RunbookError:
-            drop_database(admin, side)
-            raise
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(side), sql.Identifier(target)))
+        _swap_in(admin, side, target)
     _create_statement_statistics(uri, target)
     return target
+
+
+def _swap_in(admin: psycopg.Connection, side: str, target: str) -> None:
+    """Put the restored ``side`` in ``target``'s place by renames, so that at every step one of the
+    two holds the data under a name the error states: the live database is moved aside first, and
+    moved back if the restored copy cannot take its name. A rename needs the database free of
+    sessions (it has no FORCE): this role's own are ended, another role's are named."""
+    old = side_name(target, "replaced")
+    if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (old,)).fetchone():
+        raise RunbookError(
+            f"database {old} exists (an earlier restore's live data, moved aside): {target} is unchanged and "
+            f"the restored copy is in {side}; look at {old}, then rename or drop it and restore again"
+        )
+    exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
+    if exists:
+        _rename(admin, target, old, f"{target} is unchanged; the restored copy is in {side}")
+    try:
+        _rename(admin, side, target, f"{target} was moved back; the restored copy is in {side}")
+    except RunbookError:
+        if exists:
+            _rename(admin, old, target, f"the live data is in {old} and the restored copy in {side}")
+        raise
+    if exists:
+        drop_database(admin, old)
+
+
+def _rename(admin: psycopg.Connection, name: str, to: str, state: str) -> None:
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND usename = current_user "
+        "AND pid <> pg_backend_pid()",
+        (name,),
+    )
+    try:
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(to)))
+    except psycopg.Error as exc:
+        raise RunbookError(f"database {name} could not be renamed to {to} ({_first_line(exc)}): {state}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def refuse_connected_writers(uri: str, databases: list[str]) -> None:
     """A restore replaces the databases: sessions of other roles on them (the tracking server's
     role, a runbook's) are writers still running, whose writes would be lost or land in the wrong
-    copy. Refused before anything is done; this role's own sessions are ended by the drop."""
+    copy. Refused before anything is done. This role's own sessions are ended by the swap: run
+    the server and runbooks as other roles (the platform's server uses its DML-only role)."""
     with connect(uri, "postgres") as admin:
         rows = admin.execute(
             "SELECT datname, usename, coalesce(nullif(application_name, ''), '?'), count(*) FROM pg_stat_activity "
@@ -160,16 +196,21 @@ def refuse_connected_writers(uri: str, databases: list[str]) -> None:
         raise RunbookError(f"writers are still connected: {held}; stop them first (nothing was changed)")
 
 
-def restoring_name(database: str) -> str:
-    """Where a restore of ``database`` is built (PostgreSQL names are at most 63 bytes)."""
-    suffix = "_restoring"
+def side_name(database: str, role: str) -> str:
+    """``<database>_<role>``: where a restore builds its copy (``restoring``) or moves the live
+    database aside (``replaced``); PostgreSQL names are at most 63 bytes."""
+    suffix = f"_{role}"
     return database.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
+
+
+def restoring_name(database: str) -> str:
+    return side_name(database, "restoring")
 
 
 def _create_statement_statistics(uri: str, database: str) -> None:
     """The dump leaves out the superuser-only extensions; put them back where this role may
     (`db report` reads pg_stat_statements). Elsewhere the next deploy's migration step does."""
-    with connect(uri, database) as conn:
+    with suppress(psycopg.Error), connect(uri, database) as conn:
         for name in SUPERUSER_EXTENSIONS:
             with suppress(psycopg.Error):
                 conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))

@@ -154,8 +154,11 @@ def tune(owner_uri: str, log: Log, *, build: bool = True, budget: float | None =
             log(f"tuning: {'; '.join(done) if done else 'in place'}")
     except (psycopg.Error, RunbookError) as exc:
         log(f"tuning: not finished ({str(exc).strip().splitlines()[0]}); run `mlflow-platform db tune` later")
-    with connect(owner_uri) as conn:
-        _statement_statistics(conn, log)
+    try:
+        with connect(owner_uri) as conn:
+            _statement_statistics(conn, log)
+    except psycopg.Error as exc:
+        log(f"pg_stat_statements not checked ({str(exc).strip().splitlines()[0]}): `db report` may list no statements")
 
 
 def _statement_statistics(conn: psycopg.Connection, log: Log) -> None:

@@ -21,6 +21,7 @@ only after inserts of 20% of the table. The hot tables get 1%.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -113,6 +114,8 @@ LOCK_TIMEOUT = "5s"
 #: a build would run on for hours holding the one-tuner lock. With this set (PostgreSQL 14+) the
 #: backend checks the socket while it works and cancels the build within this long.
 CLIENT_CHECK = "5s"
+#: statement_timeout's largest value (an int of milliseconds); a larger budget is no bound anyway.
+MAX_TIMEOUT_SECONDS = 2_147_483
 #: Names the platform once shipped and retired (a changed definition takes a new name; the old
 #: name goes here). Only these are dropped: any other ``mlflow_platform_*`` index is somebody's own.
 RETIRED: tuple[str, ...] = ()
@@ -214,6 +217,8 @@ def apply_tuning(
     build on a large table would keep them stopped). ``budget`` bounds all builds together, in
     seconds: a build still running then is cancelled and its half-built index dropped. One index
     that fails does not stop the others; RunbookError names every one that failed, at the end."""
+    if budget is not None and not (0 < budget < math.inf):
+        raise RunbookError(f"the index build budget must be a positive number of seconds, not {budget}")
     deadline = None if budget is None else time.monotonic() + budget
     with _one_tuner(conn):
         done = plan_tuning(conn)
@@ -266,12 +271,13 @@ def _ensure(conn: psycopg.Connection, index: Index, log: Log, build: bool, deadl
     if remaining is not None and remaining <= 1:
         raise RunbookError("not started: the time for index builds ran out")
     log(f"index     {index.name}: building concurrently")
-    timeout = "0" if remaining is None else f"{int(remaining * 1000)}ms"
+    timeout = "0" if remaining is None else f"{int(min(remaining, MAX_TIMEOUT_SECONDS) * 1000)}ms"
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)))
     try:
         conn.execute(index.create())
     finally:
-        conn.execute("RESET statement_timeout")
+        if not conn.closed:  # an ended session: its error is the one to report
+            conn.execute("RESET statement_timeout")
 
 
 def _drop_invalid(conn: psycopg.Connection, name: str) -> None:
@@ -293,25 +299,47 @@ def tuners_stopped(conn: psycopg.Connection, log: Log) -> Iterator[None]:
     """For a schema upgrade (writers stopped): end every tuner's session and every build of one of
     our indexes, and keep tuners out until the upgrade is over. A migration's ALTER TABLE would
     otherwise wait behind a build for as long as the build takes, with every writer stopped. An
-    ended build leaves an invalid index, which the next deploy or `db tune` builds again."""
-    ended = conn.execute(
-        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND (application_name = %s OR pid IN (SELECT p.pid FROM "
-        "pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.index_relid WHERE c.relname LIKE %s))",
-        (TUNER, PREFIX.replace("_", r"\_") + "%"),
-    ).fetchall()
-    if ended:
-        log(f"tuning    ended {len(ended)} session(s) building the platform's indexes (pids {[p for p, _ in ended]})")
-    conn.execute("SET lock_timeout = '30s'")  # an ended backend releases its locks as it exits
-    try:
-        conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})")
-    finally:
-        conn.execute("RESET lock_timeout")
+    ended build leaves an invalid index, which the next deploy or `db tune` builds again.
+
+    The session holding the lock sits idle through the backup and the migration (an RDS snapshot
+    may take an hour), so a role's idle_session_timeout would end it and free the lock: it is
+    turned off for this session."""
+    conn.execute("SET idle_session_timeout = 0")
+    for attempt in range(3):  # a tuner may start between the ending and the lock
+        _end_tuners(conn, log)
+        if conn.execute(_LOCK).fetchone()[0]:
+            break
+        time.sleep(1 + attempt)
+    else:
+        raise RunbookError("a tuner keeps taking the tuning lock back; stop `db tune` runs and try again")
     try:
         yield
     finally:
-        if not conn.closed:
+        with suppress(psycopg.Error):  # an ended session has released its advisory locks already
             conn.execute(_UNLOCK)
+
+
+def _end_tuners(conn: psycopg.Connection, log: Log) -> None:
+    """Terminate every tuner session and builder of our indexes in this database. A role may end
+    its own role's sessions; the RDS master user (rds_superuser) any non-superuser's. One that
+    cannot be ended is named, with what to do."""
+    sessions = conn.execute(
+        "SELECT pid, usename FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND (application_name = %s OR pid IN (SELECT p.pid FROM pg_stat_progress_create_index p "
+        "JOIN pg_class c ON c.oid = p.index_relid WHERE c.relname LIKE %s))",
+        (TUNER, PREFIX.replace("_", r"\_") + "%"),
+    ).fetchall()
+    for pid, role in sessions:
+        try:
+            conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        except psycopg.errors.InsufficientPrivilege:
+            raise RunbookError(
+                f"a session of role {role} (pid {pid}) is building the platform's indexes and this role may not "
+                "end it: wait for it, or run the upgrade as the database's master user"
+            ) from None
+    if sessions:
+        pids = [pid for pid, _ in sessions]
+        log(f"tuning    ended {len(sessions)} session(s) building the platform's indexes (pids {pids})")
 
 
 def remove_tuning(conn: psycopg.Connection) -> list[str]:
@@ -321,7 +349,9 @@ def remove_tuning(conn: psycopg.Connection) -> list[str]:
         dropped = [name for name in _existing(conn) if name in {i.name for i in INDEXES} | set(RETIRED)]
         for name in dropped:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
-        names = sql.SQL(", ").join(sql.SQL(k) for k in AUTOVACUUM)
-        for table in HOT_TABLES:
-            conn.execute(sql.SQL("ALTER TABLE {} RESET ({})").format(sql.Identifier(table), names))
+        for table in HOT_TABLES:  # only the values that are ours: a DBA's own stay
+            ours = [k for k, v in _autovacuum(conn, table).items() if v == AUTOVACUUM[k]]
+            if ours:
+                names = sql.SQL(", ").join(sql.SQL(k) for k in ours)
+                conn.execute(sql.SQL("ALTER TABLE {} RESET ({})").format(sql.Identifier(table), names))
     return dropped
