@@ -165,8 +165,20 @@ class LocalBench:
     def baseline(self, port: int) -> Variant:
         """The same rendered configuration served by another checkout's code (its ``.venv``), so a
         change to the server's app is measured against the code before it, on the same data."""
-        assert self.baseline_dir is not None, "--baseline names the checkout"
         variant = self.rendered(port, key="baseline", label=f"(c-) rendered config, code of {self.baseline_dir}")
+        return self._on_baseline_code(variant)
+
+    def workspaces_baseline(self, port: int) -> Variant:
+        """``workspaces`` served by the baseline checkout's code (a change to a teams stack's path)."""
+        variant = self.workspaces(port)
+        variant.key, variant.label = (
+            "workspaces_baseline",
+            f"(e-) rendered config with teams, code of {self.baseline_dir}",
+        )
+        return self._on_baseline_code(variant)
+
+    def _on_baseline_code(self, variant: Variant) -> Variant:
+        assert self.baseline_dir is not None, "--baseline names the checkout"
         bin_dir = self.baseline_dir / ".venv" / "bin"
         variant.argv[0] = str(bin_dir / "mlflow")
         variant.env["PATH"] = f"{bin_dir}{os.pathsep}{variant.env.get('PATH', '')}"

@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="+",
         default=["stock", "guide", "previous", "rendered", "uvicorn"],
-        choices=["stock", "guide", "previous", "rendered", "uvicorn", "workspaces", "baseline"],
+        choices=["stock", "guide", "previous", "rendered", "uvicorn", "workspaces", "baseline", "workspaces_baseline"],
     )
     parser.add_argument(
         "--baseline",
@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.tune) - {name for name, _, _ in TUNING})
         if unknown:
             parser.error(f"unknown --tune candidate(s) {unknown}; choose from {[name for name, _, _ in TUNING]}")
-    if ("baseline" in args.variants) != (args.baseline is not None):
-        parser.error("the 'baseline' variant and --baseline CHECKOUT go together")
+    if any(v.endswith("baseline") for v in args.variants) != (args.baseline is not None):
+        parser.error("the 'baseline' variants and --baseline CHECKOUT go together")
     if args.baseline is not None and not (args.baseline / ".venv" / "bin" / "mlflow").exists():
         parser.error(f"--baseline {args.baseline}: no .venv/bin/mlflow there (run `make install` in it)")
     if args.tune is not None:

@@ -229,7 +229,11 @@ def test_rounds_alternate_the_order_of_the_variants() -> None:
 def test_the_baseline_variant_needs_a_checkout_with_its_venv(tmp_path, capsys) -> None:
     from benchmarks.tracking_load import main
 
-    for argv in (["--variants", "baseline", "rendered"], ["--variants", "rendered", "--baseline", str(tmp_path)]):
+    for argv in (
+        ["--variants", "baseline", "rendered"],
+        ["--variants", "workspaces_baseline", "workspaces"],
+        ["--variants", "rendered", "--baseline", str(tmp_path)],
+    ):
         with pytest.raises(SystemExit):
             main(argv)
         assert "baseline" in capsys.readouterr().err

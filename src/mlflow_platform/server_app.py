@@ -58,14 +58,18 @@ def create_app() -> WSGIApp:
 
 def _cache_auth_reads() -> None:
     """Users, roles and grants from a per-worker cache (permission_cache.py; rendered TTL, 0 = off),
-    its hit rate counted when the server exports metrics."""
+    its hit rate counted when the server exports metrics; with workspaces on, the request's
+    workspace for the same TTL (workspace_memo.py, not counted in that hit rate)."""
     from mlflow.server import auth
 
+    from . import workspace_memo
     from .observability import WORKER_THREADS_ENV, permission_cache_counter
     from .permission_cache import TTL_ENV, install
 
     record = permission_cache_counter() if os.environ.get(WORKER_THREADS_ENV) else None
-    install(auth.store, float(os.environ.get(TTL_ENV) or 0), record)
+    ttl = float(os.environ.get(TTL_ENV) or 0)
+    install(auth.store, ttl, record)
+    workspace_memo.install_on_server(ttl)
 
 
 def _sso_edge(app: WSGIApp) -> WSGIApp:

@@ -1,0 +1,69 @@
+"""With workspaces on (any stack with teams), MLflow resolves the request's workspace from the
+database on every request, before any check (``resolve_workspace_from_header`` ->
+``get_workspace``, or ``get_default_workspace`` without the header): 14% of a worker's samples on
+a registry read. This keeps those two answers per worker for ``server.permissionCacheTtlSeconds``,
+the bound the grants themselves already have. (MLflow's store keeps a workspace's artifact root
+per process the same way: ``MLFLOW_WORKSPACE_ARTIFACT_ROOT_CACHE_TTL_SECONDS``.)
+
+Bounded staleness, by construction (the permission cache's ``Cache``):
+- only a workspace that exists is kept; one that does not is asked again every time, so a new
+  team's workspace is served at once on every worker;
+- any workspace write through this worker (create, update, delete) empties its memo at once;
+- on other workers, a deleted workspace still resolves, and a changed artifact root still reads
+  the old one, for at most the TTL. A deleted team's role grants are cached for the same TTL, so
+  the window in which its members reach it is not longer than it was.
+
+``PINNED``: the MLflow functions whose answers are kept, by source fingerprint; a release that
+changes one fails ``tests/test_workspace_memo.py`` until someone reads it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .permission_cache import Cache, _reader, _writer, is_write
+
+#: The only reads kept: what every request's resolution asks.
+KEPT = ("get_workspace", "get_default_workspace")
+PINNED = {
+    "mlflow/server/workspace_helpers.py": {
+        "resolve_workspace_from_header": "8494843f3ce9edcf",
+        "_get_workspace_store": "4002947e0bfc0885",
+    },
+    "mlflow/store/workspace/sqlalchemy_store.py": {
+        "SqlAlchemyStore.get_workspace": "cbf302a7fe73938e",
+        "SqlAlchemyStore.get_default_workspace": "1c61d5eebf99444f",
+        "SqlAlchemyStore._get_workspace": "ede0b6dc9741ef33",
+    },
+}
+
+
+def install(store: Any, ttl: float, clock: Callable[[], float] = time.monotonic) -> Cache | None:
+    """Keep ``KEPT`` on the workspace store instance MLflow's server resolves with; every write
+    method of the store empties it."""
+    if ttl <= 0:
+        return None
+    cache = Cache(ttl, clock=clock)
+    for name in dir(type(store)):
+        method = getattr(store, name)
+        if not callable(method):
+            continue
+        if name in KEPT:
+            setattr(store, name, _reader(cache, name, method))
+        elif is_write(name):
+            setattr(store, name, _writer(cache, method))
+    return cache
+
+
+def install_on_server(ttl: float) -> Cache | None:
+    """On the server's own workspace store, when workspaces are on (MLflow builds it once per
+    process and keeps it: ``_get_workspace_store``)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+
+    if not MLFLOW_ENABLE_WORKSPACES.get():
+        return None
+    from mlflow.server.workspace_helpers import _get_workspace_store
+
+    return install(_get_workspace_store(), ttl)
