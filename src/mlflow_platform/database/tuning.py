@@ -304,7 +304,8 @@ def tuners_stopped(conn: psycopg.Connection, log: Log) -> Iterator[None]:
     The session holding the lock sits idle through the backup and the migration (an RDS snapshot
     may take an hour), so a role's idle_session_timeout would end it and free the lock: it is
     turned off for this session."""
-    conn.execute("SET idle_session_timeout = 0")
+    with suppress(psycopg.errors.UndefinedObject):  # PostgreSQL before 14 has no such timeout
+        conn.execute("SET idle_session_timeout = 0")
     for attempt in range(3):  # a tuner may start between the ending and the lock
         _end_tuners(conn, log)
         if conn.execute(_LOCK).fetchone()[0]:
@@ -331,7 +332,7 @@ def _end_tuners(conn: psycopg.Connection, log: Log) -> None:
     ).fetchall()
     for pid, role in sessions:
         try:
-            conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         except psycopg.errors.InsufficientPrivilege:
             raise RunbookError(
                 f"a session of role {role} (pid {pid}) is building the platform's indexes and this role may not "
@@ -339,7 +340,16 @@ def _end_tuners(conn: psycopg.Connection, log: Log) -> None:
             ) from None
     if sessions:
         pids = [pid for pid, _ in sessions]
+        _wait_gone(conn, pids)  # its locks go with its exit, not with the signal
         log(f"tuning    ended {len(sessions)} session(s) building the platform's indexes (pids {pids})")
+
+
+def _wait_gone(conn: psycopg.Connection, pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone():
+            return
+        time.sleep(0.1)
 
 
 def remove_tuning(conn: psycopg.Connection) -> list[str]:
