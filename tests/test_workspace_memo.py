@@ -1,7 +1,8 @@
 """The per-worker memo of the request's workspace (workspace_memo.py) on MLflow's own workspace
-store (SQLite): no query while fresh, a missing workspace never kept, this worker's writes seen at
-once, another worker's within the TTL; the server installs it when workspaces are on; and the pin
-on the MLflow functions whose answers it keeps."""
+store (SQLite): for reading requests, no query while fresh, a missing workspace never kept, this
+worker's writes seen at once, another worker's within the TTL; a writing request, or one outside
+Flask, always asks the database (a write into a just-deleted workspace is refused at once); the
+server installs it when workspaces are on; and the pin on the MLflow functions it keeps."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from mlflow.entities.workspace import Workspace
 from mlflow.exceptions import MlflowException
 from sqlalchemy import event
@@ -18,6 +20,16 @@ from sqlalchemy import event
 from mlflow_platform import workspace_memo
 
 from .test_auth_lookups import _functions, _source
+
+APP = Flask(__name__)
+
+
+def reading():
+    return APP.test_request_context("/api/2.0/mlflow/registered-models/alias", method="GET")
+
+
+def writing():
+    return APP.test_request_context("/api/2.0/mlflow/registered-models/create", method="POST")
 
 
 @pytest.mark.parametrize("path", sorted(workspace_memo.PINNED))
@@ -54,32 +66,56 @@ def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_a_fresh_answer_costs_no_query_and_a_copy_is_returned(stores) -> None:
     mine, _, _, statements = stores
-    first = mine.get_workspace("team-a")
-    statements.clear()
-    again = mine.get_workspace("team-a")
-    assert statements == [] and again.name == "team-a" and again is not first
-    assert mine.get_default_workspace().name == "default"
+    with reading():
+        first = mine.get_workspace("team-a")
+        statements.clear()
+        again = mine.get_workspace("team-a")
+        assert statements == [] and again.name == "team-a" and again is not first
+        assert mine.get_default_workspace().name == "default"
 
 
 def test_a_workspace_that_does_not_exist_is_never_kept(stores) -> None:
     mine, other, _, _ = stores
-    with pytest.raises(MlflowException, match="not found"):
-        mine.get_workspace("team-b")
-    other.create_workspace(Workspace(name="team-b"))  # a new team, created through another worker
-    assert mine.get_workspace("team-b").name == "team-b"
+    with reading():
+        with pytest.raises(MlflowException, match="not found"):
+            mine.get_workspace("team-b")
+        other.create_workspace(Workspace(name="team-b"))  # a new team, created through another worker
+        assert mine.get_workspace("team-b").name == "team-b"
 
 
 def test_this_workers_write_is_seen_at_once_and_anothers_within_the_ttl(stores) -> None:
     mine, other, clock, _ = stores
-    assert mine.get_workspace("team-a").default_artifact_root == "s3://b/a"
+    with reading():
+        assert mine.get_workspace("team-a").default_artifact_root == "s3://b/a"
     mine.update_workspace(Workspace(name="team-a", default_artifact_root="s3://b/a2"))
-    assert mine.get_workspace("team-a").default_artifact_root == "s3://b/a2"
+    with reading():
+        assert mine.get_workspace("team-a").default_artifact_root == "s3://b/a2"
     other.delete_workspace("team-a")  # through another worker
     clock.now = 9.9
-    assert mine.get_workspace("team-a").name == "team-a"  # the documented window
+    with reading():
+        assert mine.get_workspace("team-a").name == "team-a"  # the documented window, for reads
     clock.now = 10.1
-    with pytest.raises(MlflowException, match="not found"):
+    with reading(), pytest.raises(MlflowException, match="not found"):
         mine.get_workspace("team-a")
+
+
+def test_a_write_into_a_workspace_deleted_on_another_worker_is_refused_at_once(stores) -> None:
+    """Found by review on the running platform: with the lookup served from the memo, a team member
+    created a model in the seconds after an admin deleted the team's workspace (the grants were
+    cached too, and no foreign key ties a model to its workspace); it reappeared when the name was
+    created again. A writing request, and anything outside a Flask request, asks the database."""
+    mine, other, _, statements = stores
+    with reading():
+        mine.get_workspace("team-a")  # kept
+    other.delete_workspace("team-a")
+    with writing(), pytest.raises(MlflowException, match="not found"):
+        mine.get_workspace("team-a")
+    with pytest.raises(MlflowException, match="not found"):  # MLflow's FastAPI half: no Flask request
+        mine.get_workspace("team-a")
+    with reading():
+        statements.clear()
+        mine.get_workspace("team-a")  # a read still within the window: it finds the workspace empty
+        assert statements == []
 
 
 def test_a_ttl_of_zero_keeps_nothing(tmp_path: Path) -> None:

@@ -145,9 +145,9 @@ class ServerConfig(_Section):
         10,
         ge=0,
         le=300,
-        description="Cache role and grant lookups (never the user record) and, with teams, the request's "
-        "workspace per worker: a revoked grant or deleted workspace stops working within this (at once on the "
-        "worker that changed it); 0 asks the database on every request.",
+        description="Cache role and grant lookups (never the user record) and, with teams, a reading request's "
+        "workspace per worker: a revoked grant stops working within this (at once on the worker that revoked "
+        "it); 0 asks the database on every request.",
     )
     metric_history_page_size: int = Field(
         25000,

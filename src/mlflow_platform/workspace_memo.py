@@ -2,16 +2,23 @@
 database on every request, before any check (``resolve_workspace_from_header`` ->
 ``get_workspace``, or ``get_default_workspace`` without the header): 14% of a worker's samples on
 a registry read. This keeps those two answers per worker for ``server.permissionCacheTtlSeconds``,
-the bound the grants themselves already have. (MLflow's store keeps a workspace's artifact root
-per process the same way: ``MLFLOW_WORKSPACE_ARTIFACT_ROOT_CACHE_TTL_SECONDS``.)
+for requests that only read.
 
-Bounded staleness, by construction (the permission cache's ``Cache``):
+Why only reads (found by an independent review, reproduced on the platform): the lookup is
+MLflow's only check that the workspace still exists, and nothing in the schema ties a row to a
+workspace (no foreign key). Served from a memo, a write in the seconds after a workspace was
+deleted passed the team's cached grants and stored a model under a workspace that no longer
+existed; it came back when the name was created again. So a Flask request with any method but
+GET or HEAD, and anything outside a Flask request (MLflow's FastAPI half), asks the database.
+
+Bounded staleness for the reads (the permission cache's ``Cache``):
 - only a workspace that exists is kept; one that does not is asked again every time, so a new
   team's workspace is served at once on every worker;
-- any workspace write through this worker (create, update, delete) empties its memo at once;
-- on other workers, a deleted workspace still resolves, and a changed artifact root still reads
-  the old one, for at most the TTL. A deleted team's role grants are cached for the same TTL, so
-  the window in which its members reach it is not longer than it was.
+- any write through this worker's workspace store empties its memo at once (as does MLflow's
+  artifact-root resolution, which the store does on every experiment create);
+- on other workers a read in a deleted workspace is still answered for at most the TTL: it finds
+  nothing (deletion requires the workspace empty, or empties it), and an admin's
+  ``GET /workspaces/<name>`` may show the workspace as it was.
 
 ``PINNED``: the MLflow functions whose answers are kept, by source fingerprint; a release that
 changes one fails ``tests/test_workspace_memo.py`` until someone reads it.
@@ -19,6 +26,7 @@ changes one fails ``tests/test_workspace_memo.py`` until someone reads it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,10 +59,26 @@ def install(store: Any, ttl: float, clock: Callable[[], float] = time.monotonic)
         if not callable(method):
             continue
         if name in KEPT:
-            setattr(store, name, _reader(cache, name, method))
+            setattr(store, name, _read_only(_reader(cache, name, method), method))
         elif is_write(name):
             setattr(store, name, _writer(cache, method))
     return cache
+
+
+def _read_only(kept: Callable, fresh: Callable) -> Callable:
+    @functools.wraps(fresh)
+    def resolve(*args, **kwargs):
+        return (kept if _reading() else fresh)(*args, **kwargs)
+
+    return resolve
+
+
+def _reading() -> bool:
+    """A Flask request that only reads: GET or HEAD (MLflow's REST API writes with POST, PATCH,
+    PUT and DELETE)."""
+    from flask import has_request_context, request
+
+    return has_request_context() and request.method in ("GET", "HEAD")
 
 
 def install_on_server(ttl: float) -> Cache | None:
