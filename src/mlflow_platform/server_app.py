@@ -58,7 +58,7 @@ def create_app() -> WSGIApp:
 
 def _cache_auth_reads() -> None:
     """Users, roles and grants from a per-worker cache (permission_cache.py; rendered TTL, 0 = off),
-    its hit rate counted when the server exports metrics; with workspaces on, the request's
+    its hit rate counted when the server exports metrics; with workspaces on, a reading request's
     workspace for the same TTL (workspace_memo.py, not counted in that hit rate)."""
     from mlflow.server import auth
 

@@ -130,8 +130,9 @@ def coordinated_upgrade(
 def _no_tuners(owner_uri: str, writers: Writers, log: Log) -> Iterator[None]:
     """``tuners_stopped`` for the backup and the migration; if it cannot be had, nothing was
     changed and the old version may serve again."""
-    with connect(owner_uri) as conn, ExitStack() as held:
+    with ExitStack() as held:
         try:
+            conn = held.enter_context(connect(owner_uri))
             held.enter_context(tuners_stopped(conn, log))
         except (psycopg.Error, RunbookError) as exc:
             writers.resume(log)
