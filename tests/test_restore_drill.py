@@ -274,55 +274,50 @@ def test_a_restore_names_its_side_database_within_postgres_limit() -> None:
 
 
 def test_a_restore_whose_copy_cannot_take_the_name_puts_the_live_database_back(
-    platform, source: dict, tmp_path: Path
+    platform, source: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rename needs its database free of sessions and has no FORCE. Found by review: a session of
     another role on the restored copy made the final rename fail after the live database had been
     dropped, leaving none. Now the live one is only moved aside, and moved back; the error says
-    where each copy is, and a later restore will not drop the moved-aside one."""
-    import threading
-
-    from mlflow_platform.database.backup import backup_to_file, restore_database, side_name
+    where each copy is. (The session is opened right after pg_restore, before the swap.)"""
+    from mlflow_platform.database import backup
     from mlflow_platform.database.connection import connect, with_database
     from mlflow_platform.errors import RunbookError
 
     name = f"swap_{uuid.uuid4().hex[:8]}"
-    side, aside = side_name(name, "restoring"), side_name(name, "replaced")
+    side, aside = backup.side_name(name, "restoring"), backup.side_name(name, "replaced")
     with connect(source["uri"]) as owner:
         owner.execute(f'CREATE DATABASE "{name}"')
     live = with_database(source["uri"], name)
-    done, held = threading.Event(), []
+    held = []
+    restore = backup.pg_restore
 
-    def hold_the_copy() -> None:  # another role's session on the copy as soon as it exists
-        while not done.is_set():
-            try:
-                held.append(platform._postgres(platform.state.ports).connect(side))
-                done.wait()
-                return
-            except Exception:
-                time.sleep(0.05)
+    def restore_then_hold(uri: str, database: str, dump: Path):
+        result = restore(uri, database, dump)
+        held.append(platform._postgres(platform.state.ports).connect(database))  # another role, on the copy
+        return result
 
     try:
         with connect(live) as conn:
             conn.execute("CREATE TABLE kept AS SELECT 1 AS i")
-        dump = backup_to_file(live, tmp_path)
+        dump = backup.backup_to_file(live, tmp_path)
         with connect(live) as conn:
             conn.execute("INSERT INTO kept VALUES (2)")
-        holder = threading.Thread(target=hold_the_copy)
-        holder.start()
-        with pytest.raises(RunbookError, match=f"{name} was moved back; the restored copy is in {side}"):
-            restore_database(source["uri"], dump)
+        with monkeypatch.context() as patch:
+            patch.setattr(backup, "pg_restore", restore_then_hold)
+            with pytest.raises(RunbookError, match=f"{name} was moved back; the restored copy is in {side}"):
+                backup.restore_database(source["uri"], dump)
+        assert held, "the copy was never held"
         with connect(live) as conn:
             assert conn.execute("SELECT count(*) FROM kept").fetchone() == (2,)
-        done.set()
-        holder.join()
         for session in held:
             session.close()
-        assert restore_database(source["uri"], dump) == name
+        assert backup.restore_database(source["uri"], dump) == name
         with connect(live) as conn:
             assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1,)
     finally:
-        done.set()
+        for session in held:
+            session.close()
         with connect(source["uri"]) as owner:
             for database in (name, side, aside):
                 owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
