@@ -232,7 +232,7 @@ def test_a_restore_that_fails_halfway_leaves_the_live_database_as_it_was(source:
     """A dump whose data is cut short (a full disk, a copy interrupted) still lists fine, so it
     passes the check that comes first; its pg_restore fails midway. The live database was dropped
     before that, and lost; now the dump is restored beside it and swapped in only when complete."""
-    from mlflow_platform.database.backup import backup_to_file, restore_database, restoring_name
+    from mlflow_platform.database.backup import backup_to_file, restore_database, side_name
     from mlflow_platform.database.connection import connect, with_database
     from mlflow_platform.errors import RunbookError
 
@@ -254,23 +254,25 @@ def test_a_restore_that_fails_halfway_leaves_the_live_database_as_it_was(source:
         with connect(live) as conn:
             assert conn.execute("SELECT count(*) FROM kept").fetchone() == (100,)
         with connect(source["uri"]) as owner:
-            found = owner.execute("SELECT 1 FROM pg_database WHERE datname = %s", (restoring_name(name),)).fetchone()
+            found = owner.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (side_name(name, "restoring"),)
+            ).fetchone()
             assert found is None, "the half-restored copy was left behind"
         assert restore_database(source["uri"], dump) == name  # the whole dump replaces it
         with connect(live) as conn:
             assert conn.execute("SELECT count(*) FROM kept").fetchone() == (200000,)
     finally:
         with connect(source["uri"]) as owner:
-            for database in (name, restoring_name(name)):
+            for database in (name, side_name(name, "restoring")):
                 owner.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def test_a_restore_names_its_side_database_within_postgres_limit() -> None:
-    from mlflow_platform.database.backup import restoring_name
+    from mlflow_platform.database.backup import side_name
 
-    assert restoring_name("mlflow") == "mlflow_restoring"
+    assert side_name("mlflow", "restoring") == "mlflow_restoring"
     long = "é" * 40  # 80 bytes: PostgreSQL would cut it at 63, mid-character
-    assert len(restoring_name(long).encode()) <= 63 and restoring_name(long).endswith("_restoring")
+    assert len(side_name(long, "restoring").encode()) <= 63 and side_name(long, "restoring").endswith("_restoring")
 
 
 def test_a_restore_whose_copy_cannot_take_the_name_puts_the_live_database_back(

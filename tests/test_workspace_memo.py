@@ -118,7 +118,7 @@ def test_a_write_into_a_workspace_deleted_on_another_worker_is_refused_at_once(s
         assert statements == []
 
 
-def test_a_ttl_of_zero_keeps_nothing(tmp_path: Path) -> None:
+def test_a_ttl_of_zero_keeps_nothing() -> None:
     assert workspace_memo.install(object(), 0) is None
 
 

@@ -19,3 +19,9 @@ class RunbookError(RuntimeError):
 
 class UpgradeError(RuntimeError):
     """A schema-upgrade step failed or was refused; the message says what to do next."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line for a person (a database error's first line: the rest is
+    its SQL and hints), or its type's name when it has none."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

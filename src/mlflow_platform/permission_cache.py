@@ -150,12 +150,21 @@ def install(store: Any, ttl: float, record: Callable[[str], None] | None = None)
     if ttl <= 0:
         return None
     cache = Cache(ttl, record=record)
+    wrap(store, cache, lambda name: not name.startswith("_") and name not in UNCACHED)
+    return cache
+
+
+def wrap(
+    store: Any, cache: Cache, kept: Callable[[str], bool], read: Callable[[Callable, Callable], Callable] | None = None
+) -> None:
+    """On ``store``'s instance: every write method empties ``cache``; each read ``kept`` names is
+    answered from it (through ``read(cached, fresh)`` when given, which picks per call)."""
     for name in dir(type(store)):
         method = getattr(store, name)
         if not callable(method):
             continue
         if is_write(name):
             setattr(store, name, _writer(cache, method))
-        elif not name.startswith("_") and name not in UNCACHED:
-            setattr(store, name, _reader(cache, name, method))
-    return cache
+        elif kept(name):
+            cached = _reader(cache, name, method)
+            setattr(store, name, read(cached, method) if read else cached)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .permission_cache import Cache, _reader, _writer, is_write
+from .permission_cache import Cache, wrap
 
 #: The only reads kept: what every request's resolution asks.
 KEPT = ("get_workspace", "get_default_workspace")
@@ -54,14 +54,7 @@ def install(store: Any, ttl: float, clock: Callable[[], float] = time.monotonic)
     if ttl <= 0:
         return None
     cache = Cache(ttl, clock=clock)
-    for name in dir(type(store)):
-        method = getattr(store, name)
-        if not callable(method):
-            continue
-        if name in KEPT:
-            setattr(store, name, _read_only(_reader(cache, name, method), method))
-        elif is_write(name):
-            setattr(store, name, _writer(cache, method))
+    wrap(store, cache, KEPT.__contains__, _read_only)
     return cache
 
 

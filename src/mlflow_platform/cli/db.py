@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import DatabaseConfig
-from ..errors import PlatformError, RunbookError, UpgradeError
+from ..errors import PlatformError, RunbookError, UpgradeError, first_line
 from ..server_spec import APP_DB_PASSWORD_ENV
 from .connect import database_uri, local_platform, platform_for
 from .options import DryRun, Local, StackFile, StateDir
@@ -275,7 +275,7 @@ def _run_upgrade(run: Callable) -> None:
     except (RunbookError, PlatformError, UpgradeError) as exc:
         raise fail(str(exc)) from None
     except psycopg.Error as exc:
-        raise fail(f"cannot read the database: {_first_line(exc)}; check the URI and PGPASSWORD") from None
+        raise fail(f"cannot read the database: {first_line(exc)}; check the URI and PGPASSWORD") from None
     backups = ", ".join(outcome.backups)
     if outcome.action != UPGRADE:
         kept = f"nothing to migrate (the schema is {outcome.action}); the writers kept running"
@@ -283,10 +283,6 @@ def _run_upgrade(run: Callable) -> None:
         return
     seconds = f"{outcome.stopped_seconds:.1f}"
     _say(f"[bold green]upgraded[/] (writes stopped {seconds} s); backups: {escape(backups)}")
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # -- restores ------------------------------------------------------------------------------------------
@@ -330,10 +326,10 @@ def restore_command(
 
 
 def _restore_dump(uri: str, backup: Path, local: bool, dry_run: bool) -> None:
-    from ..database.backup import dump_database_name, restore_database, restoring_name
+    from ..database.backup import dump_database_name, restore_database, side_name
 
     target = dump_database_name(backup)
-    actions = [f"pg_restore {backup} into {restoring_name(target)}", f"when complete, replace {target} with it"]
+    actions = [f"pg_restore {backup} into {side_name(target, 'restoring')}", f"when complete, replace {target} with it"]
     print_actions("db restore", (["stop the local tracking server"] if local else []) + actions, dry_run)
     if dry_run:
         return
@@ -344,7 +340,7 @@ def _restore_dump(uri: str, backup: Path, local: bool, dry_run: bool) -> None:
     except RunbookError as exc:
         raise fail(str(exc)) from None
     except psycopg.Error as exc:
-        raise fail(f"db restore: cannot reach the database: {_first_line(exc)}; check the URI and PGPASSWORD") from None
+        raise fail(f"db restore: cannot reach the database: {first_line(exc)}; check the URI and PGPASSWORD") from None
     out.print(f"[bold green]restored[/] {escape(restored)} from {escape(str(backup))}", highlight=False)
     if local:
         out.print("start the server again with `mlflow-platform local up`")
@@ -355,7 +351,7 @@ def _restore_snapshot(
 ) -> None:
     from sqlalchemy.engine import make_url
 
-    from ..database.backup import restore_from_snapshot, restoring_name
+    from ..database.backup import restore_from_snapshot, side_name
 
     if not instance:
         raise fail("--snapshot needs --rds-instance: the instance whose databases it replaces")
@@ -367,7 +363,9 @@ def _restore_snapshot(
         tunnel = (host, int(port))
     databases = [make_url(uri).database, auth_database]
     actions = [f"restore {snapshot} to a temporary instance beside {instance}"]
-    actions += [f"copy {d} from it into {restoring_name(d)} on {instance}, then replace {d} with it" for d in databases]
+    actions += [
+        f"copy {d} from it into {side_name(d, 'restoring')} on {instance}, then replace {d} with it" for d in databases
+    ]
     actions += ["delete the temporary instance"]
     print_actions("db restore", actions, dry_run)
     if dry_run:
@@ -377,7 +375,7 @@ def _restore_snapshot(
     except RunbookError as exc:
         raise fail(str(exc)) from None
     except psycopg.Error as exc:
-        raise fail(f"db restore: cannot reach a database: {_first_line(exc)}; check the URI and PGPASSWORD") from None
+        raise fail(f"db restore: cannot reach a database: {first_line(exc)}; check the URI and PGPASSWORD") from None
     out.print(f"[bold green]restored[/] {', '.join(restored)} from {escape(snapshot)}", highlight=False)
     out.print("then: `mlflow-platform db clear-failed-upgrade --namespace <ns>`, revert the MLflow bump, `pulumi up`")
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..database.report import DatabaseReport, Statement
-from ..errors import RunbookError
+from ..errors import RunbookError, first_line
 from .connect import database_uri
 from .options import DryRun, Local
 from .output import fail, out, print_actions
@@ -105,7 +105,7 @@ def tune_command(
             if not dry_run and actions:
                 apply_tuning(conn, log=out.print)
     except (psycopg.Error, RunbookError) as exc:
-        raise fail(f"db tune: {str(exc).strip().splitlines()[0]}") from None
+        raise fail(f"db tune: {first_line(exc)}") from None
 
 
 def report_command(
@@ -130,7 +130,7 @@ def report_command(
         with connect(uri) as conn:
             report = database_report(conn, limit=top, record=record)
     except psycopg.Error as exc:
-        raise fail(f"db report: {str(exc).strip().splitlines()[0]}") from None
+        raise fail(f"db report: {first_line(exc)}") from None
     print_report(report)
 
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ..errors import RunbookError
+from ..errors import RunbookError, first_line
 from .connection import connect, tool, tool_args
 
 Log = Callable[[str], None]
@@ -109,7 +109,7 @@ def drop_database(admin: psycopg.Connection, name: str) -> None:
         except psycopg.errors.ObjectInUse as exc:
             raise RunbookError(
                 f"database {name} was not dropped: sessions of another role are connected to it "
-                f"({str(exc).strip().splitlines()[0]}); stop them, or run this as the RDS master user"
+                f"({first_line(exc)}); stop them, or run this as the RDS master user"
             ) from None
 
 
@@ -172,11 +172,7 @@ def _rename(admin: psycopg.Connection, name: str, to: str, state: str) -> None:
     try:
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(to)))
     except psycopg.Error as exc:
-        raise RunbookError(f"database {name} could not be renamed to {to} ({_first_line(exc)}): {state}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunbookError(f"database {name} could not be renamed to {to} ({first_line(exc)}): {state}") from None
 
 
 def refuse_connected_writers(uri: str, databases: list[str]) -> None:
@@ -201,10 +197,6 @@ def side_name(database: str, role: str) -> str:
     database aside (``replaced``); PostgreSQL names are at most 63 bytes."""
     suffix = f"_{role}"
     return database.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
-
-
-def restoring_name(database: str) -> str:
-    return side_name(database, "restoring")
 
 
 def _create_statement_statistics(uri: str, database: str) -> None:

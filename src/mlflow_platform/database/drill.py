@@ -22,7 +22,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from ..aliases import CHAMPION
-from ..errors import RunbookError
+from ..errors import RunbookError, first_line
 from .backup import drop_database, dump_database_name, dumped_database, newest_dump, pg_restore
 from .connection import connect, with_database
 from .revisions import image_head
@@ -87,7 +87,7 @@ def restore_drill(
         if auth_dump:
             _drill_auth(uri, auth_database, auth_dump, report)
     except psycopg.Error as exc:
-        raise RunbookError(f"restore drill: {_first_line(exc)}") from None
+        raise RunbookError(f"restore drill: {first_line(exc)}") from None
     finally:
         if not keep:
             _drop_scratch(uri, report)
@@ -112,10 +112,6 @@ def _pick_auth_dump(backup_dir: Path, auth_database: str | None, required: bool,
             reason = missing if auth_database else "no auth database named (--auth-database)"
             report.notes.append(f"the auth database was not drilled: {reason}")
     return dump
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _holds(dump: Path, database: str, report: DrillReport) -> bool:
@@ -162,7 +158,7 @@ def _drop_scratch(uri: str, report: DrillReport) -> None:
             for scratch in scratches:
                 drop_database(conn, scratch)
     except (psycopg.Error, RunbookError) as exc:
-        report.notes.append(f"could not drop {', '.join(scratches)}: {_first_line(exc)}; drop them by hand")
+        report.notes.append(f"could not drop {', '.join(scratches)}: {first_line(exc)}; drop them by hand")
 
 
 # -- tracking ----------------------------------------------------------------------------------------
@@ -235,7 +231,7 @@ def _resolve_through_mlflow(scratch_uri: str, champions: dict[tuple[str, str], s
     try:
         _resolve_each(scratch_uri, champions, report)
     except Exception as exc:  # MLflow refusing the restored database is the drill's finding
-        report.problems.append(f"MLflow cannot read the restored registry: {_first_line(exc)[:300]}")
+        report.problems.append(f"MLflow cannot read the restored registry: {first_line(exc)[:300]}")
 
 
 def _resolve_each(scratch_uri: str, champions: dict[tuple[str, str], str], report: DrillReport) -> None:

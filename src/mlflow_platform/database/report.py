@@ -17,6 +17,8 @@ from datetime import datetime
 
 import psycopg
 
+from ..errors import first_line
+
 SCHEMA = "mlflow_platform"
 
 
@@ -108,7 +110,7 @@ def _read_statements(conn: psycopg.Connection, report: DatabaseReport, limit: in
         report.slowest_total = _statements(conn, "total_exec_time", limit)
         report.slowest_mean = _statements(conn, "mean_exec_time", limit)
     except psycopg.Error as exc:  # not preloaded, or no pg_read_all_stats: say so, report the rest
-        report.statements_available = str(exc).strip().splitlines()[0]
+        report.statements_available = first_line(exc)
 
 
 def _record_sizes(conn: psycopg.Connection, tables: list[TableSize]) -> datetime | None:

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ..errors import RunbookError, UpgradeError
+from ..errors import RunbookError, UpgradeError, first_line
 from ..server_spec import APP_DB_PASSWORD_ENV
 from .connection import connect, with_database
 from .revisions import UPGRADE, schema_plan
@@ -153,19 +153,19 @@ def tune(owner_uri: str, log: Log, *, build: bool = True, budget: float | None =
             done = apply_tuning(conn, log=log, build=build, budget=budget)
             log(f"tuning: {'; '.join(done) if done else 'in place'}")
     except (psycopg.Error, RunbookError) as exc:
-        log(f"tuning: not finished ({str(exc).strip().splitlines()[0]}); run `mlflow-platform db tune` later")
+        log(f"tuning: not finished ({first_line(exc)}); run `mlflow-platform db tune` later")
     try:
         with connect(owner_uri) as conn:
             _statement_statistics(conn, log)
     except psycopg.Error as exc:
-        log(f"pg_stat_statements not checked ({str(exc).strip().splitlines()[0]}): `db report` may list no statements")
+        log(f"pg_stat_statements not checked ({first_line(exc)}): `db report` may list no statements")
 
 
 def _statement_statistics(conn: psycopg.Connection, log: Log) -> None:
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     except psycopg.Error as exc:
-        log(f"pg_stat_statements not created ({str(exc).strip().splitlines()[0]}): `db report` lists no statements")
+        log(f"pg_stat_statements not created ({first_line(exc)}): `db report` lists no statements")
 
 
 def _grant_app_role(owner_uri: str, auth_database: str, role: str, password: str | None, log: Log) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..errors import RunbookError
+from ..errors import RunbookError, first_line
 
 PREFIX = "mlflow_platform_"
 
@@ -228,7 +228,7 @@ def apply_tuning(
             try:
                 _ensure(conn, index, log, build, deadline)
             except (psycopg.Error, RunbookError) as exc:
-                why = failed[index.name] = str(exc).strip().splitlines()[0]
+                why = failed[index.name] = first_line(exc)
                 if conn.closed:  # e.g. ended by a schema upgrade (``tuners_stopped``)
                     raise RunbookError(f"the tuner's session ended while building {index.name}: {why}") from None
                 log(f"index     {index.name}: not built ({why})")
@@ -291,7 +291,7 @@ def _drop_invalid_if_free(conn: psycopg.Connection, name: str, log: Log) -> None
     try:
         _drop_invalid(conn, name)
     except psycopg.Error as exc:  # e.g. the transaction the build waited for is still open
-        log(f"index     {name}: its invalid index is left to the next tuning ({str(exc).strip().splitlines()[0]})")
+        log(f"index     {name}: its invalid index is left to the next tuning ({first_line(exc)})")
 
 
 @contextmanager

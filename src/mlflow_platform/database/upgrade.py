@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ..errors import RunbookError, UpgradeError
+from ..errors import RunbookError, UpgradeError, first_line
 from .backup import backup_to_file, snapshot_name, snapshot_rds
 from .connection import connect, with_database
 from .revisions import UPGRADE, SchemaPlan, schema_plan
@@ -136,7 +136,7 @@ def _no_tuners(owner_uri: str, writers: Writers, log: Log) -> Iterator[None]:
             held.enter_context(tuners_stopped(conn, log))
         except (psycopg.Error, RunbookError) as exc:
             writers.resume(log)
-            reason = str(exc).strip().splitlines()[0]
+            reason = first_line(exc)
             raise UpgradeError(f"index builds could not be stopped ({reason}), nothing was migrated") from None
         yield
 
