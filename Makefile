@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench bench-scale drills docs
+.PHONY: install local status env down purge test test-fast lint format schema smoke check clean bench bench-scale bench-replica drills docs
 
 SCANNERS := .venv-scanners
 SCANNERS_STAMP := $(SCANNERS)/.installed
@@ -75,6 +75,9 @@ bench: install            ## load benchmark: stock vs the guide's command vs the
 bench-scale: install      ## MLflow at 1M runs / 100M metric rows, before and after `db tune` (~1.5 h, ~40 GB in /tmp), then its chart
 	$(BIN)/python -m benchmarks.data_scale --json benchmarks/results/data_scale_1m.json
 	$(BIN)/python docs/pictures.py scale
+
+bench-replica: install    ## searches and the UI at 1M runs, 8 and 32 clients, reading the primary vs a read replica (~45 min; empties the bench-scale state's metric history)
+	$(BIN)/python -m benchmarks.read_replica --state /tmp/mlflow-platform-scale --drop-history
 
 docs: install             ## regenerate the docs' configuration reference and pictures (needs chromium, graphviz)
 	$(BIN)/python -m mlflow_platform.docs --write

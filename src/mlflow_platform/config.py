@@ -198,6 +198,22 @@ class ServerConfig(_Section):
         return self
 
 
+class ReadReplicaConfig(_Section):
+    """An RDS read replica that MLflow's searches and pages read from (``--read-replica-backend-store-uri``)."""
+
+    instance_class: str | None = Field(
+        None,
+        pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
+        description="RDS instance class of the replica; the primary's when absent.",
+    )
+    lag_alarm_seconds: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="Alarm when the replica is this many seconds behind (AWS/RDS ReplicaLag) or reports nothing.",
+    )
+
+
 class DatabaseConfig(_Section):
     """PostgreSQL: instance sizing and the SQLAlchemy pool every server engine uses."""
 
@@ -254,6 +270,11 @@ class DatabaseConfig(_Section):
         "mlflow",
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="Schema owner (the RDS master user); only the migration step connects as it.",
+    )
+    read_replica: ReadReplicaConfig | None = Field(
+        None,
+        description="A read replica for searches and the UI's pages (`{}` for the defaults); a point read "
+        "that misses there, or a replica that is down, goes to the primary (docs/sizing.md).",
     )
     app_username: str = Field(
         "mlflow_app",
@@ -795,6 +816,17 @@ class StackConfig(BaseModel):
                 problems.append((f"sso.teamGroups[{i}].team", f"unknown team {mapping.team!r} (teams: {known})"))
         return problems
 
+    def _replica_problems(self) -> list[tuple[str, str]]:
+        if self.database.read_replica is None or self.server.basic_auth:
+            return []
+        return [
+            (
+                "database.readReplica",
+                "needs server.basicAuth: true: the replica is read through the platform's app "
+                "(replica_reads.py), which only that setting serves",
+            )
+        ]
+
     def _budget_problems(self) -> list[tuple[str, str]]:
         """The connection budget must fit the database's max_connections less the reserve."""
         s, d = self.server, self.database
@@ -840,6 +872,7 @@ class StackConfig(BaseModel):
     def cross_field_problems(self) -> list[tuple[str, str]]:
         s, d, lb = self.server, self.database, self.load_balancer
         problems = self._budget_problems() + team_problems(self.teams, s.admin_username) + self._sso_problems()
+        problems += self._replica_problems()
         if s.keep_alive_seconds <= lb.idle_timeout_seconds:
             problems.append(
                 (

@@ -86,6 +86,18 @@ def permission_cache_counter(registry=None) -> Callable[[str], None]:
     return lambda result: counter.labels(result).inc()
 
 
+def replica_fallback_counter(registry=None) -> Callable[[str], None]:
+    """``mlflow_platform_replica_fallback_total{reason}``: reads the read replica could not answer,
+    sent to the primary (``not_found``: lag or a real miss; ``unreachable``: the replica refused)."""
+    from prometheus_client import REGISTRY, Counter
+
+    counter = Counter(
+        "mlflow_platform_replica_fallback", "Store reads sent to the primary instead of the replica.", ["reason"],
+        registry=registry or REGISTRY,
+    )  # fmt: skip
+    return lambda reason: counter.labels(reason).inc()
+
+
 def metered(app: Callable, routes, threads: int, registry=None) -> Callable:
     """``app`` (the edge) with its requests counted and timed; ``routes`` finds each request's route."""
     metrics = Metrics(threads, registry)

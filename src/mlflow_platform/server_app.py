@@ -43,6 +43,7 @@ def create_app() -> WSGIApp:
     if not hasattr(authenticated, "url_map"):
         raise RuntimeError("MLflow composed its FastAPI app itself (uvicorn): run the server under gunicorn")
     _cache_auth_reads()
+    _route_replica_reads()
     auth_lookups.install()
     request_guards.install(authenticated)
     fastapi_app = create_fastapi_app(authenticated)
@@ -70,6 +71,15 @@ def _cache_auth_reads() -> None:
     ttl = float(os.environ.get(TTL_ENV) or 0)
     install(auth.store, ttl, record)
     workspace_memo.install_on_server(ttl)
+
+
+def _route_replica_reads() -> None:
+    """With a read replica: a point read that misses there, or a replica that refuses
+    connections, goes to the primary (replica_reads.py); counted when the server exports metrics."""
+    from . import replica_reads
+    from .observability import WORKER_THREADS_ENV, replica_fallback_counter
+
+    replica_reads.install(replica_fallback_counter() if os.environ.get(WORKER_THREADS_ENV) else None)
 
 
 def _sso_edge(app: WSGIApp) -> WSGIApp:

@@ -16,6 +16,8 @@ from .config import StackConfig
 from .history_pages import PAGE_SIZE_ENV as METRIC_HISTORY_PAGE_SIZE_ENV
 from .observability import WORKER_THREADS_ENV
 from .permission_cache import TTL_ENV as PERMISSION_CACHE_TTL_ENV
+from .replica_reads import CONNECT_TIMEOUT_SECONDS as REPLICA_CONNECT_TIMEOUT_SECONDS
+from .replica_reads import READ_REPLICA_URI_ENV
 from .sso import SETTINGS_ENV as SSO_SETTINGS_ENV
 from .sso import SsoSettings, TeamRole
 
@@ -71,6 +73,9 @@ class Endpoints:
     #: The embedded PostgreSQL has no TLS.
     db_sslmode: str = "verify-full"
     db_sslrootcert: str | None = RDS_CA_BUNDLE
+    #: The read replica's endpoint (``database.readReplica``): same roles and TLS as the primary.
+    db_replica_host: str | None = None
+    db_replica_port: int = 5432
     bind_host: str = "0.0.0.0"
     port_override: int | None = None
     s3_endpoint_url: str | None = None
@@ -118,17 +123,27 @@ class ServerSpec:
         return {e.name: e.value if e.secret is None else secrets[e.secret] for e in self.env}
 
 
-def database_url(config: StackConfig, endpoints: Endpoints, database: str, *, owner: bool = False) -> str:
+def database_url(
+    config: StackConfig, endpoints: Endpoints, database: str, *, owner: bool = False, replica: bool = False
+) -> str:
     """SQLAlchemy URL without a password: libpq reads it from PGPASSWORD, so the URL is not secret.
 
     Servers and runbooks connect as the application role; ``owner`` is for the migration step.
+    ``replica``: the read replica (a physical copy: same roles, same password), with a short
+    connect timeout so that a dead replica is noticed in seconds (``replica_reads``).
     """
     d = config.database
     role = d.username if owner else d.app_username
     query = f"sslmode={endpoints.db_sslmode}"
     if endpoints.db_sslrootcert:
         query += f"&sslrootcert={endpoints.db_sslrootcert}"
-    return f"postgresql+psycopg://{role}@{endpoints.db_host}:{endpoints.db_port}/{database}?{query}"
+    host, port = endpoints.db_host, endpoints.db_port
+    if replica:
+        if endpoints.db_replica_host is None:
+            raise ValueError("database.readReplica is set but these endpoints have no replica host")
+        host, port = endpoints.db_replica_host, endpoints.db_replica_port
+        query += f"&connect_timeout={REPLICA_CONNECT_TIMEOUT_SECONDS}"
+    return f"postgresql+psycopg://{role}@{host}:{port}/{database}?{query}"
 
 
 GUNICORN_HOOKS = "mlflow_platform.gunicorn_hooks"
@@ -221,7 +236,8 @@ def _bool(value: bool) -> str:
 
 
 def server_env(config: StackConfig, endpoints: Endpoints, primary: bool) -> list[EnvVar]:
-    """The server's environment, auth aside: pools, host checks, job runner, webhooks, S3 endpoint."""
+    """The server's environment, auth aside: pools, host checks, job runner, webhooks, S3 endpoint,
+    read replica."""
     s, d = config.server, config.database
     env: list[EnvVar] = [
         EnvVar("PGPASSWORD", secret=DB_PASSWORD),
@@ -246,6 +262,8 @@ def server_env(config: StackConfig, endpoints: Endpoints, primary: bool) -> list
         env.append(EnvVar("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", ",".join(s.cors_allowed_origins)))
     if endpoints.s3_endpoint_url:
         env.append(EnvVar("MLFLOW_S3_ENDPOINT_URL", endpoints.s3_endpoint_url))
+    if d.read_replica is not None:  # searches and pages (replica_reads.py); auth and workspaces: the primary
+        env.append(EnvVar(READ_REPLICA_URI_ENV, database_url(config, endpoints, d.tracking_database, replica=True)))
     return env
 
 

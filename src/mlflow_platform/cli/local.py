@@ -22,6 +22,14 @@ app = typer.Typer(
 )
 
 
+ReplicaPort = Annotated[
+    int | None,
+    typer.Option(
+        help=f"The PostgreSQL replica's port (database.readReplica) \\[default: {DEFAULT_PORTS['postgres_replica']}]."
+    ),
+]
+
+
 @app.command("up")
 def up_command(
     port: Annotated[
@@ -30,6 +38,7 @@ def up_command(
     postgres_port: Annotated[
         int | None, typer.Option(help=f"PostgreSQL port \\[default: {DEFAULT_PORTS['postgres']}].")
     ] = None,
+    postgres_replica_port: ReplicaPort = None,
     s3_port: Annotated[int | None, typer.Option(help=f"Local S3 API port \\[default: {DEFAULT_PORTS['s3']}].")] = None,
     s3_internal_port: Annotated[
         int | None,
@@ -61,6 +70,7 @@ def up_command(
         chosen = {
             "tracking": port,
             "postgres": postgres_port,
+            "postgres_replica": postgres_replica_port,
             "s3": s3_port,
             "s3_internal": s3_internal_port,
             "prometheus": prometheus_port,

@@ -123,6 +123,8 @@ def main(project_root: Path | None = None) -> dict:
         alb_arn_suffix=base.lb.arn_suffix,
         target_group_arn_suffix=base.lb.target_group_arn_suffix,
         db_identifier=base.database.instance_identifier,
+        replica_identifier=base.database.replica_identifier,
+        replica_lag_seconds=config.database.read_replica.lag_alarm_seconds if config.database.read_replica else None,
         bucket_name=base.store.bucket_name,
         connection_budget=config.connection_budget,
     )
@@ -235,6 +237,7 @@ def tracking_server(
         TrackingServerArgs(
             image=image.ref,
             db_host=base.database.address,
+            db_replica_host=base.database.replica_address,
             bucket=base.store.bucket_name,
             role_arn=base.server_role.arn,
             db_password=base.database.app_password,
@@ -279,6 +282,7 @@ def stack_outputs(
         "artifactRoot": pulumi.Output.concat("s3://", store.bucket_name, f"/{config.artifacts.prefix}"),
         "databaseEndpoint": base.database.address,
         "databaseSecretArn": base.database.secret_arn,
+        **({"databaseReplicaEndpoint": base.database.replica_address} if base.database.replica_address else {}),
         "adminSecretArn": secrets.admin_secret_arn,
         "serverRoleArn": base.server_role.arn,
         "alarmTopicArn": monitoring.topic_arn,

@@ -56,7 +56,14 @@ from .processes import (
 )
 from .secrets_file import SecretsFile
 
-DEFAULT_PORTS = {"tracking": 5000, "postgres": 5433, "s3": 9100, "s3_internal": 9101, "prometheus": 9091}
+DEFAULT_PORTS = {
+    "tracking": 5000,
+    "postgres": 5433,
+    "s3": 9100,
+    "s3_internal": 9101,
+    "prometheus": 9091,
+    "postgres_replica": 5434,
+}
 STARTUP_TIMEOUT = 120.0
 #: Seconds between SIGTERM and SIGKILL. SeaweedFS's graceful gRPC stop can hang for longer than
 #: 15 s; its writes are durable without it (the fault drills SIGKILL it mid-upload).
@@ -89,6 +96,7 @@ class Ports:
     s3: int = DEFAULT_PORTS["s3"]
     s3_internal: int = DEFAULT_PORTS["s3_internal"]  # first of seven consecutive SeaweedFS ports
     prometheus: int = DEFAULT_PORTS["prometheus"]  # only with --with-prometheus
+    postgres_replica: int = DEFAULT_PORTS["postgres_replica"]  # only with database.readReplica
 
     @classmethod
     def free(cls) -> Ports:
@@ -99,6 +107,7 @@ class Ports:
             s3=free_port(),
             s3_internal=free_port_run(len(INTERNAL_PORTS)),
             prometheus=free_port(),
+            postgres_replica=free_port(),
         )
 
 
@@ -175,6 +184,19 @@ class LocalPlatform:
             max_connections=self.config.database.effective_max_connections or 100,
         )
 
+    def replica(self, ports: Ports | None = None, *, password: bool = True) -> LocalPostgres:
+        """The streaming replica of ``database.readReplica`` (``<state>/postgres-replica``)."""
+        home = self.state_dir / "postgres-replica"
+        primary = self._postgres(ports or self.state.ports, password=password)
+        return LocalPostgres(
+            data_dir=home / "data",
+            log_file=home / "postgres.log",
+            port=(ports or self.state.ports).postgres_replica,
+            superuser_password=primary.superuser_password,
+            # a hot standby refuses to start with fewer than its primary's (PostgreSQL docs, "Hot Standby")
+            max_connections=primary.max_connections,
+        )
+
     def object_store(self, ports: Ports | None = None) -> ObjectStore:
         ports, s = ports or self.state.ports, self._secrets()
         return ObjectStore(
@@ -197,6 +219,8 @@ class LocalPlatform:
             db_port=ports.postgres,
             db_sslmode="disable",  # the embedded server is loopback-only and built without TLS
             db_sslrootcert=None,
+            db_replica_host="127.0.0.1" if self.config.database.read_replica else None,
+            db_replica_port=ports.postgres_replica,
             bucket=self.bucket,
             bind_host="127.0.0.1",
             port_override=ports.tracking,
@@ -267,6 +291,8 @@ class LocalPlatform:
         started_here: list[str] = []
         try:
             self._start_postgres(state.ports, secret_values, log, started_here)
+            if self.config.database.read_replica:
+                self._start_replica(state.ports, log, started_here)
             self._start_s3(state, log, started_here)
             state.save(self._state_file)
             if not self._tracking_healthy(state.ports):
@@ -298,6 +324,7 @@ class LocalPlatform:
         return (
             any(self._owned(state.pids.get(n)) for n in ("s3", "tracking", "prometheus"))
             or self._postgres(state.ports, password=False).running
+            or self.replica(state.ports, password=False).running
         )
 
     def _preflight(self, state: State) -> None:
@@ -305,6 +332,8 @@ class LocalPlatform:
         ports = state.ports
         if not self._postgres(ports, password=False).running:
             require_free_port(ports.postgres, "PostgreSQL", "--postgres-port")
+        if self.config.database.read_replica and not self.replica(ports, password=False).running:
+            require_free_port(ports.postgres_replica, "the PostgreSQL replica", "--postgres-replica-port")
         if not self._owned(state.pids.get("s3")):
             stop_group(state.pids.get("s3"), self.state_dir)
             require_free_port(ports.s3, "the local S3 API", "--s3-port")
@@ -322,6 +351,8 @@ class LocalPlatform:
         for name in reversed(names):
             if name == "postgres":
                 self._postgres(state.ports).stop()
+            elif name == "postgres-replica":
+                self.replica(state.ports).stop()
             else:
                 stop_group(state.pids.pop(name, None), self.state_dir, timeout=STOP_TIMEOUT[name])
 
@@ -336,6 +367,20 @@ class LocalPlatform:
             log(f"postgres  started pid {pg.pid} on port {ports.postgres}")
         d = self.config.database
         pg.ensure_role_and_databases(d.username, secret_values["db_password"], [d.tracking_database, d.auth_database])
+
+    def _start_replica(self, ports: Ports, log, started: list[str]) -> None:
+        """A hot standby of the local PostgreSQL, cloned once and kept in step by streaming
+        replication, as an RDS read replica is."""
+        replica = self.replica(ports)
+        if replica.healthy():
+            log(f"replica   reusing pid {replica.pid} on port {ports.postgres_replica}")
+            return
+        cloning = not replica.initialized
+        replica.clone_from(self._postgres(ports))
+        replica.start()
+        started.append("postgres-replica")
+        verb = "cloned and started" if cloning else "started"
+        log(f"replica   {verb} pid {replica.pid} on port {ports.postgres_replica} (streaming from {ports.postgres})")
 
     def _start_s3(self, state: State, log, started: list[str]) -> None:
         store, pid = self.object_store(state.ports), state.pids.get("s3")
@@ -524,6 +569,10 @@ class LocalPlatform:
             if pid:
                 stop_group(pid, self.state_dir, timeout=STOP_TIMEOUT[name])
                 log(f"{name:<9} stopped")
+        replica = self.replica(state.ports, password=False)
+        if replica.running:
+            replica.stop()
+            log("replica   stopped")
         pg = self._postgres(state.ports, password=False)
         if pg.running:
             pg.stop()
@@ -591,8 +640,17 @@ class LocalPlatform:
             ComponentStatus(
                 "tracking", tr_pid, ports.tracking, tr_problem is None, tr_problem or self.tracking_uri(ports)
             ),
+            *([self._replica_status(ports)] if self.config.database.read_replica else []),
             *([self._prometheus_status(state)] if "prometheus" in state.extras else []),
         ]
+
+    def _replica_status(self, ports: Ports) -> ComponentStatus:
+        replica = self.replica(ports)
+        if not replica.running:
+            return ComponentStatus("replica", None, ports.postgres_replica, False, "not running")
+        lag = replica.replication_lag()
+        detail = "not answering as a replica" if lag is None else f"streaming from {ports.postgres}, {lag:.1f}s behind"
+        return ComponentStatus("replica", replica.pid, ports.postgres_replica, lag is not None, detail)
 
     def _prometheus_status(self, state: State) -> ComponentStatus:
         prom, pid = self.prometheus(state.ports), state.pids.get("prometheus")

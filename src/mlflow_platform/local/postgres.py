@@ -9,6 +9,7 @@ loopback TCP with password (SCRAM) auth, as RDS does, and no Unix socket.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -70,7 +71,9 @@ class LocalPostgres:
         """``<state>/postgres``: the data directory, its log and nothing else."""
         return self.data_dir.parent
 
-    def _run(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, tool: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(bin_dir() / tool), *args],
             capture_output=True,
@@ -78,6 +81,7 @@ class LocalPostgres:
             timeout=timeout,
             check=False,
             umask=0o077,
+            env={**os.environ, **env} if env else None,
             **self._identity(),
         )
 
@@ -117,6 +121,41 @@ class LocalPostgres:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise PlatformError(f"initdb failed:\n{result.stderr or result.stdout}")
+
+    def clone_from(self, primary: LocalPostgres, timeout: float = 3600) -> None:
+        """Make this data directory a streaming replica of ``primary`` (``pg_basebackup -R``: a copy
+        of the running cluster plus ``standby.signal`` and the primary's address), as RDS builds a
+        read replica from its source. Nothing to do when it is one already."""
+        if self.initialized:
+            if not (self.data_dir / "standby.signal").exists():
+                raise PlatformError(f"{self.data_dir} holds a database that is not a replica; delete it to re-clone")
+            return
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.mkdir(exist_ok=True, mode=0o700)
+        self._prepare_ownership(self.data_dir)
+        result = self._run(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(primary.port), "-U", SUPERUSER),
+            *("-D", str(self.data_dir), "-R", "-X", "stream", "--checkpoint=fast", "--no-password"),
+            timeout=timeout,
+            env={"PGPASSWORD": primary.superuser_password},
+        )
+        if result.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise PlatformError(f"pg_basebackup from port {primary.port} failed:\n{result.stderr.strip()}")
+
+    def replication_lag(self) -> float | None:
+        """Seconds since the last replayed transaction committed on the primary (0 when it has
+        replayed everything it received); None when this is not a replica or does not answer."""
+        try:
+            with self.connect() as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+                    "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        return float(row[1] or 0) if row and row[0] else None
 
     @property
     def pid(self) -> int | None:

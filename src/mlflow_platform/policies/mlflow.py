@@ -20,8 +20,10 @@ from ..config import (
     PARENT_PROCESSES_PER_REPLICA,
     DatabaseConfig,
 )
+from ..replica_reads import READ_REPLICA_URI_ENV
 from ..server_spec import AUTH_APP
 from ._helpers import PRODUCTION_SCHEMA, as_list, env_of, gunicorn_option, of_type, option, server_containers
+from .rds import is_replica
 
 #: App names that put MLflow's basic auth in front of the server.
 AUTH_APPS = ("basic-auth", AUTH_APP)
@@ -79,13 +81,23 @@ def _secrets_from_secrets(args: StackValidationArgs, report: ReportViolation) ->
 
 def _db_verified_least_privilege(args: StackValidationArgs, report: ReportViolation) -> None:
     """libpq's ``require`` accepts any certificate; the master user can alter or drop the schema."""
-    masters = {str(db.props.get("username")) for db in of_type(args, "aws:rds/instance:Instance")}
+    masters = {
+        str(db.props.get("username")) for db in of_type(args, "aws:rds/instance:Instance") if not is_replica(db.props)
+    }
     for deployment, container in server_containers(args):
-        uri = make_url(option(as_list(container.get("command")), "--backend-store-uri") or "postgresql://")
-        if uri.query.get("sslmode") != "verify-full" or not uri.query.get("sslrootcert"):
-            report(f"{deployment.name} does not verify the database certificate (sslmode=verify-full)", deployment.urn)
-        if uri.username in masters:
-            report(f"{deployment.name} connects as the RDS master user {uri.username}", deployment.urn)
+        argv = as_list(container.get("command"))
+        replica = (env_of(container).get(READ_REPLICA_URI_ENV) or {}).get("value")
+        for flag, raw in (("", option(argv, "--backend-store-uri")), (" replica", replica)):
+            if flag and raw is None:
+                continue
+            uri = make_url(raw or "postgresql://")
+            if uri.query.get("sslmode") != "verify-full" or not uri.query.get("sslrootcert"):
+                report(
+                    f"{deployment.name} does not verify the database{flag} certificate (sslmode=verify-full)",
+                    deployment.urn,
+                )
+            if uri.username in masters:
+                report(f"{deployment.name} connects to the database{flag} as the RDS master user", deployment.urn)
 
 
 def _keep_alive(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -110,7 +122,10 @@ def _keep_alive(args: StackValidationArgs, report: ReportViolation) -> None:
 
 
 def _max_connections(args: StackValidationArgs) -> int | None:
+    """The primary's (a replica shares its parameter group, and serves fewer engines per process)."""
     for instance in of_type(args, "aws:rds/instance:Instance"):
+        if is_replica(instance.props):
+            continue
         for group in (instance.property_dependencies or {}).get("parameterGroupName") or []:
             for param in as_list(group.props.get("parameters")):
                 if param.get("name") == "max_connections":

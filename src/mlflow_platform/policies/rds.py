@@ -18,6 +18,12 @@ INSTANCE = "aws:rds/instance:Instance"
 GENERATED = ("random:index/randomPassword:RandomPassword",)
 
 
+def is_replica(props) -> bool:
+    """A read replica: no backups of its own (the source's are the recovery point), no password
+    of its own, and nothing lost when it is deleted (CreateDBInstanceReadReplica)."""
+    return bool(props.get("replicateSourceDb"))
+
+
 def _encrypted_private(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != INSTANCE:
         return
@@ -28,7 +34,7 @@ def _encrypted_private(args: ResourceValidationArgs, report: ReportViolation) ->
 
 
 def _backups(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type != INSTANCE:
+    if args.resource_type != INSTANCE or is_replica(args.props):
         return
     minimum = int(args.get_config().get("minimumDays", 7))
     days = int(args.props.get("backupRetentionPeriod") or 0)
@@ -37,7 +43,7 @@ def _backups(args: ResourceValidationArgs, report: ReportViolation) -> None:
 
 
 def _production_ha(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type != INSTANCE or not args.get_config().get("production"):
+    if args.resource_type != INSTANCE or not args.get_config().get("production") or is_replica(args.props):
         return
     if args.props.get("deletionProtection") is not True:
         report("deletionProtection is off in production")
@@ -62,7 +68,7 @@ def _force_ssl(args: StackValidationArgs, report: ReportViolation) -> None:
 
 def _generated_password(args: StackValidationArgs, report: ReportViolation) -> None:
     for instance in of_type(args, INSTANCE):
-        if instance.props.get("manageMasterUserPassword") is True:
+        if instance.props.get("manageMasterUserPassword") is True or is_replica(instance.props):
             continue
         sources = (instance.property_dependencies or {}).get("password") or []
         if not any(source.resource_type in GENERATED for source in sources):

@@ -20,6 +20,9 @@ class Database(pulumi.ComponentResource):
     password: pulumi.Output[str]
     app_password: pulumi.Output[str]
     secret_arn: pulumi.Output[str]
+    #: With ``readReplica``: the replica's endpoint and identifier (None without one).
+    replica_address: pulumi.Output[str] | None = None
+    replica_identifier: pulumi.Output[str] | None = None
 
     def __init__(
         self,
@@ -66,6 +69,9 @@ class Database(pulumi.ComponentResource):
         # second teardown fail ("DBSnapshotAlreadyExists"). A random suffix, stable in the state.
         self._snapshot_suffix = random.RandomId(f"{name}-final-snapshot-id", byte_length=4, opts=child)
         instance = self._instance(name, config, identifier, key, subnets, sg, params, password, base)
+        if config.read_replica is not None:
+            replica = self._replica(name, config, identifier, instance, key, sg, params, base)
+            self.replica_address, self.replica_identifier = replica.address, replica.identifier
         secret = self._credentials(name, config, environment, key, instance, (password, app_password), base, child)
 
         self.address = instance.address
@@ -178,6 +184,51 @@ class Database(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["password"]),
         )
         return instance
+
+    def _replica(
+        self,
+        name: str,
+        config: DatabaseConfig,
+        identifier: str,
+        source: aws.rds.Instance,
+        key: aws.kms.Key,
+        sg: aws.ec2.SecurityGroup,
+        params: aws.rds.ParameterGroup,
+        base: dict,
+    ) -> aws.rds.Instance:
+        """A read replica of ``source``: roles, passwords, data and encryption come from it. RDS
+        creates replicas without backups (the source's are the point-in-time recovery) and in the
+        source's subnet group (CreateDBInstanceReadReplica). The same parameter group: TLS only, and
+        a hot standby refuses to start with a lower max_connections than its primary's."""
+        replica = config.read_replica
+        assert replica is not None
+        return aws.rds.Instance(
+            f"{name}-replica",
+            identifier=f"{identifier}-replica",
+            replicate_source_db=source.identifier,
+            instance_class=replica.instance_class or config.instance_class,
+            max_allocated_storage=config.max_allocated_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=key.arn,
+            vpc_security_group_ids=[sg.id],
+            parameter_group_name=params.name,
+            publicly_accessible=False,
+            # Losing it loses no data: reads go to the primary until it is back (replica_reads.py).
+            multi_az=False,
+            backup_retention_period=0,
+            skip_final_snapshot=True,
+            deletion_protection=False,
+            performance_insights_enabled=True,
+            performance_insights_kms_key_id=key.arn,
+            performance_insights_retention_period=config.performance_insights_retention_days,
+            enabled_cloudwatch_logs_exports=["postgresql"],
+            auto_minor_version_upgrade=True,
+            apply_immediately=config.apply_immediately,
+            ca_cert_identifier="rds-ca-rsa2048-g1",
+            tags=base,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _credentials(
         self,

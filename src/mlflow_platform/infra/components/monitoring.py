@@ -28,6 +28,8 @@ class Monitoring(pulumi.ComponentResource):
         db_identifier: pulumi.Input[str],
         bucket_name: pulumi.Input[str],
         connection_budget: int,
+        replica_identifier: pulumi.Input[str] | None = None,
+        replica_lag_seconds: int | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("mlflow-platform:aws:Monitoring", name, None, opts)
@@ -50,6 +52,8 @@ class Monitoring(pulumi.ComponentResource):
         self._alarms: list[aws.cloudwatch.MetricAlarm] = []
         self._alb_alarms(config, alb_arn_suffix, target_group_arn_suffix)
         self._db_alarms(config, db_identifier, connection_budget)
+        if replica_identifier is not None and replica_lag_seconds is not None:
+            self._replica_lag(replica_identifier, replica_lag_seconds)
         self._storage_runway(config, db_identifier)
         self._artifact_capacity(config, bucket_name)
 
@@ -254,6 +258,25 @@ class Monitoring(pulumi.ComponentResource):
             evaluation_periods=3,
             threshold=connection_budget,
             comparison_operator="GreaterThanThreshold",
+        )
+
+    def _replica_lag(self, replica_identifier: pulumi.Input[str], seconds: int) -> None:
+        """The replica behind, or silent: RDS publishes ReplicaLag every minute for a PostgreSQL
+        read replica, so no data means it is down or no longer replicating. Users then see searches
+        miss recent writes (or the primary takes every read); docs/runbooks.md says what to do."""
+        self._alarm(
+            "db-replica-lag",
+            f"RDS read replica more than {seconds}s behind the primary, or reporting nothing",
+            namespace="AWS/RDS",
+            metric_name="ReplicaLag",
+            dimensions={"DBInstanceIdentifier": replica_identifier},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            threshold=seconds,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="breaching",
         )
 
 

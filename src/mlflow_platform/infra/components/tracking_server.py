@@ -95,12 +95,17 @@ def in_cluster_hosts(namespace: str) -> tuple[str, ...]:
 
 
 def endpoints_for(
-    config: StackConfig, db_host: str, bucket: str, sso: tuple[str, str, list[str]] | None = None
+    config: StackConfig,
+    db_host: str,
+    bucket: str,
+    sso: tuple[str, str, list[str]] | None = None,
+    db_replica_host: str | None = None,
 ) -> Endpoints:
     """``sso``: the ALB's ARN (the only signer), its region's key endpoint and its subnets' CIDRs."""
     signer, key_endpoint, alb_cidrs = sso or (None, None, [])
     return Endpoints(
         db_host=db_host,
+        db_replica_host=db_replica_host,
         bucket=bucket,
         auth_config_path=f"{AUTH_DIR}/basic_auth.ini",
         trace_archival_config_path=f"{AUTH_DIR}/trace_archival.yaml",
@@ -136,6 +141,8 @@ class TrackingServerArgs:
     alb_arn: pulumi.Input[str] | None = None
     alb_key_endpoint: pulumi.Input[str] | None = None
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    #: With ``database.readReplica``: the replica's endpoint, which searches and pages read from.
+    db_replica_host: pulumi.Input[str] | None = None
 
 
 class TrackingServer(pulumi.ComponentResource):
@@ -187,8 +194,8 @@ class TrackingServer(pulumi.ComponentResource):
     def _render(self, primary: bool) -> pulumi.Output[ServerSpec]:
         config, a = self._config, self._args
         sso = pulumi.Output.all(a.alb_arn, a.alb_key_endpoint, a.alb_subnet_cidrs) if config.sso else None
-        return pulumi.Output.all(a.db_host, a.bucket, sso).apply(
-            lambda v: render_server(config, endpoints_for(config, v[0], v[1], v[2]), primary=primary)
+        return pulumi.Output.all(a.db_host, a.bucket, sso, a.db_replica_host).apply(
+            lambda v: render_server(config, endpoints_for(config, v[0], v[1], v[2], v[3]), primary=primary)
         )
 
     def _namespace(self) -> k8s.core.v1.Namespace:

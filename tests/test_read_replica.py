@@ -1,0 +1,287 @@
+"""The read replica (``database.readReplica``): rendered, deployed and run for real.
+
+Locally it is a PostgreSQL hot standby streaming from the platform's own PostgreSQL, so the tests
+make it lag for real (``pg_wal_replay_pause()``) and kill it for real, then check what a client
+sees through the rendered server. MLflow's own routing is run beside ours as the counterfactual.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy.exc
+import yaml
+
+from mlflow_platform import policy_check, replica_reads
+from mlflow_platform.config import ConfigError, StackConfig, load_stack_file
+from mlflow_platform.local.platform import LocalPlatform, Ports, packaged_local_stack
+from mlflow_platform.server_spec import Endpoints, render_server
+
+from .paths import ROOT
+from .test_infra_program import run_with, stack_section
+
+REPLICA_URI = replica_reads.READ_REPLICA_URI_ENV
+
+
+def _replica_uri(spec) -> str | None:
+    return {e.name: e.value for e in spec.env}.get(REPLICA_URI)
+
+
+def _stack(tmp_path: Path, server: dict | None = None, **database) -> Path:
+    """The packaged local stack with ``database`` (and ``server``) keys changed, as a file."""
+    document = yaml.safe_load(packaged_local_stack().read_text())
+    config = document["config"]
+    config["mlflow-platform:database"].update(database)
+    config["mlflow-platform:server"].update(server or {})
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _config(tmp_path: Path, **database) -> StackConfig:
+    return load_stack_file(_stack(tmp_path, **database)).config
+
+
+# -- rendered ---------------------------------------------------------------------------------------
+def test_the_server_reads_the_replica_over_verified_tls_with_a_short_connect_timeout(tmp_path: Path) -> None:
+    config = _config(tmp_path, readReplica={})
+    sso = {
+        "sso_signer": "arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/app/x/1",
+        "sso_key_endpoint": "file:///k",
+    }
+    endpoints = Endpoints(db_host="db.example", bucket="b", db_replica_host="replica.example", **sso)
+    spec = render_server(config, endpoints)
+    uri = _replica_uri(spec)
+    assert "--read-replica-backend-store-uri" not in spec.argv  # MLflow's flag would tie startup to the replica
+    assert uri.startswith(f"postgresql+psycopg://{config.database.app_username}@replica.example:5432/mlflow?")
+    assert "sslmode=verify-full" in uri and "sslrootcert=" in uri
+    assert f"connect_timeout={replica_reads.CONNECT_TIMEOUT_SECONDS}" in uri
+    assert _replica_uri(render_server(_config(tmp_path), endpoints)) is None
+    with pytest.raises(ValueError, match="no replica host"):
+        render_server(config, Endpoints(db_host="db.example", bucket="b", **sso))
+
+
+def test_a_replica_without_the_platforms_app_is_refused_naming_the_key(tmp_path: Path) -> None:
+    stack = _stack(tmp_path, {"basicAuth": False}, readReplica={"lagAlarmSeconds": 30})
+    with pytest.raises(ConfigError, match=r"database\.readReplica.*server\.basicAuth"):
+        load_stack_file(stack)
+
+
+def test_the_breaker_sends_reads_to_the_primary_for_its_window_only() -> None:
+    now = [100.0]
+    breaker = replica_reads.Breaker(30, clock=lambda: now[0])
+    assert breaker.closed
+    breaker.trip("refused")
+    now[0] += 29.9
+    assert not breaker.closed
+    now[0] += 0.2
+    assert breaker.closed
+
+
+# -- deployed ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prod_with_replica():
+    database = {**stack_section("prod", "database"), "readReplica": {"instanceClass": "db.r6g.large"}}
+    return run_with("prod", database=database)
+
+
+def test_the_replica_is_an_encrypted_private_copy_of_the_primary(prod_with_replica) -> None:
+    instances = {r.name: r.inputs for r in prod_with_replica.of_type("aws:rds/instance:Instance")}
+    primary, replica = instances["database-instance"], instances["database-replica"]
+    assert replica["replicateSourceDb"] == primary["identifier"]
+    assert replica["storageEncrypted"] and replica["kmsKeyId"] == primary["kmsKeyId"]
+    assert replica["publiclyAccessible"] is False
+    assert replica["parameterGroupName"] == primary["parameterGroupName"]  # TLS only, same max_connections
+    assert replica["vpcSecurityGroupIds"] == primary["vpcSecurityGroupIds"]
+    assert "password" not in replica and "username" not in replica  # inherited, never a second secret
+    outputs = prod_with_replica.outputs
+    assert outputs["databaseReplicaEndpoint"] and outputs["databaseReplicaEndpoint"] != outputs["databaseEndpoint"]
+
+
+def test_the_deployment_reads_the_replica_and_an_alarm_watches_its_lag(prod_with_replica) -> None:
+    container = prod_with_replica.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    uri = {e["name"]: e for e in container["containers"][0]["env"]}[REPLICA_URI]["value"]
+    assert f"@{prod_with_replica.outputs['databaseReplicaEndpoint']}:" in uri
+    alarm = prod_with_replica.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-db-replica-lag").inputs
+    assert alarm["metricName"] == "ReplicaLag" and alarm["namespace"] == "AWS/RDS"
+    assert alarm["threshold"] == 60 and alarm["treatMissingData"] == "breaching"  # silent = down
+    assert alarm["alarmActions"] == [prod_with_replica.outputs["alarmTopicArn"]]
+
+
+def test_every_mandatory_policy_passes_with_a_replica_and_its_url_is_checked(prod_with_replica) -> None:
+    policies = policy_check.load_policies()
+    config = policy_check.load_policy_config(ROOT, "prod")
+    assert [v for v in policy_check.evaluate(prod_with_replica, policies, config) if v.mandatory] == []
+    broken = copy.deepcopy(prod_with_replica)
+    env = broken.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+    entry = next(e for e in env if e["name"] == REPLICA_URI)
+    entry["value"] = entry["value"].replace("sslmode=verify-full", "sslmode=require")
+    found = policy_check.evaluate(broken, policies, config)
+    assert any("database replica certificate" in v.message for v in found if v.mandatory)
+
+
+# -- run for real -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def replicated():
+    work = Path(tempfile.mkdtemp(prefix="mlflow-platform-replica-"))
+    document = yaml.safe_load(packaged_local_stack().read_text())
+    document["config"]["mlflow-platform:database"]["readReplica"] = {}
+    stack = work / "replica.yaml"
+    stack.write_text(yaml.safe_dump(document))
+    local = LocalPlatform(state_dir=work / "state", stack_file=stack)
+    try:
+        local.up(Ports.free(), log=lambda _: None)
+        yield local
+    finally:
+        local.down(purge=True, log=lambda _: None)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def client(replicated: LocalPlatform, monkeypatch: pytest.MonkeyPatch):
+    from mlflow import MlflowClient
+
+    for key, value in replicated.client_env().items():
+        monkeypatch.setenv(key, value)
+    return MlflowClient(tracking_uri=replicated.tracking_uri())
+
+
+class paused_replay:  # noqa: N801 (a context manager read as a phrase)
+    """The replica stops applying what it receives: lag, for as long as the block lasts."""
+
+    def __init__(self, platform: LocalPlatform):
+        self.replica = platform.replica()
+
+    def __enter__(self):
+        with self.replica.connect() as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+
+    def __exit__(self, *exc):
+        with self.replica.connect() as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+
+
+def _wait_caught_up(platform: LocalPlatform, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while platform.replica().replication_lag() != 0:
+        assert time.monotonic() < deadline, "the replica did not catch up"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_the_replica_streams_and_status_reports_its_lag(replicated: LocalPlatform) -> None:
+    status = {s.name: s for s in replicated.status()}
+    assert status["replica"].healthy and "streaming from" in status["replica"].detail
+    assert f"127.0.0.1:{replicated.state.ports.postgres_replica}/" in _replica_uri(replicated.server_spec())
+    with replicated.replica().connect() as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+
+
+@pytest.mark.slow
+def test_a_lagging_replica_still_reads_your_writes_and_searches_catch_up(replicated: LocalPlatform, client) -> None:
+    """What a training script does: create, log at once, read back. MLflow's client does not retry
+    the 404 a lagging replica would give; the platform asks the primary."""
+    with paused_replay(replicated):
+        experiment = client.create_experiment(f"lagging-{time.time_ns()}")
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "loss", 0.5)  # its permission check reads the run
+        assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        assert client.get_experiment_by_name(client.get_experiment(experiment).name).experiment_id == experiment
+        assert client.search_runs([experiment]) == []  # searches read the replica: behind, as documented
+    _wait_caught_up(replicated)
+    assert [r.info.run_id for r in client.search_runs([experiment])] == [run.info.run_id]
+
+
+@pytest.mark.slow
+def test_mlflows_own_routing_loses_the_write_where_ours_finds_it(replicated: LocalPlatform, client) -> None:
+    """The counterfactual: MLflow's store with the same replica, with and without our routing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.db.utils import create_sqlalchemy_engine
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    ports = replicated.state.ports
+    primary = replicated.database_uri()
+    replica = primary.replace(f":{ports.postgres}/", f":{ports.postgres_replica}/")
+    stock = SqlAlchemyStore(primary, "s3://unused", read_db_uri=replica)
+    ours = SqlAlchemyStore(primary, "s3://unused")
+    replica_engine = create_sqlalchemy_engine(replica)
+    replica_reads.route(ours, replica_engine, replica_reads.Breaker())
+    try:
+        with paused_replay(replicated):
+            run = client.create_run(client.create_experiment(f"counterfactual-{time.time_ns()}"))
+            with pytest.raises(MlflowException, match="not found"):
+                stock.get_run(run.info.run_id)
+            assert ours.get_run(run.info.run_id).info.run_id == run.info.run_id
+    finally:
+        for engine in (stock.engine, stock.read_engine, ours.engine, replica_engine):
+            engine.dispose()
+
+
+@pytest.mark.slow
+def test_users_and_grants_are_read_from_the_primary(replicated: LocalPlatform, client) -> None:
+    """A user created while the replica lags can sign in at once: auth never reads the replica."""
+    admin = (replicated.config.server.admin_username, replicated.secret_values()["admin_password"])
+    url = replicated.tracking_uri()
+    name, password = f"fresh-{time.time_ns()}", "a-long-password-123"
+    with paused_replay(replicated):
+        created = requests.post(
+            f"{url}/api/2.0/mlflow/users/create", json={"username": name, "password": password}, auth=admin, timeout=10
+        )
+        assert created.ok, created.text
+        answer = requests.get(
+            f"{url}/api/2.0/mlflow/users/get", params={"username": name}, auth=(name, password), timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+
+
+def _stock_store_with(platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch):
+    """What ``mlflow server --read-replica-backend-store-uri`` builds while it starts (its
+    initialize_backend_stores; on an exception the CLI exits 1), retrying once instead of for ~100 s."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow.store.db.utils
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    monkeypatch.setattr(mlflow.store.db.utils, "MAX_RETRY_COUNT", 1)
+    ports = platform.state.ports
+    primary = platform.database_uri()
+    return SqlAlchemyStore(
+        primary, "s3://unused", read_db_uri=primary.replace(f":{ports.postgres}/", f":{ports.postgres_replica}/")
+    )
+
+
+@pytest.mark.slow
+def test_a_dead_replica_costs_users_nothing_and_up_brings_it_back(
+    replicated: LocalPlatform, client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment = client.create_experiment(f"dead-replica-{time.time_ns()}")
+    replicated.replica().stop()
+    try:
+        started = time.perf_counter()
+        for _ in range(3):
+            run = client.create_run(experiment)
+            assert client.get_run(run.info.run_id).info.run_id == run.info.run_id
+        assert len(client.search_runs([experiment])) == 3
+        assert time.perf_counter() - started < 10  # refused at once: no request waits out a timeout
+        assert not {s.name: s for s in replicated.status()}["replica"].healthy
+        assert "read replica unreachable" in (replicated.logs / "tracking.log").read_text()
+        # a pod restarting while the replica is down: with MLflow's own flag `mlflow server` exits
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="Connection refused"):
+            _stock_store_with(replicated, monkeypatch)
+        replicated.stop_tracking(log=lambda _: None)
+        state = replicated.state
+        replicated._start_tracking(state, lambda _: None, [])
+        state.save(replicated._state_file)
+        assert len(client.search_runs([experiment])) == 3
+    finally:
+        replicated.up(log=lambda _: None)
+    assert {s.name: s for s in replicated.status()}["replica"].healthy
+    _wait_caught_up(replicated)
+    assert len(client.search_runs([experiment])) == 3
