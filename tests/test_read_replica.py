@@ -8,6 +8,7 @@ sees through the rendered server. MLflow's own routing is run beside ours as the
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import tempfile
 import time
@@ -96,7 +97,7 @@ def test_the_replica_is_an_encrypted_private_copy_of_the_primary(prod_with_repli
     instances = {r.name: r.inputs for r in prod_with_replica.of_type("aws:rds/instance:Instance")}
     primary, replica = instances["database-instance"], instances["database-replica"]
     assert replica["replicateSourceDb"] == primary["identifier"]
-    assert replica["storageEncrypted"] and replica["kmsKeyId"] == primary["kmsKeyId"]
+    assert replica["storageEncrypted"] and "kmsKeyId" not in replica  # the source's key, never another
     assert replica["publiclyAccessible"] is False
     assert replica["parameterGroupName"] == primary["parameterGroupName"]  # TLS only, same max_connections
     assert replica["vpcSecurityGroupIds"] == primary["vpcSecurityGroupIds"]
@@ -111,8 +112,17 @@ def test_the_deployment_reads_the_replica_and_an_alarm_watches_its_lag(prod_with
     assert f"@{prod_with_replica.outputs['databaseReplicaEndpoint']}:" in uri
     alarm = prod_with_replica.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-db-replica-lag").inputs
     assert alarm["metricName"] == "ReplicaLag" and alarm["namespace"] == "AWS/RDS"
-    assert alarm["threshold"] == 60 and alarm["treatMissingData"] == "breaching"  # silent = down
+    # sustained lag only: a quiet primary's rising ReplicaLag resets at each commit (window minimum)
+    assert alarm["statistic"] == "Minimum" and alarm["period"] == 300 and alarm["evaluationPeriods"] == 3
+    assert alarm["threshold"] == 60 and alarm["treatMissingData"] == "notBreaching"
     assert alarm["alarmActions"] == [prod_with_replica.outputs["alarmTopicArn"]]
+    events = prod_with_replica.one("aws:rds/eventSubscription:EventSubscription").inputs
+    assert events["snsTopic"] == prod_with_replica.outputs["alarmTopicArn"]
+    assert events["sourceType"] == "db-instance" and len(events["sourceIds"]) == 1
+    assert {"failure", "read replica"} <= set(events["eventCategories"])
+    key = json.loads(prod_with_replica.one("aws:kms/key:Key", "monitoring-topic-key").inputs["policy"])
+    rds = [st for st in key["Statement"] if st["Principal"] == {"Service": "events.rds.amazonaws.com"}]
+    assert rds and set(rds[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
 
 
 def test_every_mandatory_policy_passes_with_a_replica_and_its_url_is_checked(prod_with_replica) -> None:
@@ -200,13 +210,54 @@ def test_a_lagging_replica_still_reads_your_writes_and_searches_catch_up(replica
 
 
 @pytest.mark.slow
-def test_mlflows_own_routing_loses_the_write_where_ours_finds_it(replicated: LocalPlatform, client) -> None:
-    """The counterfactual: MLflow's store with the same replica, with and without our routing."""
+def test_a_team_member_uses_what_it_just_created_while_the_replica_lags(replicated: LocalPlatform) -> None:
+    """MLflow's permission checks read the run or model a request names; from a lagging replica they
+    would deny the member who just created it (403, which no client retries) and MLflow would cache
+    that miss. The checks read the primary."""
+    from mlflow_platform.team_passwords import PasswordFile
+
+    url, suffix = f"{replicated.tracking_uri()}/api/2.0/mlflow", time.time_ns()
+    ana = requests.Session()
+    ana.auth = ("ana", PasswordFile(replicated.team_passwords_file).get("ana"))
+    ana.headers["X-MLFLOW-WORKSPACE"] = "search"
+
+    def ok(method: str, path: str, **kwargs) -> dict:
+        answer = ana.request(method, f"{url}/{path}", timeout=30, **kwargs)
+        assert answer.status_code == 200, f"{method} {path}: {answer.status_code} {answer.text[:200]}"
+        return answer.json()
+
+    def use(run_id: str, model: str) -> None:
+        ok("POST", "runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": 0})
+        ok("POST", "runs/log-parameter", json={"run_id": run_id, "key": f"p{time.time_ns()}", "value": "1"})
+        assert ok("GET", "runs/get", params={"run_id": run_id})["run"]["info"]["run_id"] == run_id
+        ok("GET", "registered-models/get", params={"name": model})
+        ok("POST", "registered-models/set-tag", json={"name": model, "key": "stage", "value": "dev"})
+
+    with paused_replay(replicated):
+        experiment = ok("POST", "experiments/create", json={"name": f"member-lag-{suffix}"})["experiment_id"]
+        run_id = ok("POST", "runs/create", json={"experiment_id": experiment})["run"]["info"]["run_id"]
+        model = ok("POST", "registered-models/create", json={"name": f"member-lag-{suffix}"})["registered_model"][
+            "name"
+        ]
+        use(run_id, model)
+    _wait_caught_up(replicated)
+    use(run_id, model)  # and nothing denied was remembered
+
+
+@pytest.mark.slow
+def test_mlflows_own_routing_loses_the_write_where_ours_finds_it(
+    replicated: LocalPlatform, client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counterfactual: MLflow's store with the same replica, with and without our routing (the
+    server's store class: the local stack declares teams, so workspaces are on)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow.exceptions import MlflowException
         from mlflow.store.db.utils import create_sqlalchemy_engine
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore as SqlAlchemyStore
+        from mlflow.utils.workspace_context import WorkspaceContext
+        from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     ports = replicated.state.ports
     primary = replicated.database_uri()
     replica = primary.replace(f":{ports.postgres}/", f":{ports.postgres_replica}/")
@@ -217,9 +268,10 @@ def test_mlflows_own_routing_loses_the_write_where_ours_finds_it(replicated: Loc
     try:
         with paused_replay(replicated):
             run = client.create_run(client.create_experiment(f"counterfactual-{time.time_ns()}"))
-            with pytest.raises(MlflowException, match="not found"):
-                stock.get_run(run.info.run_id)
-            assert ours.get_run(run.info.run_id).info.run_id == run.info.run_id
+            with WorkspaceContext(DEFAULT_WORKSPACE_NAME):
+                with pytest.raises(MlflowException, match="not found"):
+                    stock.get_run(run.info.run_id)
+                assert ours.get_run(run.info.run_id).info.run_id == run.info.run_id
     finally:
         for engine in (stock.engine, stock.read_engine, ours.engine, replica_engine):
             engine.dispose()
@@ -285,3 +337,25 @@ def test_a_dead_replica_costs_users_nothing_and_up_brings_it_back(
     assert {s.name: s for s in replicated.status()}["replica"].healthy
     _wait_caught_up(replicated)
     assert len(client.search_runs([experiment])) == 3
+
+
+def test_a_fastapi_validator_reads_the_primary_even_from_the_thread_pool() -> None:
+    """MLflow's FastAPI permission middleware awaits the validator; what it reads (in the event
+    loop or through Starlette's thread pool) must see the primary, and nothing after it."""
+    import asyncio
+
+    from starlette.concurrency import run_in_threadpool
+
+    seen: list[bool] = []
+
+    async def validator(username: str, request: object) -> bool:
+        seen.append(replica_reads._on_primary.get())
+        seen.append(await run_in_threadpool(replica_reads._on_primary.get))
+        return True
+
+    async def request() -> None:
+        assert await replica_reads._primary_validator(validator)("ana", object()) is True
+        seen.append(replica_reads._on_primary.get())
+
+    asyncio.run(request())
+    assert seen == [True, True, False]

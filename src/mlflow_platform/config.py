@@ -210,7 +210,7 @@ class ReadReplicaConfig(_Section):
         60,
         ge=5,
         le=3600,
-        description="Alarm when the replica is this many seconds behind (AWS/RDS ReplicaLag) or reports nothing.",
+        description="Alarm when the replica stays this many seconds behind for 15 minutes (AWS/RDS ReplicaLag).",
     )
 
 

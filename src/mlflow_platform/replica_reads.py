@@ -19,13 +19,17 @@ and never to the primary. Measured against a real standby (tests/test_read_repli
   carries a short ``connect_timeout`` so finding out costs seconds, not the TCP timeout.
 
 Which calls read is MLflow's own classification (the ``read_only`` flag of each store method's
-session). Only the tracking and registry stores read from the replica. The auth store and the
-workspace store always read the primary: a revoked grant or a deleted workspace must not live on
-for the replica's lag.
+session). Only the tracking and registry stores read from the replica, and only outside the
+permission checks: the auth store and the workspace store always read the primary (a revoked
+grant or a deleted workspace must not live on for the replica's lag), and so does everything
+MLflow's authorization reads (``authorize_on_primary``). A check that reads a run or a model from
+a lagging replica denies a member the run it just created (403, not retried), and MLflow caches
+that miss for the request's workspace.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -35,6 +39,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import wraps
 from typing import Any
+
+from .errors import first_line
 
 _logger = logging.getLogger(__name__)
 
@@ -96,7 +102,7 @@ def route(store: Any, replica: Any, breaker: Breaker, record: Callable[[str], No
             session.connection()  # the pool's pre-ping: a dead replica fails here, before any query
         except sqlalchemy.exc.OperationalError as exc:
             session.close()
-            breaker.trip(str(exc).strip().splitlines()[0][:120])
+            breaker.trip(first_line(exc)[:120])
             if record:
                 record("unreachable")
             return primary_sessions()
@@ -148,6 +154,44 @@ def _point_read(method: Callable, none_is_miss: bool, record: Callable[[str], No
             return method(*args, **kwargs)
 
     return read
+
+
+def authorize_on_primary(flask_app: Any) -> None:
+    """Every read of MLflow's permission checks from the primary: the Flask app's before- and
+    after-request hooks, and the validators of MLflow's FastAPI permission middleware (looked up
+    per request through ``mlflow.server.auth._find_fastapi_validator``). The lookups are by key,
+    cheap for the primary; the request's own reads still go to the replica."""
+    from mlflow.server import auth
+
+    for hooks in (flask_app.before_request_funcs, flask_app.after_request_funcs):
+        for key, functions in list(hooks.items()):
+            hooks[key] = [_primary_call(function) for function in functions]
+    find = auth._find_fastapi_validator
+
+    def find_on_primary(*args, **kwargs):
+        validator = find(*args, **kwargs)
+        return None if validator is None else _primary_validator(validator)
+
+    auth._find_fastapi_validator = find_on_primary
+
+
+def _primary_call(function: Callable) -> Callable:
+    @wraps(function)
+    def call(*args, **kwargs):
+        with on_primary():
+            return function(*args, **kwargs)
+
+    return call
+
+
+def _primary_validator(validator: Callable) -> Callable:
+    @wraps(validator)
+    async def validate(*args, **kwargs):
+        with on_primary():
+            result = validator(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+    return validate
 
 
 def install(record: Callable[[str], None] | None = None) -> list[str]:

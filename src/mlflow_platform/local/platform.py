@@ -649,7 +649,11 @@ class LocalPlatform:
         if not replica.running:
             return ComponentStatus("replica", None, ports.postgres_replica, False, "not running")
         lag = replica.replication_lag()
-        detail = "not answering as a replica" if lag is None else f"streaming from {ports.postgres}, {lag:.1f}s behind"
+        detail = (
+            f"not streaming from {ports.postgres}; see {replica.log_file}, or delete {replica.home} to clone it again"
+            if lag is None
+            else f"streaming from {ports.postgres}, {lag:.1f}s behind"
+        )
         return ComponentStatus("replica", replica.pid, ports.postgres_replica, lag is not None, detail)
 
     def _prometheus_status(self, state: State) -> ComponentStatus:

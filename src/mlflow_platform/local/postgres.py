@@ -146,16 +146,19 @@ class LocalPostgres:
 
     def replication_lag(self) -> float | None:
         """Seconds since the last replayed transaction committed on the primary (0 when it has
-        replayed everything it received); None when this is not a replica or does not answer."""
+        replayed everything it received); None when this is not a replica streaming from its
+        primary (not in recovery, no WAL receiver: e.g. the primary no longer has the WAL it
+        needs, which no replication slot keeps locally), or does not answer."""
         try:
             with self.connect() as conn:
                 row = conn.execute(
-                    "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+                    "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver), "
+                    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
                     "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
                 ).fetchone()
         except psycopg.Error:
             return None
-        return float(row[1] or 0) if row and row[0] else None
+        return float(row[2] or 0) if row and row[0] and row[1] == "streaming" else None
 
     @property
     def pid(self) -> int | None:

@@ -197,9 +197,10 @@ class Database(pulumi.ComponentResource):
         base: dict,
     ) -> aws.rds.Instance:
         """A read replica of ``source``: roles, passwords, data and encryption come from it. RDS
-        creates replicas without backups (the source's are the point-in-time recovery) and in the
-        source's subnet group (CreateDBInstanceReadReplica). The same parameter group: TLS only, and
-        a hot standby refuses to start with a lower max_connections than its primary's."""
+        creates replicas without backups (the source's are the point-in-time recovery); a
+        same-region replica is placed in the source's subnet group (the provider's
+        ``replicate_source_db``). The source's security group and parameter group: TLS only, and a
+        hot standby refuses to start with a lower max_connections than its primary's."""
         replica = config.read_replica
         assert replica is not None
         return aws.rds.Instance(
@@ -209,8 +210,9 @@ class Database(pulumi.ComponentResource):
             instance_class=replica.instance_class or config.instance_class,
             max_allocated_storage=config.max_allocated_storage_gb,
             storage_type="gp3",
+            # Encrypted with the source's key: a same-region replica takes no key of its own
+            # (CreateDBInstanceReadReplica, KmsKeyId: "don't specify a value" in the same region).
             storage_encrypted=True,
-            kms_key_id=key.arn,
             vpc_security_group_ids=[sg.id],
             parameter_group_name=params.name,
             publicly_accessible=False,

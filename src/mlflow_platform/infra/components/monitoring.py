@@ -54,6 +54,7 @@ class Monitoring(pulumi.ComponentResource):
         self._db_alarms(config, db_identifier, connection_budget)
         if replica_identifier is not None and replica_lag_seconds is not None:
             self._replica_lag(replica_identifier, replica_lag_seconds)
+            self._replica_events(replica_identifier, topic, base)
         self._storage_runway(config, db_identifier)
         self._artifact_capacity(config, bucket_name)
 
@@ -88,6 +89,13 @@ class Monitoring(pulumi.ComponentResource):
                 "Sid": "CloudWatchAlarmsPublish",
                 "Effect": "Allow",
                 "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "RdsEventsPublish",  # the read replica's event subscription
+                "Effect": "Allow",
+                "Principal": {"Service": "events.rds.amazonaws.com"},
                 "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
                 "Resource": "*",
             },
@@ -261,22 +269,39 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _replica_lag(self, replica_identifier: pulumi.Input[str], seconds: int) -> None:
-        """The replica behind, or silent: RDS publishes ReplicaLag every minute for a PostgreSQL
-        read replica, so no data means it is down or no longer replicating. Users then see searches
-        miss recent writes (or the primary takes every read); docs/runbooks.md says what to do."""
+        """The replica behind for 15 minutes. For PostgreSQL, ReplicaLag is the age of the last
+        transaction the replica replayed, so it also climbs while the primary commits nothing: each
+        5-minute window's *minimum* is what the alarm reads (any commit in a window resets it), and
+        missing data (the replica being created, rebooted, upgraded) is not a breach. A replica
+        that fails or stops replicating is reported by its event subscription."""
         self._alarm(
             "db-replica-lag",
-            f"RDS read replica more than {seconds}s behind the primary, or reporting nothing",
+            f"RDS read replica more than {seconds}s behind the primary for 15 minutes",
             namespace="AWS/RDS",
             metric_name="ReplicaLag",
             dimensions={"DBInstanceIdentifier": replica_identifier},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=5,
+            statistic="Minimum",
+            period=300,
+            evaluation_periods=3,
             datapoints_to_alarm=3,
             threshold=seconds,
             comparison_operator="GreaterThanThreshold",
-            treat_missing_data="breaching",
+            treat_missing_data="notBreaching",
+        )
+
+    def _replica_events(self, replica_identifier: pulumi.Input[str], topic: aws.sns.Topic, base: dict) -> None:
+        """The replica's failure, availability and replication events to the alarm topic (RDS may
+        publish to a topic of its own account by default: RDS User Guide, "Granting permissions to
+        publish notifications to an Amazon SNS topic"; the topic's key admits it above)."""
+        aws.rds.EventSubscription(
+            f"{self._name}-replica-events",
+            name=f"mlflow-{self._env}-replica-events",
+            sns_topic=topic.arn,
+            source_type="db-instance",
+            source_ids=[replica_identifier],
+            event_categories=["availability", "failure", "read replica"],
+            tags=base,
+            opts=self._child,
         )
 
 
