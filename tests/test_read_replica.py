@@ -359,3 +359,18 @@ def test_a_fastapi_validator_reads_the_primary_even_from_the_thread_pool() -> No
 
     asyncio.run(request())
     assert seen == [True, True, False]
+
+
+def test_the_replica_benchmark_reports_the_median_of_its_rounds_and_every_error() -> None:
+    from benchmarks.read_replica import markdown
+
+    def level(op: str, rate: float, p95: float, errors: int = 0) -> dict:
+        return {"operation": op, "clients": 8, "throughput_per_s": rate, "p95_ms": p95, "errors": errors}
+
+    rounds = [
+        {"primary": [level("search", 10, 100)], "replica": [level("search", 12, 90, errors=1)]},
+        {"replica": [level("search", 20, 80)], "primary": [level("search", 30, 300)]},
+        {"primary": [level("search", 20, 200)], "replica": [level("search", 16, 70)]},
+    ]
+    row = markdown({"rounds": rounds}).splitlines()[-1]
+    assert row == "| search | 8 | 200 ms, 20.0/s | 80 ms, 16.0/s (1 errors) | 0.80× |"
