@@ -273,8 +273,8 @@ class DatabaseConfig(_Section):
     )
     read_replica: ReadReplicaConfig | None = Field(
         None,
-        description="A read replica for searches and the UI's pages (`{}` for the defaults); a point read "
-        "that misses there, or a replica that is down, goes to the primary (docs/sizing.md).",
+        description="A read replica for searches and metric histories (`{}` for the defaults); every other "
+        "read, and every search while the replica is down, goes to the primary (docs/sizing.md).",
     )
     app_username: str = Field(
         "mlflow_app",

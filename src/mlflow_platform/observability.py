@@ -87,8 +87,9 @@ def permission_cache_counter(registry=None) -> Callable[[str], None]:
 
 
 def replica_fallback_counter(registry=None) -> Callable[[str], None]:
-    """``mlflow_platform_replica_fallback_total{reason}``: reads the read replica could not answer,
-    sent to the primary (``not_found``: lag or a real miss; ``unreachable``: the replica refused)."""
+    """``mlflow_platform_replica_fallback_total{reason}``: searches the read replica could not
+    answer, sent to the primary (``unreachable``: it refused a connection; ``failed``: a query
+    failed there)."""
     from prometheus_client import REGISTRY, Counter
 
     counter = Counter(

@@ -43,13 +43,9 @@ def create_app() -> WSGIApp:
     if not hasattr(authenticated, "url_map"):
         raise RuntimeError("MLflow composed its FastAPI app itself (uvicorn): run the server under gunicorn")
     _cache_auth_reads()
-    replica_routed = _route_replica_reads()
+    _route_replica_reads()
     auth_lookups.install()
     request_guards.install(authenticated)
-    if replica_routed:  # after every hook is in place: all of them read the primary
-        from .replica_reads import authorize_on_primary
-
-        authorize_on_primary(authenticated)
     fastapi_app = create_fastapi_app(authenticated)
     add_fastapi_permission_middleware(fastapi_app)
     edge = Edge(RouteTable(authenticated, fastapi_app), authenticated, ASGIMiddleware(fastapi_app), sso.settings())
@@ -77,13 +73,13 @@ def _cache_auth_reads() -> None:
     workspace_memo.install_on_server(ttl)
 
 
-def _route_replica_reads() -> bool:
-    """With a read replica: a point read that misses there, or a replica that refuses
-    connections, goes to the primary (replica_reads.py); counted when the server exports metrics."""
+def _route_replica_reads() -> None:
+    """With a read replica: searches and metric histories from it, the rest from the primary
+    (replica_reads.py); its failures, sent to the primary, counted when the server exports metrics."""
     from . import replica_reads
     from .observability import WORKER_THREADS_ENV, replica_fallback_counter
 
-    return bool(replica_reads.install(replica_fallback_counter() if os.environ.get(WORKER_THREADS_ENV) else None))
+    replica_reads.install(replica_fallback_counter() if os.environ.get(WORKER_THREADS_ENV) else None)
 
 
 def _sso_edge(app: WSGIApp) -> WSGIApp:

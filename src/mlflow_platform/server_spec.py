@@ -17,6 +17,7 @@ from .history_pages import PAGE_SIZE_ENV as METRIC_HISTORY_PAGE_SIZE_ENV
 from .observability import WORKER_THREADS_ENV
 from .permission_cache import TTL_ENV as PERMISSION_CACHE_TTL_ENV
 from .replica_reads import CONNECT_TIMEOUT_SECONDS as REPLICA_CONNECT_TIMEOUT_SECONDS
+from .replica_reads import KEEPALIVES as REPLICA_KEEPALIVES
 from .replica_reads import READ_REPLICA_URI_ENV
 from .sso import SETTINGS_ENV as SSO_SETTINGS_ENV
 from .sso import SsoSettings, TeamRole
@@ -142,7 +143,8 @@ def database_url(
         if endpoints.db_replica_host is None:
             raise ValueError("database.readReplica is set but these endpoints have no replica host")
         host, port = endpoints.db_replica_host, endpoints.db_replica_port
-        query += f"&connect_timeout={REPLICA_CONNECT_TIMEOUT_SECONDS}"
+        # a replica that went away (not one that refuses) is noticed by TCP within seconds too
+        query += f"&connect_timeout={REPLICA_CONNECT_TIMEOUT_SECONDS}{REPLICA_KEEPALIVES}"
     return f"postgresql+psycopg://{role}@{host}:{port}/{database}?{query}"
 
 
