@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform as host_platform
 from collections.abc import Callable
+from pathlib import Path
 
 import mlflow
 import psutil
@@ -18,6 +20,12 @@ SEARCH_TARGET_MAX_CLIENTS = 8
 WRITE_P95_SLO_MS = 500.0
 SEARCH_P95_TARGET_MS = 1000.0
 console = Console(width=170)
+
+
+def write_report(path: Path, report: dict) -> None:
+    """A benchmark's whole report as JSON (for the docs' tables and charts), its folder made if new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _ms(value: float | None) -> str:

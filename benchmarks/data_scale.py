@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.bench_report import write_report
 from benchmarks.bench_servers import LocalBench
 from benchmarks.loadgen import Client, LevelResult, Operation, run_level
 from benchmarks.scale_seed import BIG_EXPERIMENT, LONG_RUN, STALE_EXPERIMENT, Size, database_size, seed
@@ -476,6 +478,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def printed_markdown(args: argparse.Namespace, render: Callable[[dict], str]) -> bool:
+    """``--markdown JSON``: print that report's tables and run nothing (True). Otherwise a SIGTERM
+    from here on ends the run through its ``finally`` (the platform stopped), and False."""
+    if args.markdown:
+        print(render(json.loads(args.markdown.read_text())))
+        return True
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     size = Size()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -504,10 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow_platform.database.tuning import apply_tuning, remove_tuning
 
     args = build_parser().parse_args(argv)
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    if printed_markdown(args, markdown):
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     size = Size(args.runs, args.steps, 200, 0.2, args.long_history, args.deleted, args.stale, args.models, 5)
     args.state.mkdir(parents=True, exist_ok=True)
     bench = ScaleBench(args.state)
@@ -537,8 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.platform.down(log=lambda _: None)
     console.print(summary(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     console.print(f"wrote {args.json}")
     return 0
 

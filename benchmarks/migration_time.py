@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from benchmarks.bench_report import write_report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = measure(args.state / "state", args.mlflow)
     print(json.dumps(report, indent=2))
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     return 0
 
 

@@ -21,16 +21,22 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.bench_report import write_report
 from benchmarks.bench_servers import bench_stack
-from benchmarks.data_scale import ScaleBench, build, configure_postgres, experiment_ids, operations
+from benchmarks.data_scale import (
+    ScaleBench,
+    build,
+    configure_postgres,
+    experiment_ids,
+    operations,
+    printed_markdown,
+)
 from benchmarks.loadgen import LevelResult, run_level
 from benchmarks.scale_seed import Size, database_size
 from mlflow_platform.replica_reads import READ_REPLICA_URI_ENV
@@ -179,10 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow_platform.database.tuning import apply_tuning
 
     args = build_parser().parse_args(argv)
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+    if printed_markdown(args, markdown):
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     size = dataclasses.replace(Size(), runs=args.runs)
     args.state.mkdir(parents=True, exist_ok=True)
     bench = ReplicaBench(args.state)
@@ -208,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.platform.down(log=lambda _: None)
     console.print(summary(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     console.print(f"wrote {args.json}")
     return 0
 

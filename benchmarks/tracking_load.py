@@ -40,6 +40,7 @@ from .bench_report import (
     markdown_summary,
     progress_line,
     results_table,
+    write_report,
 )
 from .bench_seeding import (
     SEARCH_RUNS,
@@ -373,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.uri and args.tune is None and "rendered" in results:
         report["targets"] = report_targets(results)
     report["wall_s"] = round(time.monotonic() - started, 1)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     console.print(f"wrote {args.json} ({report['wall_s']:.0f} s in all)")
     return 0
 

@@ -3,47 +3,31 @@ control-plane API (moto) for DynamoDB and RDS, and the paths tests read."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from mlflow_platform.local.platform import LocalPlatform, Ports
+from mlflow_platform.local.platform import LocalPlatform
 from mlflow_platform.local.processes import free_port
 
-from .paths import LOCAL_STACK
+from .platforms import admin_client, running_platform
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use a live platform (directly or through a fixture) are marked ``platform``, so
     ``pytest -m "not platform"`` runs the fast ones without starting any server."""
     for item in items:
-        if {"platform", "mlflow_client", "client", "aws_api"} & set(getattr(item, "fixturenames", ())):
+        if {"platform", "mlflow_client", "client", "replicated", "aws_api"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.platform)
 
 
 @pytest.fixture(scope="session")
 def platform():
-    """Not under pytest's own temp root: any other pytest process run as the same user resets that
-    root to 0700, which takes the data directory away from PostgreSQL's user when run as root."""
-    work = Path(tempfile.mkdtemp(prefix="mlflow-platform-tests-"))
-    local = LocalPlatform(state_dir=work / "state", stack_file=LOCAL_STACK)
-    try:
-        local.up(Ports.free(), log=lambda _: None)
+    with running_platform() as local:
         yield local
-    finally:
-        local.down(purge=True, log=lambda _: None)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture
 def mlflow_client(platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch):
-    from mlflow import MlflowClient
-
-    for key, value in platform.client_env().items():
-        monkeypatch.setenv(key, value)
-    return MlflowClient(tracking_uri=platform.tracking_uri())
+    return admin_client(platform, monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -22,10 +20,11 @@ import yaml
 
 from mlflow_platform import policy_check, replica_reads
 from mlflow_platform.config import ConfigError, StackConfig, load_stack_file
-from mlflow_platform.local.platform import LocalPlatform, Ports, packaged_local_stack
+from mlflow_platform.local.platform import LocalPlatform, packaged_local_stack
 from mlflow_platform.server_spec import Endpoints, render_server
 
 from .paths import ROOT
+from .platforms import admin_client, running_platform
 from .test_infra_program import run_with, stack_section
 
 REPLICA_URI = replica_reads.READ_REPLICA_URI_ENV
@@ -140,27 +139,16 @@ def test_every_mandatory_policy_passes_with_a_replica_and_its_url_is_checked(pro
 # -- run for real -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def replicated():
-    work = Path(tempfile.mkdtemp(prefix="mlflow-platform-replica-"))
-    document = yaml.safe_load(packaged_local_stack().read_text())
-    document["config"]["mlflow-platform:database"]["readReplica"] = {}
-    stack = work / "replica.yaml"
-    stack.write_text(yaml.safe_dump(document))
-    local = LocalPlatform(state_dir=work / "state", stack_file=stack)
-    try:
-        local.up(Ports.free(), log=lambda _: None)
+    def with_replica(document: dict) -> None:
+        document["config"]["mlflow-platform:database"]["readReplica"] = {}
+
+    with running_platform(with_replica) as local:
         yield local
-    finally:
-        local.down(purge=True, log=lambda _: None)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture
 def client(replicated: LocalPlatform, monkeypatch: pytest.MonkeyPatch):
-    from mlflow import MlflowClient
-
-    for key, value in replicated.client_env().items():
-        monkeypatch.setenv(key, value)
-    return MlflowClient(tracking_uri=replicated.tracking_uri())
+    return admin_client(replicated, monkeypatch)
 
 
 class paused_replay:  # noqa: N801 (a context manager read as a phrase)
@@ -203,6 +191,8 @@ def test_a_lagging_replica_still_reads_your_writes_and_searches_catch_up(replica
         run = client.create_run(experiment)
         client.log_metric(run.info.run_id, "loss", 0.5)  # its permission check reads the run
         assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        # a history is a replica read: "no such run" there is asked again of the primary
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.5]
         assert client.get_experiment_by_name(client.get_experiment(experiment).name).experiment_id == experiment
         model = client.create_logged_model(experiment)  # what the fluent API does after log_model
         client.log_metric(run.info.run_id, "accuracy", 0.9, model_id=model.model_id)
@@ -345,6 +335,51 @@ def test_a_dead_replica_costs_users_nothing_and_up_brings_it_back(
     assert {s.name: s for s in replicated.status()}["replica"].healthy
     _wait_caught_up(replicated)
     assert len(client.search_runs([experiment])) == 3
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "breaker_opens"),
+    [
+        ("connection to server lost", "TEMPORARILY_UNAVAILABLE", True),
+        ("canceling statement due to conflict with recovery", "TEMPORARILY_UNAVAILABLE", False),
+        ("Run 'abc' not found", "RESOURCE_DOES_NOT_EXIST", False),
+        ('column "x" does not exist', "BAD_REQUEST", False),
+    ],
+)
+def test_what_the_replica_got_wrong_is_asked_again_of_the_primary(message, code, breaker_opens) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    calls, reasons = [], []
+
+    def search() -> str:
+        used = replica_reads._on_replica.get()
+        calls.append(used is not None)
+        if used is not None:  # what the routed session maker does when it hands out the replica
+            used.append("replica session")
+            raise MlflowException(message, error_code=getattr(databricks_pb2, code))
+        return "from the primary"
+
+    breaker = replica_reads.Breaker()
+    assert replica_reads._replica_read(search, breaker, reasons.append)() == "from the primary"
+    assert calls == [True, False] and breaker.closed is not breaker_opens
+    assert reasons == ["failed" if code == "TEMPORARILY_UNAVAILABLE" else "retried"]
+
+
+def test_an_error_of_the_primary_is_not_asked_again() -> None:
+    """A replica read the breaker already sent to the primary: its error is the answer."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    calls = []
+
+    def search() -> None:
+        calls.append(1)  # no replica session handed out
+        raise MlflowException("bad filter", error_code=BAD_REQUEST)
+
+    with pytest.raises(MlflowException, match="bad filter"):
+        replica_reads._replica_read(search, replica_reads.Breaker(), None)()
+    assert calls == [1]
 
 
 def test_the_replica_benchmark_reports_the_median_of_its_rounds_and_every_error() -> None:

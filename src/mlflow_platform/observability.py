@@ -89,7 +89,7 @@ def permission_cache_counter(registry=None) -> Callable[[str], None]:
 def replica_fallback_counter(registry=None) -> Callable[[str], None]:
     """``mlflow_platform_replica_fallback_total{reason}``: searches the read replica could not
     answer, sent to the primary (``unreachable``: it refused a connection; ``failed``: a query
-    failed there)."""
+    failed there; ``retried``: it answered "no such run" or an SQL error, e.g. while behind)."""
     from prometheus_client import REGISTRY, Counter
 
     counter = Counter(

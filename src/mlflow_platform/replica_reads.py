@@ -41,7 +41,7 @@ _logger = logging.getLogger(__name__)
 
 #: The replica's SQLAlchemy URL (no password: libpq reads PGPASSWORD, the same role's).
 READ_REPLICA_URI_ENV = "MLFLOW_PLATFORM_READ_REPLICA_URI"
-#: How long a worker reads from the primary after the replica refused a connection.
+#: How long a worker searches the primary after the replica refused a connection or failed a query.
 BREAKER_SECONDS = 30.0
 #: Seconds libpq waits for the replica to accept a connection (rendered into its URL).
 CONNECT_TIMEOUT_SECONDS = 3
@@ -49,11 +49,15 @@ CONNECT_TIMEOUT_SECONDS = 3
 #: network fails in about 10 s instead of the kernel's default of minutes.
 KEEPALIVES = "&keepalives=1&keepalives_idle=5&keepalives_interval=2&keepalives_count=3&tcp_user_timeout=10000"
 
-_on_replica: ContextVar[bool] = ContextVar("mlflow_platform_reads_on_replica", default=False)
+#: Inside a ``REPLICA_READS`` call: a list that records each replica session handed out (None outside).
+_on_replica: ContextVar[list | None] = ContextVar("mlflow_platform_reads_on_replica", default=None)
+#: PostgreSQL's message for a replica query cancelled to let replay go on (SQLSTATE 40001): the
+#: replica is healthy, so the query is asked of the primary without opening the breaker.
+RECOVERY_CONFLICT = "conflict with recovery"
 
 
 class Breaker:
-    """Per worker: open (reads go to the primary) for ``seconds`` after the replica failed."""
+    """Per worker: open (searches go to the primary) for ``seconds`` after the replica failed."""
 
     def __init__(self, seconds: float = BREAKER_SECONDS, clock: Callable[[], float] = time.monotonic):
         self.seconds, self._clock, self._open_until = seconds, clock, 0.0
@@ -67,7 +71,7 @@ class Breaker:
         with self._lock:
             if self.closed:
                 _logger.warning(
-                    "read replica unreachable (%s): reads go to the primary for %.0fs", reason, self.seconds
+                    "read replica unreachable (%s): searches go to the primary for %.0fs", reason, self.seconds
                 )
             self._open_until = self._clock() + self.seconds
 
@@ -100,7 +104,8 @@ def route(store: Any, replica: Any, breaker: Breaker, record: Callable[[str], No
     replica_sessions = sqlalchemy.orm.sessionmaker(bind=replica)
 
     def replica_or_primary() -> sqlalchemy.orm.Session:
-        if not _on_replica.get() or not breaker.closed:
+        used = _on_replica.get()
+        if used is None or not breaker.closed:
             return primary_sessions()
         session = replica_sessions()
         try:
@@ -111,6 +116,7 @@ def route(store: Any, replica: Any, breaker: Breaker, record: Callable[[str], No
             if record:
                 record("unreachable")
             return primary_sessions()
+        used.append(session)
         return session
 
     write = _get_managed_session_maker(primary_sessions, store.db_type)
@@ -128,26 +134,32 @@ def route(store: Any, replica: Any, breaker: Breaker, record: Callable[[str], No
 
 
 def _replica_read(method: Callable, breaker: Breaker, record: Callable[[str], None] | None) -> Callable:
-    """``method`` with its read sessions on the replica; a database failure there (MLflow's
-    TEMPORARILY_UNAVAILABLE) trips the breaker and the call is made again on the primary."""
+    """``method`` with its read sessions on the replica. When the replica answered with an error,
+    the call is made again on the primary: TEMPORARILY_UNAVAILABLE (the replica failed; the breaker
+    opens unless replay merely cancelled the query), RESOURCE_DOES_NOT_EXIST (a metric history of a
+    run the replica has not seen yet) and BAD_REQUEST (MLflow's mapping of an SQL error: a replica
+    that has not replayed a schema migration yet)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE, ErrorCode
 
     unavailable = ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
+    retried = {unavailable, ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(BAD_REQUEST)}
 
     @wraps(method)
     def read(*args, **kwargs):
-        if _on_replica.get() or not breaker.closed:  # nested in another replica read, or breaker open
+        if _on_replica.get() is not None or not breaker.closed:  # nested in a replica read, or breaker open
             return method(*args, **kwargs)
-        token = _on_replica.set(True)
+        used: list = []
+        token = _on_replica.set(used)
         try:
             return method(*args, **kwargs)
         except MlflowException as exc:
-            if exc.error_code != unavailable:
-                raise
-            breaker.trip(first_line(exc)[:120])
+            if not used or exc.error_code not in retried:
+                raise  # the primary's own answer, or a real one
+            if exc.error_code == unavailable and RECOVERY_CONFLICT not in str(exc):
+                breaker.trip(first_line(exc)[:120])
             if record:
-                record("failed")
+                record("failed" if exc.error_code == unavailable else "retried")
         finally:
             _on_replica.reset(token)
         return method(*args, **kwargs)

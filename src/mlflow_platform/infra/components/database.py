@@ -229,7 +229,8 @@ class Database(pulumi.ComponentResource):
             apply_immediately=config.apply_immediately,
             ca_cert_identifier="rds-ca-rsa2048-g1",
             tags=base,
-            opts=pulumi.ResourceOptions(parent=self),
+            # its identifier is fixed: a change RDS cannot make in place must delete it first
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
     def _credentials(
